@@ -1,0 +1,102 @@
+"""The application factory: middleware order, routes and resources, from a policy alone.
+
+`create_app` reads no files and no argv; the CLI (or a test) hands it a Policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from .clientip import client_ip_middleware
+from .context import add_response_headers, context_middleware
+from .errors import error_middleware
+from .limits import Limiter, LimitStorage, MemoryStorage
+from .limits.middleware import LIMITER, limits_middleware
+from .metrics import METRICS, Metrics
+from .observe import observe_middleware
+from .origin import origin_middleware
+from .policy import Backend, Policy
+from .routes.dispatch import dispatch
+from .routes.ops import LIFECYCLE, Lifecycle, setup_ops
+from .runtime import RUNTIME, Runtime, RuntimeHolder
+from .upstream import UPSTREAM, TokenUpstream
+from .upstream.openai import OpenAIClient
+from .upstream.stub import StubUpstream
+
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+
+
+def create_app(
+    policy: Policy,
+    *,
+    metrics: Metrics | None = None,
+    storage: LimitStorage | None = None,
+) -> web.Application:
+    metrics = metrics or Metrics()
+    # Order matters; each step may rely on those before it:
+    app = web.Application(
+        middlewares=[
+            context_middleware,  # 1. request id, runtime snapshot, route match
+            observe_middleware,  # 2. metrics and access log around everything below
+            error_middleware,  # 3. every refusal below becomes a JSON answer here
+            client_ip_middleware,  # 4. who the client is (trusted proxies only)
+            origin_middleware,  # 5. Origin check, preflight, CORS headers
+            limits_middleware,  # 6. rate limits, RateLimit headers, 429
+        ],
+        client_max_size=max(
+            [policy.server.max_body_bytes, *(r.max_body_bytes for r in policy.routes)]
+        ),
+        handler_args={"max_field_size": policy.server.max_header_bytes},
+    )
+    app[METRICS] = metrics
+    app[RUNTIME] = RuntimeHolder(Runtime.build(policy))
+    app[LIFECYCLE] = Lifecycle()
+    app[LIMITER] = _limiter(policy, metrics, storage)
+    metrics.set_upstream_mode(policy.stub_upstream)
+    app.on_response_prepare.append(add_response_headers)
+    app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(_limiter_storage)
+    setup_ops(app, policy.metrics.path)
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app
+
+
+def _limiter(policy: Policy, metrics: Metrics, storage: LimitStorage | None) -> Limiter:
+    cfg = policy.limiter
+    if storage is None:
+        if cfg.backend is Backend.REDIS:
+            raise NotImplementedError("limiter.backend: redis is not available yet")
+        storage = MemoryStorage(cfg.max_tracked_keys)
+    errors = metrics.limiter_backend_errors.labels(cfg.backend.value)
+    fallback = None if isinstance(storage, MemoryStorage) else MemoryStorage(cfg.max_tracked_keys)
+    return Limiter(
+        storage, on_error=cfg.on_backend_error, fallback=fallback, record_error=errors.inc
+    )
+
+
+async def _http_session(app: web.Application) -> AsyncIterator[None]:
+    """One pooled client session for the app's life; the upstream client is built on it."""
+    policy = app[RUNTIME].current.policy
+    upstream: TokenUpstream
+    if policy.stub_upstream:
+        upstream = StubUpstream(app[METRICS])
+        app[UPSTREAM] = upstream
+        yield
+        return
+    connector = aiohttp.TCPConnector(
+        limit=policy.upstream.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
+    )
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=True, trust_env=False
+    ) as session:
+        app[HTTP_SESSION] = session
+        app[UPSTREAM] = OpenAIClient(session, policy.upstream, app[METRICS])
+        yield
+
+
+async def _limiter_storage(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[LIMITER].storage.close()

@@ -1,0 +1,114 @@
+"""Command line: `serve` runs the gateway, `check` validates a policy. argv → policy → run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from .app import create_app
+from .logs import setup_logging
+from .policy import Policy, PolicyError, effective_policy, load_policy
+from .reload import reload_from, watch_file
+from .routes.ops import LIFECYCLE
+
+log = logging.getLogger("gateway")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chatkit-gateway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the gateway")
+    serve_p.add_argument("--config", required=True, type=Path, help="policy file (gateway.yaml)")
+    serve_p.add_argument(
+        "--stub-upstream",
+        action="store_true",
+        help="answer token routes from a built-in fake OpenAI (offline widget work)",
+    )
+    serve_p.add_argument("--log-level", default="INFO")
+    check_p = sub.add_parser("check", help="validate a policy and print the effective one")
+    check_p.add_argument("--config", required=True, type=Path)
+    check_p.add_argument("--stub-upstream", action="store_true")
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        return _check(args.config, args.stub_upstream)
+    setup_logging(args.log_level)
+    if args.stub_upstream:
+        log.warning(
+            "stub upstream: token routes answer with fake ek_stub_ secrets, OpenAI is not called"
+        )
+    try:
+        policy = load_policy(args.config, stub_upstream=args.stub_upstream)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            log.error("invalid policy", extra={"detail": str(problem)})
+        return 2
+    _use_uvloop()
+    asyncio.run(serve(policy, args.config))
+    return 0
+
+
+def _check(path: Path, stub: bool) -> int:
+    try:
+        policy = load_policy(path, stub_upstream=stub)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    sys.stdout.write(effective_policy(policy))
+    return 0
+
+
+def _use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(policy: Policy, path: Path) -> None:
+    """Run until SIGTERM/SIGINT, then drain: not ready at once, serving for the grace."""
+    app = create_app(policy)
+    server = policy.server
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=server.keepalive_timeout_seconds,
+        shutdown_timeout=max(1.0, server.shutdown_grace_seconds),
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, server.host, server.port, reuse_address=True)
+    await site.start()
+    log.info(
+        "listening",
+        extra={
+            "detail": f"http://{server.host}:{server.port} routes="
+            + ",".join(f"{r.name}:{r.path}" for r in policy.routes)
+            + (" upstream=stub" if policy.stub_upstream else " upstream=openai")
+        },
+    )
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: reload_from(app, path))
+    watcher = asyncio.create_task(watch_file(app, path))
+    try:
+        await stop.wait()
+        app[LIFECYCLE].draining = True
+        grace = server.shutdown_grace_seconds
+        log.info("draining", extra={"detail": f"not ready; serving {grace:g}s more"})
+        await asyncio.sleep(grace)
+    finally:
+        watcher.cancel()
+        await runner.cleanup()
+        log.info("stopped")

@@ -1,0 +1,92 @@
+"""Which address a request counts against.
+
+Rules (the same as Home Assistant's `forwarded.py` and aiohttp-remotes' XForwardedStrict):
+- The TCP peer is the client, unless the peer is inside `server.trusted_proxies`.
+- Then `X-Forwarded-For` is read right to left, skipping addresses that are themselves
+  trusted proxies; the first untrusted one is the client. If every hop is trusted, the
+  left-most is taken.
+- Several X-Forwarded-For headers are joined in order (RFC 9110 list semantics).
+- A peer outside the trusted list is never believed: whatever a client writes into the
+  header, its bucket is its own address. A garbled header from a trusted peer falls back
+  to the peer, logged once per request at debug level.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from .policy import ServerConfig
+from .policy.model import IPNetwork
+from .requestinfo import INFO
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class ClientIPResolver:
+    """Trusted networks parsed once at start (and on reload); `resolve` is per request."""
+
+    __slots__ = ("_trusted",)
+
+    def __init__(self, trusted: Sequence[IPNetwork]) -> None:
+        self._trusted = tuple(trusted)
+
+    @classmethod
+    def from_config(cls, server: ServerConfig) -> ClientIPResolver:
+        return cls(server.trusted_proxies)
+
+    def _is_trusted(self, addr: IPAddress) -> bool:
+        return any(addr in net for net in self._trusted)
+
+    def trusts(self, peer: str | None) -> bool:
+        addr = _parse(peer)
+        return addr is not None and self._is_trusted(addr)
+
+    def resolve(self, peer: str | None, forwarded_for: Sequence[str]) -> str:
+        peer_addr = _parse(peer)
+        if peer_addr is None:
+            return peer or "unknown"
+        if not self._trusted or not self._is_trusted(peer_addr) or not forwarded_for:
+            return str(peer_addr)
+        hops = [h.strip() for value in forwarded_for for h in value.split(",")]
+        chosen: IPAddress | None = None
+        for raw in reversed(hops):
+            addr = _parse(raw)
+            if addr is None:
+                return str(peer_addr)  # garbage in the chain: trust nothing further left
+            chosen = addr
+            if not self._is_trusted(addr):
+                break
+        return str(chosen or peer_addr)
+
+
+def _parse(raw: str | None) -> IPAddress | None:
+    """An address as proxies write it: bare, `[v6]`, `[v6]:port` or `v4:port`."""
+    if not raw or len(raw) > 64:
+        return None
+    text = raw.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        text = text[1:end]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+@web.middleware
+async def client_ip_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    info = request[INFO]
+    forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
+    info.client_ip = info.runtime.resolver.resolve(request.remote, forwarded)
+    return await handler(request)

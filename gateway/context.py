@@ -1,0 +1,54 @@
+"""What one request carries through the middlewares: its id, route, client and log fields.
+
+The first middleware takes a snapshot of the current Runtime (the compiled policy), so a
+reload in the middle of a request never changes the rules that request is judged by.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .metrics import OPS_ROUTE, UNMATCHED_ROUTE
+from .requestinfo import INFO, RequestInfo
+from .runtime import RUNTIME
+
+_SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's X-Request-ID when it is sane (≤128 visible ASCII), else a new one."""
+    given = request.headers.get("X-Request-ID")
+    if given is not None and _SANE_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    runtime = request.app[RUNTIME].current
+    route = runtime.match(request.path)
+    if route is not None:
+        label = route.route.name
+    elif request.path in runtime.ops_paths:
+        label = OPS_ROUTE
+    else:
+        label = UNMATCHED_ROUTE
+    rid = request_id_of(request)
+    info = RequestInfo(rid, runtime, route, label)
+    info.response_headers["X-Request-ID"] = rid
+    request[INFO] = info
+    return await handler(request)
+
+
+async def add_response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: the headers every answer carries, set once for all answer kinds."""
+    headers = response.headers
+    headers["Server"] = "chatkit-gateway"  # no version banner
+    headers["X-Content-Type-Options"] = "nosniff"
+    info = request.get(INFO)
+    if info is not None:
+        headers.update(info.response_headers)

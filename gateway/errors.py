@@ -1,0 +1,118 @@
+"""One exception family for every refusal, rendered as JSON at one boundary.
+
+Handlers and middlewares raise a GatewayError subclass; `error_middleware` turns it (and
+aiohttp's own HTTP exceptions, and anything unexpected) into `{"error": {code, message}}`.
+Headers that must reach the client even on errors (CORS, RateLimit, Retry-After) ride on
+the exception, added by the middleware that knows them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .requestinfo import INFO
+
+log = logging.getLogger("gateway")
+
+
+class GatewayError(Exception):
+    status = 500
+    code = "internal_error"
+    message = "Internal error"
+
+    def __init__(self, message: str | None = None, *, headers: Mapping[str, str] | None = None):
+        super().__init__(message or self.message)
+        self.text = message or self.message
+        self.headers: dict[str, str] = dict(headers or {})
+
+
+class BadRequest(GatewayError):
+    status, code, message = 400, "bad_request", "Request body must be a JSON object"
+
+
+class OriginNotAllowed(GatewayError):
+    status, code, message = 403, "origin_not_allowed", "Origin not allowed"
+
+
+class NotFound(GatewayError):
+    status, code, message = 404, "not_found", "Not found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, code, message = 405, "method_not_allowed", "Method not allowed"
+
+
+class PayloadTooLarge(GatewayError):
+    status, code, message = 413, "payload_too_large", "Request body too large"
+
+
+class RateLimited(GatewayError):
+    status, code, message = 429, "rate_limited", "Rate limit exceeded"
+
+
+class UpstreamRateLimited(GatewayError):
+    status, code, message = 429, "upstream_rate_limited", "Upstream rate limit exceeded"
+
+
+class UpstreamAuthFailed(GatewayError):
+    status, code, message = 502, "upstream_auth_failed", "Invalid API key configuration"
+
+
+class WorkflowNotFound(GatewayError):
+    status, code, message = 502, "workflow_not_found", "Workflow not found"
+
+
+class UpstreamError(GatewayError):
+    status, code, message = 502, "upstream_error", "Upstream request failed"
+
+
+class Unavailable(GatewayError):
+    status, code, message = 503, "unavailable", "Service unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status, code, message = 504, "upstream_timeout", "Upstream did not answer in time"
+
+
+_BY_STATUS: dict[int, type[GatewayError]] = {
+    400: BadRequest,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+}
+
+
+def error_response(err: GatewayError) -> web.Response:
+    body = json.dumps({"error": {"code": err.code, "message": err.text}})
+    resp = web.Response(
+        status=err.status, text=body, content_type="application/json", headers=err.headers
+    )
+    return resp
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as err:
+        info = request.get(INFO)
+        if info is not None:
+            info.error_code = err.code
+        return error_response(err)
+    except web.HTTPException as exc:
+        # aiohttp's own refusals (a malformed request, a body over client_max_size).
+        if exc.status < 400:
+            raise
+        cls = _BY_STATUS.get(exc.status)
+        mapped = cls() if cls else GatewayError(exc.reason)
+        if cls is None:
+            mapped.status, mapped.code = exc.status, "http_error"
+        return error_response(mapped)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request.get("request_id")})
+        return error_response(GatewayError())

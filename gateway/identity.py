@@ -1,0 +1,61 @@
+"""The ChatKit `user`: stable for one end user, and never who they are.
+
+OpenAI scopes thread history by `user`, and the widget asks for a new session before the
+old one expires, so the same person must map to the same value every time — on every
+replica and across restarts. We send `u_` + HMAC-SHA256(secret, source:value) truncated to
+128 bits:
+- `device_id` (default): an opaque id the page keeps in localStorage and sends as
+  `{"device_id": "…"}`; without one, the client IP stands in (hashed, never raw).
+- `header`: a header set by a trusted auth proxy (believed only from a trusted peer).
+- `client_ip`: the client address alone (users behind one NAT share history).
+The secret is `user_id.secret` if set, else derived from the OpenAI API key, so a fleet
+agrees without extra configuration; rotating the key then re-scopes history, which is why
+an explicit secret is recommended in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import BadRequest
+from .policy import Policy, Route, UserIdSource
+
+_DEVICE_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_DERIVE = b"chatkit-gateway/user-id/v1\x00"
+
+
+def user_secret(policy: Policy, route: Route) -> bytes:
+    explicit = route.user_id.secret
+    if explicit:
+        return explicit.reveal().encode()
+    key = policy.upstream.api_key.reveal() or "stub-upstream"
+    return hashlib.sha256(_DERIVE + key.encode()).digest()
+
+
+def end_user_id(
+    route: Route,
+    secret: bytes,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    client_ip: str,
+    from_trusted_proxy: bool,
+) -> str:
+    source = route.user_id.source
+    if source is UserIdSource.HEADER:
+        value = headers.get(route.user_id.header) if from_trusted_proxy else None
+        if not value or not _DEVICE_ID.fullmatch(value):
+            raise BadRequest(f"{route.user_id.header} is missing (set by the auth proxy)")
+        material = f"header:{value}"
+    elif source is UserIdSource.DEVICE_ID and "device_id" in body:
+        device = body["device_id"]
+        if not isinstance(device, str) or not _DEVICE_ID.fullmatch(device):
+            raise BadRequest("device_id must be a string of 1 to 128 visible ASCII characters")
+        material = f"device:{device}"
+    else:
+        material = f"ip:{client_ip}"
+    digest = hmac.new(secret, material.encode(), hashlib.sha256).hexdigest()
+    return "u_" + digest[:32]

@@ -1,0 +1,78 @@
+"""The limiter's storage interface and the GCRA arithmetic every backend shares.
+
+GCRA ("generic cell rate algorithm") keeps one number per bucket — the theoretical
+arrival time (TAT) of the next request — and admits `requests` per `per` seconds with
+bursts up to the full quota. One float per client is what keeps the memory backend small
+and lets the Redis backend do every limit of a request in one script call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..policy import RateLimit
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One limit applied to one client key (an IP, an origin, or the route as a whole)."""
+
+    scope: str  # route name + limit identity: which counters a reload may keep
+    limit: RateLimit
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    limit: RateLimit
+    allowed: bool
+    remaining: int
+    reset_seconds: float  # until the full quota is back
+    retry_after: float  # until one more request is admitted (0 when allowed)
+
+
+class LimitStorage(Protocol):
+    """Takes one unit from every bucket, or from none if any is exhausted (all or nothing)."""
+
+    async def acquire(self, buckets: Sequence[Bucket]) -> list[Verdict]: ...
+
+    async def ping(self) -> bool: ...
+
+    def retain(self, scopes: set[str]) -> None:
+        """Forget the state of every scope not listed (limits a reload removed or changed)."""
+
+    async def close(self) -> None: ...
+
+
+class BackendUnavailable(Exception):
+    """The shared backend did not answer in time; the limiter decides what that means."""
+
+
+def gcra(tat: float, now: float, limit: RateLimit) -> tuple[float, Verdict]:
+    """The new TAT and the verdict for one request arriving at `now`."""
+    interval = limit.per_seconds / limit.requests
+    new_tat = max(tat, now) + interval
+    allow_at = new_tat - limit.per_seconds
+    if allow_at > now:
+        wait = allow_at - now
+        return tat, Verdict(limit, False, 0, max(tat, now) - now, wait)
+    remaining = int((limit.per_seconds - (new_tat - now)) / interval + 1e-9)
+    return new_tat, Verdict(limit, True, remaining, new_tat - now, 0.0)
+
+
+def tightest(verdicts: Sequence[Verdict]) -> Verdict | None:
+    """The verdict to report in RateLimit headers: a refusal first, then the fewest left."""
+    if not verdicts:
+        return None
+    refused = [v for v in verdicts if not v.allowed]
+    if refused:
+        return max(refused, key=lambda v: v.retry_after)
+    return min(verdicts, key=lambda v: (v.remaining, -v.reset_seconds))
+
+
+def whole_seconds(seconds: float) -> int:
+    """Delta-seconds for Retry-After and RateLimit `t`: rounded up, at least 1."""
+    return max(1, math.ceil(seconds - 1e-9))

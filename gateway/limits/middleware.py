@@ -1,0 +1,50 @@
+"""Spends a request's rate-limit buckets before its handler runs, and reports them.
+
+Answers carry the IETF httpapi draft fields for the tightest limit:
+`RateLimit-Policy: "name";q=<quota>;w=<window>` and `RateLimit: "name";r=<left>;t=<reset>`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ..errors import RateLimited
+from ..metrics import METRICS
+from ..requestinfo import INFO
+from . import Limiter, tightest, whole_seconds
+from .base import Verdict
+
+LIMITER = web.AppKey("limiter", Limiter)
+
+
+def rate_headers(verdict: Verdict) -> dict[str, str]:
+    limit = verdict.limit
+    window = whole_seconds(limit.per_seconds)
+    return {
+        "RateLimit-Policy": f'"{limit.name}";q={limit.requests};w={window}',
+        "RateLimit": (
+            f'"{limit.name}";r={verdict.remaining};t={whole_seconds(verdict.reset_seconds)}'
+        ),
+    }
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    info = request[INFO]
+    compiled = info.route
+    if compiled is None or not compiled.scopes or request.method not in compiled.methods:
+        return await handler(request)
+    buckets = Limiter.buckets(
+        compiled.route, compiled.scopes, info.client_ip, info.origin, info.chatkit_type
+    )
+    if not buckets:
+        return await handler(request)
+    verdicts = await request.app[LIMITER].acquire(buckets)
+    report = tightest(verdicts)
+    assert report is not None
+    info.response_headers.update(rate_headers(report))
+    if not report.allowed:
+        request.app[METRICS].rate_limited.labels(compiled.name, report.limit.key.value).inc()
+        raise RateLimited(headers={"Retry-After": str(whole_seconds(report.retry_after))})
+    return await handler(request)

@@ -1,0 +1,54 @@
+"""Metrics and the access log for every answer, measured around everything inside."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from .metrics import METRICS
+from .requestinfo import INFO
+
+access_log = logging.getLogger("gateway.access")
+_CLIENT_CLOSED = 499  # nginx's code for a client that went away before the answer
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    info = request[INFO]
+    metrics.in_flight.inc()
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = _CLIENT_CLOSED
+        raise
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.in_flight.dec()
+        metrics.requests.labels(info.route_label, str(status)).inc()
+        metrics.request_duration.labels(info.route_label).observe(elapsed)
+        access_log.info(
+            "request",
+            extra={
+                "request_id": info.request_id,
+                "route": info.route_label,
+                "method": request.method,
+                "path": request.path[:256],
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "client_ip": info.client_ip or request.remote,
+                "origin": info.origin,
+                "chatkit_type": info.chatkit_type,
+                "upstream_status": info.upstream_status,
+                "upstream_ms": info.upstream_ms,
+                "error_code": info.error_code,
+            },
+        )

@@ -1,0 +1,30 @@
+"""The per-request record every middleware reads and fills in (a leaf module: no cycles)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .runtime import CompiledRoute, Runtime
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    request_id: str
+    runtime: Runtime
+    route: CompiledRoute | None
+    route_label: str
+    client_ip: str = ""
+    origin: str | None = None
+    chatkit_type: str | None = None
+    upstream_status: int | None = None
+    upstream_ms: float | None = None
+    error_code: str | None = None
+    # Added to the answer when it is prepared, streamed answers and errors included.
+    response_headers: dict[str, str] = field(default_factory=dict)
+
+
+INFO = web.RequestKey("chatkit_gateway_info", RequestInfo)

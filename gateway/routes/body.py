@@ -1,0 +1,40 @@
+"""Reading a request body within a route's byte budget, and parsing it as a JSON object."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import BadRequest, PayloadTooLarge
+
+
+async def read_capped(request: web.Request, limit: int) -> bytes:
+    """The whole body, refusing early on Content-Length and again while reading."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_object(raw: bytes, *, empty_ok: bool = True) -> dict[str, Any]:
+    """A JSON object; an empty body is `{}` where allowed. Anything else is 400."""
+    if not raw.strip():
+        if empty_ok:
+            return {}
+        raise BadRequest("Request body is empty")
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadRequest("Request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest("Request body must be a JSON object")
+    return value

@@ -1,0 +1,96 @@
+"""A policy compiled for serving: route lookup, limit scopes, trusted proxies.
+
+`RuntimeHolder.current` is swapped whole on reload; everything in a Runtime is immutable,
+so requests already running keep the snapshot they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .clientip import ClientIPResolver
+from .identity import user_secret
+from .limits import scope_of
+from .policy import OPS_PATHS, Policy, Route, RouteKind
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    route: Route
+    scopes: tuple[str, ...]  # one per rate limit, naming the counters it spends
+    preflight_headers: tuple[tuple[str, str], ...]
+    methods: frozenset[str]
+    allow_header: str
+    user_secret: bytes
+
+    @property
+    def name(self) -> str:
+        return self.route.name
+
+
+EXPOSE_HEADERS = "Retry-After, RateLimit, RateLimit-Policy, X-Request-ID"
+
+
+def compile_route(policy: Policy, route: Route) -> CompiledRoute:
+    methods = frozenset({"POST"})
+    allow = "POST, OPTIONS"
+    preflight = (
+        ("Access-Control-Allow-Methods", "POST"),
+        ("Access-Control-Allow-Headers", "Content-Type, X-Request-ID, Authorization"),
+        ("Access-Control-Max-Age", str(route.cors_max_age_seconds)),
+    )
+    scopes = tuple(scope_of(route, i) for i in range(len(route.rate_limits)))
+    return CompiledRoute(route, scopes, preflight, methods, allow, user_secret(policy, route))
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    policy: Policy
+    resolver: ClientIPResolver
+    exact: dict[str, CompiledRoute]
+    prefixes: tuple[tuple[str, CompiledRoute], ...]  # proxy routes, longest prefix first
+    ops_paths: frozenset[str]
+
+    @classmethod
+    def build(cls, policy: Policy) -> Runtime:
+        compiled = [compile_route(policy, r) for r in policy.routes]
+        exact = {c.route.path: c for c in compiled}
+        prefixes = tuple(
+            sorted(
+                ((c.route.path.rstrip("/") + "/", c) for c in compiled
+                 if c.route.kind is RouteKind.CHATKIT_PROXY),
+                key=lambda item: -len(item[0]),
+            )
+        )  # fmt: skip
+        ops = OPS_PATHS | {policy.metrics.path}
+        return cls(policy, ClientIPResolver.from_config(policy.server), exact, prefixes, ops)
+
+    def match(self, path: str) -> CompiledRoute | None:
+        route = self.exact.get(path)
+        if route is not None or not self.prefixes:
+            return route
+        if len(path) > 1 and path.endswith("/"):
+            route = self.exact.get(path.rstrip("/"))
+            if route is not None:
+                return route
+        for prefix, candidate in self.prefixes:
+            if path.startswith(prefix):
+                return candidate
+        return None
+
+    def scopes(self) -> set[str]:
+        return {s for c in self.exact.values() for s in c.scopes}
+
+
+class RuntimeHolder:
+    """The one mutable cell: the runtime every new request starts from."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.current = runtime
+
+
+RUNTIME = web.AppKey("runtime", RuntimeHolder)

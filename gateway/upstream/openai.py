@@ -1,0 +1,194 @@
+"""The OpenAI client for token routes: one pooled session, retries, outbound smoothing.
+
+Retries cover what is safe to retry — connection failures and 5xx — with full-jitter
+exponential backoff. A timeout is not retried (the caller is already waiting), nor is a
+429 (its Retry-After is passed on to the browser instead). Upstream bodies never reach
+the client or the log verbatim: only OpenAI's error `type`/`code`, key-like text masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+
+from .. import __version__
+from ..errors import (
+    GatewayError,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    WorkflowNotFound,
+)
+from ..metrics import Metrics
+from ..policy import UpstreamConfig
+from ..requestinfo import RequestInfo
+from . import CHATKIT_SESSIONS
+
+log = logging.getLogger("gateway.upstream")
+_KEYLIKE = re.compile(r"(sk|ek|rk)-[A-Za-z0-9_\-*]{4,}|ek_[A-Za-z0-9_\-]{4,}")
+_BACKOFF_BASE = 0.1
+_BACKOFF_CAP = 2.0
+
+
+class _Retry(Exception):
+    def __init__(self, final: GatewayError) -> None:
+        self.final = final
+
+
+class OpenAIClient:
+    __slots__ = ("_config", "_limiter", "_metrics", "_random", "_session", "_sleep")
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        config: UpstreamConfig,
+        metrics: Metrics,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._session = session
+        self._metrics = metrics
+        self._sleep = sleep
+        self._random = rng
+        self._config = config
+        self._limiter = _limiter_for(config)
+
+    def configure(self, config: UpstreamConfig) -> None:
+        """Take a reloaded upstream section; the smoothing limiter is kept if unchanged."""
+        if config.max_rate != self._config.max_rate:
+            self._limiter = _limiter_for(config)
+        self._config = config
+
+    async def create(
+        self, path: str, body: dict[str, Any], info: RequestInfo, *, beta: str | None = None
+    ) -> dict[str, Any]:
+        config = self._config
+        headers = {
+            "Authorization": f"Bearer {config.api_key.reveal()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"chatkit-gateway/{__version__}",
+            "X-Request-ID": info.request_id,
+            "X-Client-Request-Id": info.request_id,
+        }
+        if beta:
+            headers["OpenAI-Beta"] = beta
+        url = config.base_url + path
+        for attempt in range(config.retries + 1):
+            try:
+                return await self._attempt(url, path, headers, body, info)
+            except _Retry as retry:
+                if attempt == config.retries:
+                    raise retry.final from None
+                delay = self._random() * min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)
+                await self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _attempt(
+        self,
+        url: str,
+        path: str,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        info: RequestInfo,
+    ) -> dict[str, Any]:
+        route = info.route_label
+        timeout = aiohttp.ClientTimeout(total=self._config.timeout_seconds)
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            async with self._session.post(url, json=body, headers=headers, timeout=timeout) as r:
+                info.upstream_status = r.status
+                if r.status == 200:
+                    try:
+                        data = await r.json(content_type=None)
+                    except (ValueError, aiohttp.ContentTypeError):
+                        data = None
+                    if not isinstance(data, dict):
+                        outcome = "server_error"
+                        raise UpstreamError()
+                    return data
+                outcome, error = await self._classify(r, path, info)
+                raise error
+        except TimeoutError:
+            outcome = "timeout"
+            log.warning("upstream timeout", extra=_fields(info, f"{path} after {timeout.total}s"))
+            raise UpstreamTimeout() from None
+        except aiohttp.ClientError as exc:
+            outcome = "connection_error"
+            log.warning("upstream connection failed", extra=_fields(info, type(exc).__name__))
+            raise _Retry(UpstreamError()) from None
+        except UpstreamError as exc:
+            if outcome == "server_error":
+                raise _Retry(exc) from None
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            info.upstream_ms = round(elapsed * 1000, 1)
+            self._metrics.upstream_requests.labels(route, outcome).inc()
+            self._metrics.upstream_duration.labels(route).observe(elapsed)
+
+    async def _classify(
+        self, r: aiohttp.ClientResponse, path: str, info: RequestInfo
+    ) -> tuple[str, GatewayError]:
+        fields = _fields(info, await _error_detail(r))
+        if r.status == 429:
+            retry_after = _retry_after(r.headers.get("Retry-After"))
+            log.warning("upstream rate limited", extra=fields)
+            return "rate_limited", UpstreamRateLimited(headers={"Retry-After": str(retry_after)})
+        if r.status in (401, 403):
+            log.error("OpenAI rejected the API key", extra=fields)
+            return "auth_failed", UpstreamAuthFailed()
+        if r.status == 404 and path == CHATKIT_SESSIONS:
+            log.error("workflow not found", extra=fields)
+            return "not_found", WorkflowNotFound()
+        if r.status >= 500:
+            log.warning("upstream server error", extra=fields)
+            return "server_error", UpstreamError()
+        log.error("upstream refused the request", extra=fields)
+        return "client_error", UpstreamError()
+
+
+def _limiter_for(config: UpstreamConfig) -> AsyncLimiter | None:
+    rate = config.max_rate
+    return AsyncLimiter(rate.requests, rate.per_seconds) if rate else None
+
+
+def _retry_after(raw: str | None) -> int:
+    try:
+        return min(3600, max(1, int(float(raw or "1") + 0.999)))
+    except ValueError:
+        return 1
+
+
+async def _error_detail(r: aiohttp.ClientResponse) -> str:
+    """OpenAI's error type, code and message for the log, key-like text masked."""
+    try:
+        data = await r.json(content_type=None)
+        err = data.get("error") if isinstance(data, dict) else None
+    except (ValueError, aiohttp.ClientError):
+        err = None
+    request_id = r.headers.get("x-request-id", "-")
+    if not isinstance(err, dict):
+        return f"status={r.status} openai_request_id={request_id}"
+    message = _KEYLIKE.sub("***", str(err.get("message", "")))[:300]
+    return (
+        f"status={r.status} type={err.get('type')} code={err.get('code')} "
+        f"openai_request_id={request_id} message={message}"
+    )
+
+
+def _fields(info: RequestInfo, detail: str) -> dict[str, Any]:
+    return {"request_id": info.request_id, "route": info.route_label, "detail": detail}
