@@ -51,12 +51,15 @@ class BackendUnavailable(Exception):
     """The shared backend did not answer in time; the limiter decides what that means."""
 
 
+_EPSILON = 1e-6
+
+
 def gcra(tat: float, now: float, limit: RateLimit) -> tuple[float, Verdict]:
     """The new TAT and the verdict for one request arriving at `now`."""
     interval = limit.per_seconds / limit.requests
     new_tat = max(tat, now) + interval
     allow_at = new_tat - limit.per_seconds
-    if allow_at > now:
+    if allow_at - now > _EPSILON:  # float sums like now + w - w need not equal now
         wait = allow_at - now
         return tat, Verdict(limit, False, 0, max(tat, now) - now, wait)
     remaining = int((limit.per_seconds - (new_tat - now)) / interval + 1e-9)
