@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs them; figures and commands are in the README."""
