@@ -1,0 +1,1001 @@
+"""config/kubernetes, config/prometheus and config/grafana checked against Kubernetes' API
+schemas (kubernetes-validate) and against the gateway itself: ports, probe paths, the policy
+file the container reads, the secret file, the drain time, and every metric name and label
+used by the alert rules and the dashboard.
+
+kustomize is not needed: `build()` renders the small subset of kustomize this folder uses
+and refuses anything else, so a new kustomize feature fails here loudly instead of being
+skipped silently. Where a real `kustomize` binary is on PATH its output is checked too.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+from tests.promql_exprs import all_expressions, iter_panels, load_dashboard, load_rules
+
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "config" / "kubernetes"
+REDIS_COMPONENT = K8S / "components" / "redis"
+
+Manifest = dict[str, Any]
+
+# The gateway as these manifests must see it (SPEC §2-§5 and the image's conventions).
+CONFIG_PATH = "/etc/chatkit-gateway/gateway.yaml"
+API_KEY_FILE = "/run/secrets/openai/api-key"
+IMAGE = "ghcr.io/example/chatkit-gateway:0.1.0"
+RUN_AS_USER = 10001
+PRESTOP_TO_GRACE_MARGIN_SECONDS = 15
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 10.0
+
+# Kubernetes versions whose schemas the manifests must pass: the oldest supported (the
+# preStop `sleep` action is on by default from 1.30) and the newest kubernetes-validate has.
+K8S_VERSIONS = ("1.30.0", str(kubernetes_validate.latest_version()))
+CRD_API_GROUPS = ("monitoring.coreos.com/",)
+
+# SPEC §5 metrics and the labels each carries, plus build_info.
+METRICS: Mapping[str, frozenset[str]] = {
+    "chatkit_gateway_requests_total": frozenset({"route", "status"}),
+    "chatkit_gateway_request_duration_seconds": frozenset({"route"}),
+    "chatkit_gateway_upstream_requests_total": frozenset({"route", "outcome"}),
+    "chatkit_gateway_upstream_duration_seconds": frozenset({"route"}),
+    "chatkit_gateway_rate_limited_total": frozenset({"route", "key"}),
+    "chatkit_gateway_origin_rejected_total": frozenset({"route"}),
+    "chatkit_gateway_in_flight_requests": frozenset(),
+    "chatkit_gateway_open_streams": frozenset({"route"}),
+    "chatkit_gateway_chatkit_requests_total": frozenset({"route", "type"}),
+    "chatkit_gateway_limiter_backend_errors_total": frozenset({"backend"}),
+    "chatkit_gateway_config_reloads_total": frozenset({"result"}),
+    "chatkit_gateway_build_info": frozenset({"version", "upstream"}),
+}
+HISTOGRAMS = frozenset(n for n in METRICS if n.endswith("_seconds"))
+COUNTERS = frozenset(n for n in METRICS if n.endswith("_total"))
+METRIC_TYPES: Mapping[str, str] = {
+    n: "histogram" if n in HISTOGRAMS else "counter" if n in COUNTERS else "gauge" for n in METRICS
+}
+# Fixed label vocabularies; an equality matcher on these labels must use one of the values.
+LABEL_VALUES: Mapping[str, frozenset[str]] = {
+    "outcome": frozenset(
+        {"ok", "rate_limited", "auth_failed", "not_found", "client_error", "server_error"}
+        | {"timeout", "connection_error"}
+    ),
+    "key": frozenset({"client_ip", "origin", "global", "streams"}),
+    "result": frozenset({"success", "failure"}),
+    "upstream": frozenset({"openai", "stub"}),
+    "backend": frozenset({"redis", "memory"}),
+}
+# Labels that Prometheus (and the Prometheus Operator) add to every scraped series.
+TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "endpoint"})
+PROMETHEUS_METRICS: Mapping[str, frozenset[str]] = {"up": frozenset()}
+
+
+# --------------------------------------------------------------------------- kustomize subset
+
+
+class KustomizeError(Exception):
+    pass
+
+
+def _load_docs(path: Path) -> list[Manifest]:
+    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+    for doc in docs:
+        if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
+            raise KustomizeError(f"{path}: not a Kubernetes object: {doc!r:.80}")
+    return docs
+
+
+def _kustomization(directory: Path) -> dict[str, Any]:
+    data = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise KustomizeError(f"{directory}/kustomization.yaml: expected a mapping")
+    return data
+
+
+def _generate_configmap(directory: Path, spec: Mapping[str, Any]) -> Manifest:
+    unknown = set(spec) - {"name", "files", "literals", "options", "behavior"}
+    if unknown:
+        raise KustomizeError(f"configMapGenerator: unsupported keys {sorted(unknown)}")
+    data: dict[str, str] = {}
+    for entry in spec.get("files", []):
+        key, _, path = str(entry).rpartition("=")
+        data[key or Path(path).name] = (directory / path).read_text(encoding="utf-8")
+    for literal in spec.get("literals", []):
+        key, sep, value = str(literal).partition("=")
+        if not sep:
+            raise KustomizeError(f"configMapGenerator literal without '=': {literal!r}")
+        data[key] = value
+    options = spec.get("options", {})
+    metadata: dict[str, Any] = {"name": spec["name"]}
+    for field in ("labels", "annotations"):
+        if field in options:
+            metadata[field] = dict(options[field])
+    manifest: Manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata}
+    manifest["data"] = data
+    if not options.get("disableNameSuffixHash", False):
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        manifest["x-hash-suffix"] = digest[:10]
+    return manifest
+
+
+def _strategic_merge(base: Any, patch: Any) -> Any:
+    """Strategic merge, enough for pod templates: lists of named objects merge by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        if any(str(k).startswith("$") for k in patch):
+            raise KustomizeError(f"strategic-merge directives are not supported: {patch}")
+        out = dict(base)
+        for key, value in patch.items():
+            out[key] = _strategic_merge(base[key], value) if key in base else value
+        return out
+    if isinstance(base, list) and isinstance(patch, list):
+        named = all(isinstance(i, dict) and "name" in i for i in [*base, *patch])
+        if not named:
+            return copy.deepcopy(patch)
+        merged = [dict(i) for i in base]
+        index = {i["name"]: n for n, i in enumerate(merged)}
+        for item in patch:
+            if item["name"] in index:
+                n = index[item["name"]]
+                merged[n] = _strategic_merge(merged[n], item)
+            else:
+                merged.append(copy.deepcopy(item))
+        return merged
+    return copy.deepcopy(patch)
+
+
+def _json6902(doc: Manifest, ops: list[dict[str, Any]]) -> Manifest:
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent: Any = doc
+        for part in parts[:-1]:
+            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+        last = parts[-1]
+        kind = op["op"]
+        if isinstance(parent, list):
+            index = len(parent) if last == "-" else int(last)
+            if kind == "add":
+                parent.insert(index, op["value"])
+            elif kind == "replace":
+                parent[index] = op["value"]
+            elif kind == "remove":
+                del parent[index]
+            else:
+                raise KustomizeError(f"unsupported JSON patch op {kind!r}")
+        elif kind in ("add", "replace"):
+            if kind == "replace" and last not in parent:
+                raise KustomizeError(f"JSON patch replaces a missing path {op['path']}")
+            parent[last] = op["value"]
+        elif kind == "remove":
+            del parent[last]
+        else:
+            raise KustomizeError(f"unsupported JSON patch op {kind!r}")
+    return doc
+
+
+def _matches(doc: Manifest, target: Mapping[str, Any]) -> bool:
+    unknown = set(target) - {"kind", "name", "group", "version"}
+    if unknown:
+        raise KustomizeError(f"patch target: unsupported keys {sorted(unknown)}")
+    group, _, version = str(doc["apiVersion"]).rpartition("/")
+    actual = {"kind": doc["kind"], "name": doc["metadata"]["name"], "group": group}
+    actual["version"] = version
+    return all(re.fullmatch(str(want), actual[key]) for key, want in target.items())
+
+
+def _apply_patches(directory: Path, docs: list[Manifest], patches: list[Any]) -> list[Manifest]:
+    for spec in patches:
+        unknown = set(spec) - {"path", "patch", "target"}
+        if unknown:
+            raise KustomizeError(f"patches: unsupported keys {sorted(unknown)}")
+        text = (directory / spec["path"]).read_text() if "path" in spec else spec["patch"]
+        body = yaml.safe_load(text)
+        target = spec.get("target")
+        if target is None:
+            if not isinstance(body, dict):
+                raise KustomizeError("a JSON 6902 patch needs a target")
+            target = {"kind": body["kind"], "name": body["metadata"]["name"]}
+        hits = [n for n, d in enumerate(docs) if _matches(d, target)]
+        if not hits:
+            raise KustomizeError(f"patch {spec} matches no resource")
+        for n in hits:
+            docs[n] = (
+                _json6902(docs[n], body)
+                if isinstance(body, list)
+                else _strategic_merge(docs[n], {k: v for k, v in body.items() if k != "metadata"})
+            )
+    return docs
+
+
+def _collect(
+    directory: Path, expected_kind: str, components: tuple[Path, ...] = ()
+) -> list[Manifest]:
+    k = _kustomization(directory)
+    kind = k.get("kind", "Kustomization")
+    if kind != expected_kind:
+        raise KustomizeError(f"{directory}: kind {kind}, expected {expected_kind}")
+    supported = {"apiVersion", "kind", "resources", "configMapGenerator", "components", "patches"}
+    unknown = set(k) - supported
+    if unknown:
+        raise KustomizeError(f"{directory}: kustomize features not rendered here: {unknown}")
+    docs: list[Manifest] = []
+    for resource in k.get("resources", []):
+        path = directory / resource
+        docs += _collect(path, "Kustomization") if path.is_dir() else _load_docs(path)
+    for spec in k.get("configMapGenerator", []):
+        generated = _generate_configmap(directory, spec)
+        behavior = spec.get("behavior", "create")
+        same = [
+            n for n, d in enumerate(docs) if (d["kind"], _name(d)) == ("ConfigMap", spec["name"])
+        ]
+        if behavior == "create":
+            if same:
+                raise KustomizeError(f"ConfigMap {spec['name']} generated twice")
+            docs.append(generated)
+        elif behavior in ("merge", "replace") and same:
+            old = docs[same[0]]
+            if behavior == "merge":
+                generated["data"] = {**old.get("data", {}), **generated["data"]}
+            docs[same[0]] = generated
+        else:
+            raise KustomizeError(f"configMapGenerator behavior {behavior!r} for {spec['name']}")
+    for component in [*(directory / c for c in k.get("components", [])), *components]:
+        docs = _apply_component(component, docs)
+    return _apply_patches(directory, docs, k.get("patches", []))
+
+
+def _apply_component(directory: Path, docs: list[Manifest]) -> list[Manifest]:
+    k = _kustomization(directory)
+    if k.get("kind") != "Component":
+        raise KustomizeError(f"{directory}: not a kustomize Component")
+    unknown = set(k) - {"apiVersion", "kind", "resources", "patches"}
+    if unknown:
+        raise KustomizeError(f"{directory}: component features not rendered here: {unknown}")
+    own = [doc for r in k.get("resources", []) for doc in _load_docs(directory / r)]
+    return _apply_patches(directory, docs + own, k.get("patches", []))
+
+
+def _name(doc: Manifest) -> str:
+    return str(doc["metadata"]["name"])
+
+
+def _rename_generated(docs: list[Manifest]) -> list[Manifest]:
+    """Give generated ConfigMaps their hash suffix and rewrite the references to them."""
+    renamed: dict[str, str] = {}
+    for doc in docs:
+        suffix = doc.pop("x-hash-suffix", None)
+        if suffix:
+            old = doc["metadata"]["name"]
+            doc["metadata"]["name"] = renamed[old] = f"{old}-{suffix}"
+    for doc in docs:
+        spec = doc.get("spec", {}).get("template", {}).get("spec")
+        if not spec:
+            continue
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                name = volume["configMap"]["name"]
+                volume["configMap"]["name"] = renamed.get(name, name)
+        for container in spec.get("containers", []) + spec.get("initContainers", []):
+            for source in container.get("envFrom", []):
+                if "configMapRef" in source:
+                    name = source["configMapRef"]["name"]
+                    source["configMapRef"]["name"] = renamed.get(name, name)
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("configMapKeyRef")
+                if ref:
+                    ref["name"] = renamed.get(ref["name"], ref["name"])
+    return docs
+
+
+def build(directory: Path, components: tuple[Path, ...] = ()) -> list[Manifest]:
+    """`kustomize build directory`, plus `components` as an overlay would add them."""
+    return _rename_generated(_collect(directory, "Kustomization", components))
+
+
+VARIANTS: Mapping[str, tuple[Path, ...]] = {"base": (), "redis": (REDIS_COMPONENT,)}
+
+
+@cache
+def _built(variant: str) -> tuple[Manifest, ...]:
+    return tuple(build(K8S, VARIANTS[variant]))
+
+
+def rendered(variant: str = "base") -> list[Manifest]:
+    return copy.deepcopy(list(_built(variant)))
+
+
+def one(docs: list[Manifest], kind: str, name: str | None = None) -> Manifest:
+    hits = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(hits) == 1, f"expected one {kind} {name or ''}, found {len(hits)}"
+    return hits[0]
+
+
+def gateway_deployment(docs: list[Manifest]) -> Manifest:
+    return one(docs, "Deployment", "chatkit-gateway")
+
+
+def gateway_container(docs: list[Manifest]) -> dict[str, Any]:
+    containers = gateway_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    container = containers[0]
+    assert isinstance(container, dict)
+    return container
+
+
+def configmap_policy_text(docs: list[Manifest]) -> str:
+    """The gateway.yaml that the container reads, followed through volume and mount."""
+    container = gateway_container(docs)
+    argv = [*container.get("command", []), *container.get("args", [])]
+    config = argv[argv.index("--config") + 1]
+    volume = _volume_for(docs, config)
+    assert "configMap" in volume, f"{config} is not on a ConfigMap volume"
+    cm = one(docs, "ConfigMap", volume["configMap"]["name"])
+    key = _key_in_volume(volume["configMap"], _relative_to_mount(container, config))
+    assert key in cm["data"], f"ConfigMap {cm['metadata']['name']} has no key {key}"
+    text = cm["data"][key]
+    assert isinstance(text, str)
+    return text
+
+
+def _mount_for(container: Mapping[str, Any], path: str) -> dict[str, Any]:
+    mounts = [
+        m
+        for m in container.get("volumeMounts", [])
+        if path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert mounts, f"no volumeMount holds {path}"
+    mount: dict[str, Any] = max(mounts, key=lambda m: len(m["mountPath"]))
+    assert "subPath" not in mount, "subPath mounts never see ConfigMap/Secret updates"
+    return mount
+
+
+def _relative_to_mount(container: Mapping[str, Any], path: str) -> str:
+    return path[len(_mount_for(container, path)["mountPath"].rstrip("/")) + 1 :]
+
+
+def _volume_for(docs: list[Manifest], path: str) -> dict[str, Any]:
+    mount = _mount_for(gateway_container(docs), path)
+    volumes = gateway_deployment(docs)["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in volumes if v["name"] == mount["name"])
+    assert isinstance(volume, dict)
+    return volume
+
+
+def _key_in_volume(source: Mapping[str, Any], relative: str) -> str:
+    """The ConfigMap/Secret key that appears at `relative` inside the volume."""
+    items = source.get("items")
+    if items is None:
+        return relative
+    keys = [i["key"] for i in items if i["path"] == relative]
+    assert keys, f"the volume's items put nothing at {relative}"
+    return str(keys[0])
+
+
+def policy(docs: list[Manifest]) -> dict[str, Any]:
+    """The ConfigMap's gateway.yaml, `${VAR:-default}` resolved from the container's env."""
+    env = {
+        e["name"]: str(e["value"]) for e in gateway_container(docs).get("env", []) if "value" in e
+    }
+
+    def resolve(m: re.Match[str]) -> str:
+        default = m.group(2) if m.group(2) is not None else m.group(0)
+        return env.get(m.group(1), default)
+
+    text = re.sub(
+        r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}", resolve, configmap_policy_text(docs)
+    )
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict)
+    return data
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_labels(docs: list[Manifest], name: str = "chatkit-gateway") -> dict[str, str]:
+    labels = one(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+    assert isinstance(labels, dict)
+    return labels
+
+
+def prestop_sleep_seconds(container: Mapping[str, Any]) -> float:
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    if "sleep" in pre_stop:
+        return float(pre_stop["sleep"]["seconds"])
+    command = pre_stop.get("exec", {}).get("command", [])
+    assert command[:1] == ["sleep"], f"preStop is not a sleep: {pre_stop}"
+    return float(command[1])
+
+
+# --------------------------------------------------------------------------- kustomization
+
+
+def test_every_manifest_file_is_used_or_an_example() -> None:
+    listed = set(_kustomization(K8S)["resources"]) | {"kustomization.yaml", "gateway.yaml"}
+    examples = {"secret.example.yaml"}
+    files = {p.name for p in K8S.glob("*.yaml")}
+    assert files - listed == examples, "manifests neither in kustomization.yaml nor examples"
+    assert not (examples & listed), "the Secret example must not be applied by default"
+    component = _kustomization(REDIS_COMPONENT)
+    used = set(component["resources"]) | {p["path"] for p in component["patches"]}
+    assert {p.name for p in REDIS_COMPONENT.glob("*.yaml")} == used | {"kustomization.yaml"}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_kustomization_renders(variant: str) -> None:
+    docs = rendered(variant)
+    found = sorted((d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] != "ConfigMap")
+    expected = [
+        ("Deployment", "chatkit-gateway"),
+        ("HorizontalPodAutoscaler", "chatkit-gateway"),
+        ("NetworkPolicy", "chatkit-gateway"),
+        ("PodDisruptionBudget", "chatkit-gateway"),
+        ("Service", "chatkit-gateway"),
+        ("ServiceAccount", "chatkit-gateway"),
+        ("ServiceMonitor", "chatkit-gateway"),
+    ]
+    if variant == "redis":
+        expected += [
+            ("Deployment", "chatkit-gateway-redis"),
+            ("NetworkPolicy", "chatkit-gateway-redis"),
+            ("Service", "chatkit-gateway-redis"),
+        ]
+    assert found == sorted(expected)
+    (configmap,) = (d for d in docs if d["kind"] == "ConfigMap")
+    assert re.fullmatch(r"chatkit-gateway-config-[0-9a-f]{10}", configmap["metadata"]["name"])
+    assert not any("x-hash-suffix" in d or "namespace" in d["metadata"] for d in docs)
+
+
+def _schema_cases() -> Iterator[tuple[str, str, str, str]]:
+    for variant in sorted(VARIANTS):
+        for doc in _built(variant):
+            if not doc["apiVersion"].startswith(CRD_API_GROUPS):
+                for version in K8S_VERSIONS:
+                    yield variant, doc["kind"], doc["metadata"]["name"], version
+    for doc in _load_docs(K8S / "secret.example.yaml"):
+        for version in K8S_VERSIONS:
+            yield "example", doc["kind"], doc["metadata"]["name"], version
+
+
+@pytest.mark.parametrize(("variant", "kind", "name", "version"), sorted(set(_schema_cases())))
+def test_manifest_matches_kubernetes_schema(
+    variant: str, kind: str, name: str, version: str
+) -> None:
+    docs = _load_docs(K8S / "secret.example.yaml") if variant == "example" else rendered(variant)
+    doc = one(docs, kind, name)
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.path)
+        pytest.fail(f"{kind}/{name} against Kubernetes {version}: {path}: {exc.message}")
+
+
+def test_only_known_crds_skip_schema_validation() -> None:
+    docs = rendered("redis")
+    crds = {
+        (d["apiVersion"], d["kind"]) for d in docs if d["apiVersion"].startswith(CRD_API_GROUPS)
+    }
+    assert crds == {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+def _real_kustomize() -> list[str] | None:
+    """`kustomize build` or `kubectl kustomize` when either is installed (v4+: components)."""
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        probe = subprocess.run(
+            ["kubectl", "version", "--client"], capture_output=True, text=True, timeout=30
+        )
+        match = re.search(r"Kustomize Version: v(\d+)", probe.stdout)
+        if match and int(match.group(1)) >= 4:
+            return ["kubectl", "kustomize"]
+    return None
+
+
+def _comparable(docs: list[Manifest]) -> dict[tuple[str, str], Any]:
+    """Objects by kind and name, the generated ConfigMap's name suffix blanked out."""
+    text = yaml.safe_dump_all(docs, sort_keys=True)
+    text = re.sub(r"(chatkit-gateway-config)-[a-z0-9]{10}\b", r"\1-HASH", text)
+    return {(d["kind"], _name(d)): d for d in yaml.safe_load_all(text) if d}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_real_kustomize_renders_the_same(variant: str, tmp_path: Path) -> None:
+    command = _real_kustomize()
+    if command is None:
+        pytest.skip("neither kustomize nor kubectl (kustomize v4+) is installed")
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    overlay_spec = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [os.path.relpath(K8S, overlay)],
+        "components": [os.path.relpath(c, overlay) for c in VARIANTS[variant]],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(overlay_spec))
+    out = subprocess.run(
+        [*command, str(overlay)], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    real = [d for d in yaml.safe_load_all(out) if d]
+    assert _comparable(real) == _comparable(rendered(variant))
+
+
+# --------------------------------------------------------------------------- the gateway Pod
+
+
+def test_deployment_runs_the_gateway() -> None:
+    docs = rendered()
+    deployment = gateway_deployment(docs)
+    assert deployment["spec"]["replicas"] == 2
+    assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels(docs))
+    container = gateway_container(docs)
+    assert container["image"] == IMAGE
+    argv = [*container["command"], *container["args"]]
+    assert argv == ["chatkit-gateway", "serve", "--config", CONFIG_PATH]
+    assert "--stub-upstream" not in container["args"]
+
+
+def test_container_port_is_the_policy_port() -> None:
+    docs = rendered()
+    ports = gateway_container(docs)["ports"]
+    assert [(p["name"], p["containerPort"]) for p in ports] == [("http", 8080)]
+    assert policy(docs)["server"]["port"] == 8080
+
+
+def test_probes_hit_healthz_and_readyz_on_the_container_port() -> None:
+    container = gateway_container(rendered())
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    expected = {
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+        "startupProbe": "/healthz",
+    }
+    for probe, path in expected.items():
+        if probe == "startupProbe" and probe not in container:
+            continue
+        get = container[probe]["httpGet"]
+        assert get["path"] == path, probe
+        port = ports.get(get["port"], get["port"])
+        assert port == 8080, f"{probe} port {get['port']}"
+
+
+def test_pod_security_is_restricted() -> None:
+    docs = rendered("redis")
+    for name in ("chatkit-gateway", "chatkit-gateway-redis"):
+        spec = one(docs, "Deployment", name)["spec"]["template"]["spec"]
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        for container in spec["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert "add" not in sc["capabilities"], name
+            assert not sc.get("privileged"), name
+            assert sc.get("runAsUser", pod.get("runAsUser", 0)) != 0, name
+    assert gateway_deployment(docs)["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == (
+        RUN_AS_USER
+    )
+
+
+def test_tmp_is_writable_with_a_read_only_root() -> None:
+    docs = rendered()
+    volume = _volume_for(docs, "/tmp/x")
+    assert "emptyDir" in volume
+    assert volume["emptyDir"].get("sizeLimit"), "bound /tmp so a leak cannot fill the node"
+
+
+def test_resources_have_requests_and_limits() -> None:
+    docs = rendered("redis")
+    for name in ("chatkit-gateway", "chatkit-gateway-redis"):
+        for container in one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]:
+            resources = container["resources"]
+            assert set(resources["requests"]) == {"cpu", "memory"}, name
+            assert "memory" in resources["limits"], name
+
+
+def test_container_reads_the_generated_policy() -> None:
+    docs = rendered()
+    text = configmap_policy_text(docs)
+    assert text == (K8S / "gateway.yaml").read_text(encoding="utf-8")
+    assert _mount_for(gateway_container(docs), CONFIG_PATH)["readOnly"] is True
+
+
+def test_policy_follows_spec_layout() -> None:
+    data = policy(rendered())
+    assert set(data) == {"server", "upstream", "limiter", "metrics", "routes"}
+    assert data["upstream"]["api_key_file"] == API_KEY_FILE
+    assert "api_key" not in data["upstream"], "the key comes from the Secret file only"
+    assert data["limiter"]["backend"] == "memory"
+    names = [r["name"] for r in data["routes"]]
+    assert len(names) == len(set(names)) and {"ops", "unmatched"}.isdisjoint(names)
+
+
+def test_api_key_file_is_the_mounted_secret() -> None:
+    docs = rendered()
+    container = gateway_container(docs)
+    path = policy(docs)["upstream"]["api_key_file"]
+    volume = _volume_for(docs, path)
+    assert "secret" in volume, f"{path} is not on a Secret volume"
+    assert _mount_for(container, path)["readOnly"] is True
+    example = one(_load_docs(K8S / "secret.example.yaml"), "Secret")
+    assert volume["secret"]["secretName"] == example["metadata"]["name"]
+    key = _key_in_volume(volume["secret"], _relative_to_mount(container, path))
+    assert key in {**example.get("stringData", {}), **example.get("data", {})}
+    # readable by the pod's group (fsGroup), not by others
+    pod = gateway_deployment(docs)["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroup"] == RUN_AS_USER
+    assert volume["secret"].get("defaultMode", 0o644) & 0o007 == 0
+
+
+def test_secret_example_holds_only_a_placeholder() -> None:
+    text = (K8S / "secret.example.yaml").read_text(encoding="utf-8")
+    secret = one(_load_docs(K8S / "secret.example.yaml"), "Secret")
+    values = list(secret.get("stringData", {}).values()) + list(secret.get("data", {}).values())
+    assert values, "the example shows which key to create"
+    for value in values:
+        assert "REPLACE" in value
+        assert not re.search(r"sk-[A-Za-z0-9_-]{8,}", value)
+    assert not re.search(r"\bsk-(proj-)?[A-Za-z0-9_-]{16,}", text)
+
+
+def test_termination_grace_covers_prestop_and_drain() -> None:
+    docs = rendered()
+    spec = gateway_deployment(docs)["spec"]["template"]["spec"]
+    sleep = prestop_sleep_seconds(gateway_container(docs))
+    grace = float(
+        policy(docs)["server"].get("shutdown_grace_seconds", DEFAULT_SHUTDOWN_GRACE_SECONDS)
+    )
+    assert 3 <= sleep <= 15, "preStop lets endpoint removal reach every node"
+    assert spec["terminationGracePeriodSeconds"] >= sleep + grace + PRESTOP_TO_GRACE_MARGIN_SECONDS
+
+
+def test_rolling_update_keeps_capacity() -> None:
+    strategy = gateway_deployment(rendered())["spec"]["strategy"]
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_every_policy_variable_is_set() -> None:
+    for variant in VARIANTS:
+        docs = rendered(variant)
+        env = {e["name"] for e in gateway_container(docs).get("env", [])}
+        needed = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", configmap_policy_text(docs)))
+        assert needed <= env, f"{variant}: unset policy variables {needed - env}"
+        assert "envFrom" not in gateway_container(docs) or all(
+            "secretRef" not in s for s in gateway_container(docs)["envFrom"]
+        )
+
+
+def _gateway_check_available() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("gateway.__main__") is not None
+    except ImportError:
+        return False
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_policy_passes_gateway_check(variant: str, tmp_path: Path) -> None:
+    if not _gateway_check_available():
+        pytest.skip("`python -m gateway` is not there yet")
+    docs = rendered(variant)
+    key_file = tmp_path / "api-key"
+    key_file.write_text("placeholder-for-check\n")
+    text = configmap_policy_text(docs).replace(API_KEY_FILE, str(key_file))
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMITER_", "CHATKIT_"))}
+    env.update({e["name"]: e["value"] for e in gateway_container(docs).get("env", [])})
+    command = [sys.executable, "-m", "gateway", "check", "--config", str(config)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = "redis" if variant == "redis" else "memory"
+    assert re.search(rf"backend:\s*{expected}\b", result.stdout), result.stdout
+
+
+# --------------------------------------------------------------------------- other objects
+
+
+def test_service_exposes_http_on_port_80() -> None:
+    docs = rendered()
+    service = one(docs, "Service", "chatkit-gateway")
+    assert selects(service["spec"]["selector"], pod_labels(docs))
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", 80, "http")
+    ]
+
+
+def test_hpa_scales_the_deployment_on_cpu() -> None:
+    docs = rendered()
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == (
+        "apps/v1",
+        "Deployment",
+        "chatkit-gateway",
+    )
+    assert [m["resource"]["name"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource"] == [
+        "cpu"
+    ]
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert hpa["spec"]["maxReplicas"] >= hpa["spec"]["minReplicas"]
+
+
+def test_pdb_keeps_one_pod() -> None:
+    docs = rendered()
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert selects(pdb["spec"]["selector"]["matchLabels"], pod_labels(docs))
+    assert one(docs, "HorizontalPodAutoscaler")["spec"]["minReplicas"] > 1
+
+
+def test_servicemonitor_scrapes_metrics_on_http() -> None:
+    docs = rendered()
+    monitor = one(docs, "ServiceMonitor")
+    service = one(docs, "Service", "chatkit-gateway")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert "namespaceSelector" not in monitor["spec"] or monitor["spec"]["namespaceSelector"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["port"] == "http"
+    assert endpoint["path"] == policy(docs)["metrics"]["path"] == "/metrics"
+    for field in ("interval", "scrapeTimeout"):
+        assert re.fullmatch(r"\d+[smh]", endpoint.get(field, "30s")), field
+    known = {"port", "path", "interval", "scrapeTimeout", "scheme", "honorLabels", "relabelings"}
+    assert set(endpoint) <= known
+    # The service name becomes the job label that the alert rules match.
+    assert re.fullmatch(".*chatkit-gateway.*", service["metadata"]["name"])
+
+
+def _policy_ports(rule: Mapping[str, Any]) -> set[tuple[str, int]]:
+    return {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
+
+
+def test_networkpolicy_allows_http_in_and_dns_https_redis_out() -> None:
+    docs = rendered()
+    netpol = one(docs, "NetworkPolicy", "chatkit-gateway")
+    assert selects(netpol["spec"]["podSelector"]["matchLabels"], pod_labels(docs))
+    assert set(netpol["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    ingress = set().union(*(_policy_ports(r) for r in netpol["spec"]["ingress"]))
+    container_ports = {("TCP", p["containerPort"]) for p in gateway_container(docs)["ports"]}
+    assert ingress == {("TCP", 8080)} == container_ports
+    egress = set().union(*(_policy_ports(r) for r in netpol["spec"]["egress"]))
+    assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6379)} <= egress
+    redis_url = str(policy(docs)["limiter"]["redis_url"])
+    assert ("TCP", int(re.sub(r".*:(\d+)/.*", r"\1", redis_url))) in egress
+
+
+# --------------------------------------------------------------------------- Redis component
+
+
+def test_redis_component_switches_the_limiter_to_redis() -> None:
+    base, docs = rendered(), rendered("redis")
+    assert policy(base)["limiter"]["backend"] == "memory"
+    assert policy(docs)["limiter"]["backend"] == "redis"
+    env = {e["name"]: e.get("value") for e in gateway_container(docs)["env"]}
+    assert env["LIMITER_BACKEND"] == "redis"
+    # the patch leaves the rest of the gateway container alone
+    patched = gateway_container(docs)
+    patched.pop("env")
+    plain = gateway_container(base)
+    plain.pop("env", None)
+    assert patched == plain
+
+
+def test_redis_url_points_at_the_redis_service() -> None:
+    docs = rendered("redis")
+    url = str(policy(docs)["limiter"]["redis_url"])
+    match = re.fullmatch(r"redis://([a-z0-9-]+):(\d+)/\d+", url)
+    assert match, url
+    service = one(docs, "Service", match.group(1))
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == int(match.group(2))
+    assert selects(service["spec"]["selector"], pod_labels(docs, "chatkit-gateway-redis"))
+    (container,) = one(docs, "Deployment", "chatkit-gateway-redis")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert container["image"] == "redis:7-alpine"
+    assert port["targetPort"] in {p["name"] for p in container["ports"]} | {6379}
+    assert _volume_mounts(container) == {"/data"}
+
+
+def _volume_mounts(container: Mapping[str, Any]) -> set[str]:
+    return {m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
+def test_redis_accepts_only_the_gateway() -> None:
+    docs = rendered("redis")
+    netpol = one(docs, "NetworkPolicy", "chatkit-gateway-redis")
+    assert selects(
+        netpol["spec"]["podSelector"]["matchLabels"], pod_labels(docs, "chatkit-gateway-redis")
+    )
+    (rule,) = netpol["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert selects(peer["podSelector"]["matchLabels"], pod_labels(docs))
+    assert _policy_ports(rule) == {("TCP", 6379)}
+    assert netpol["spec"]["egress"] == []
+
+
+# --------------------------------------------------------------------------- metrics used
+
+
+_NAME = re.compile(r"(?<![A-Za-z0-9_:\"'.])([A-Za-z_:][A-Za-z0-9_:]*)\s*(\{[^}]*\})?")
+_MATCHER = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+_HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
+
+
+def _recorded() -> dict[str, str]:
+    return {
+        rule["record"]: str(rule["expr"])
+        for group in load_rules()["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+def _labels_of(name: str, recorded: Mapping[str, str]) -> frozenset[str] | None:
+    """Labels a series of `name` can carry (besides target labels), or None if unknown."""
+    if name in METRICS:
+        return METRICS[name]
+    if name in PROMETHEUS_METRICS:
+        return PROMETHEUS_METRICS[name]
+    for suffix in _HISTOGRAM_SUFFIXES:
+        base = name.removesuffix(suffix)
+        if base != name and METRIC_TYPES.get(base) == "histogram":
+            return METRICS[base] | ({"le"} if suffix == "_bucket" else set())
+    if name in recorded:
+        used = [_labels_of(n, recorded) for n, _ in _metric_references(recorded[name])]
+        return frozenset().union(*(u for u in used if u is not None))
+    return None
+
+
+def _metric_references(expr: str) -> Iterator[tuple[str, str]]:
+    for name, selector in _NAME.findall(expr):
+        if name.startswith("chatkit_gateway") or name in PROMETHEUS_METRICS:
+            yield name, selector
+
+
+def test_rules_and_dashboard_use_only_exported_metrics_and_labels() -> None:
+    recorded = _recorded()
+    problems: list[str] = []
+    exprs = all_expressions()
+    assert len(exprs) > 20
+    for source, expr in exprs:
+        refs = list(_metric_references(expr))
+        if not refs:
+            problems.append(f"{source}: uses no gateway metric")
+        allowed: set[str] = set(TARGET_LABELS)
+        for name, selector in refs:
+            labels = _labels_of(name, recorded)
+            if labels is None:
+                problems.append(f"{source}: unknown metric {name}")
+                continue
+            allowed |= labels
+            for label, op, value in _MATCHER.findall(selector):
+                if label not in labels | TARGET_LABELS:
+                    problems.append(f"{source}: {name} has no label {label}")
+                elif (
+                    op in ("=", "!=") and label in LABEL_VALUES and value not in LABEL_VALUES[label]
+                ):
+                    problems.append(f"{source}: {name}{{{label}{op}{value!r}}} matches nothing")
+                elif label == "status" and op in ("=", "!=") and not re.fullmatch(r"\d{3}", value):
+                    problems.append(f"{source}: status is a numeric code, got {value!r}")
+        for group in _GROUPING.findall(expr):
+            for label in filter(None, (g.strip() for g in group.split(","))):
+                if label not in allowed:
+                    problems.append(f"{source}: groups by {label!r}, which no series carries")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_listed_metric_is_shown_on_the_dashboard() -> None:
+    used = {
+        name.removesuffix(suffix)
+        for _, expr in all_expressions()
+        for name, _ in _metric_references(expr)
+        for suffix in ("", *_HISTOGRAM_SUFFIXES)
+        if name.endswith(suffix)
+    }
+    missing = set(METRICS) - used
+    assert not missing, f"metrics on no panel and in no rule: {sorted(missing)}"
+
+
+def test_metric_list_matches_the_gateway() -> None:
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from gateway.metrics import Metrics
+
+    exported: dict[str, tuple[str | None, frozenset[str]]] = {}
+    for metric in vars(Metrics()).values():
+        if isinstance(metric, MetricWrapperBase):
+            name = metric._name + ("_total" if metric._type == "counter" else "")
+            exported[name] = (metric._type, frozenset(metric._labelnames))
+    for name, labels in METRICS.items():
+        assert exported.get(name) == (METRIC_TYPES[name], labels), name
+
+
+# --------------------------------------------------------------------------- dashboard shape
+
+
+def test_dashboard_uses_the_prometheus_datasource_variable() -> None:
+    dashboard = load_dashboard()
+    ds = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
+    assert [i["name"] for i in dashboard["__inputs"]] == ["DS_PROMETHEUS"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["DS_PROMETHEUS"]["type"] == "datasource"
+    assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
+    for name in ("job", "route"):
+        assert variables[name]["datasource"] == ds
+        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*"
+    ids: list[int] = []
+    for panel in iter_panels(dashboard["panels"]):
+        ids.append(panel["id"])
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == ds, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"] == ds, panel["title"]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    assert dashboard["uid"] == "chatkit-gateway"
+    assert "\n" not in json.dumps(dashboard["title"])
+
+
+def test_dashboard_panels_do_not_overlap() -> None:
+    taken: set[tuple[int, int]] = set()
+    for panel in iter_panels(load_dashboard()["panels"]):
+        pos = panel["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, panel["title"]
+        xs, ys = range(pos["x"], pos["x"] + pos["w"]), range(pos["y"], pos["y"] + pos["h"])
+        cells = {(x, y) for x in xs for y in ys}
+        assert not cells & taken, f"panel {panel['title']!r} overlaps another"
+        taken |= cells
+
+
+def test_dashboard_covers_the_brief() -> None:
+    titles = " | ".join(p["title"].lower() for p in iter_panels(load_dashboard()["panels"]))
+    wanted = (
+        "route and status",
+        "p50 / p95 / p99",
+        "upstream requests by outcome",
+        "upstream latency",
+        "rate limited",
+        "origin rejected",
+        "open streams",
+        "chatkit requests by type",
+        "in-flight",
+        "limiter backend errors",
+        "reloads",
+    )
+    for words in wanted:
+        assert words in titles, words
+    exprs = " ".join(e for _, e in all_expressions())
+    for q in ("0.5", "0.95", "0.99"):
+        assert f"histogram_quantile({q}, sum by (route, le)" in exprs
+
+
+def test_expression_helper_replaces_grafana_variables() -> None:
+    for source, expr in all_expressions():
+        assert "$" not in expr and "[[" not in expr, f"{source}: {expr}"
