@@ -1,0 +1,53 @@
+"""The framework floor: a bare aiohttp pass-through doing the token job with no policy.
+
+No origin check, no limits, no metrics, no logs: POST in → POST to the upstream on one
+pooled session → `{client_secret, expires_at}` out. What is left is aiohttp itself.
+
+Run: python -m bench.floor PORT UPSTREAM_URL
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
+def make_app(upstream: str) -> web.Application:
+    async def token(request: web.Request) -> web.Response:
+        await request.read()
+        body = {"workflow": {"id": "wf_bench"}, "user": "u_bench"}
+        async with request.app[SESSION].post(upstream, json=body) as r:
+            data = await r.json()
+        return web.json_response(
+            {"client_secret": data["client_secret"], "expires_at": data["expires_at"]}
+        )
+
+    async def session(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as s:
+            app[SESSION] = s
+            yield
+
+    app = web.Application()
+    app.cleanup_ctx.append(session)
+    app.router.add_post("/api/chatkit/session", token)
+    return app
+
+
+def main() -> None:
+    port, upstream = int(sys.argv[1]), sys.argv[2]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(make_app(upstream), host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
