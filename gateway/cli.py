@@ -16,8 +16,9 @@ from aiohttp import web
 from .app import create_app
 from .logs import setup_logging
 from .policy import Policy, PolicyError, effective_policy, load_policy
-from .reload import reload_from, watch_file
+from .reload import PolicyFile
 from .routes.ops import LIFECYCLE
+from .runtime import RUNTIME
 
 log = logging.getLogger("gateway")
 
@@ -32,7 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="answer token routes from a built-in fake OpenAI (offline widget work)",
     )
-    serve_p.add_argument("--log-level", default="INFO")
+    serve_p.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="least severe level logged (default INFO)",
+    )
     check_p = sub.add_parser("check", help="validate a policy and print the effective one")
     check_p.add_argument("--config", required=True, type=Path)
     check_p.add_argument("--stub-upstream", action="store_true")
@@ -52,8 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("invalid policy", extra={"detail": str(problem)})
         return 2
     _use_uvloop()
-    asyncio.run(serve(policy, args.config))
-    return 0
+    return asyncio.run(serve(policy, args.config))
 
 
 def _check(path: Path, stub: bool) -> int:
@@ -74,8 +80,11 @@ def _use_uvloop() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(policy: Policy, path: Path) -> None:
-    """Run until SIGTERM/SIGINT, then drain: not ready at once, serving for the grace."""
+async def serve(policy: Policy, path: Path) -> int:
+    """Run until SIGTERM/SIGINT, then drain: not ready at once, serving for the grace.
+
+    The exit status: 0 after a drain, 1 when the address cannot be bound.
+    """
     app = create_app(policy)
     server = policy.server
     runner = web.AppRunner(
@@ -87,7 +96,15 @@ async def serve(policy: Policy, path: Path) -> None:
     )
     await runner.setup()
     site = web.TCPSite(runner, server.host, server.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error(
+            "cannot listen",
+            extra={"detail": f"{server.host}:{server.port}: {exc.strerror or exc}"},
+        )
+        await runner.cleanup()
+        return 1
     log.info(
         "listening",
         extra={
@@ -100,15 +117,21 @@ async def serve(policy: Policy, path: Path) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: reload_from(app, path))
-    watcher = asyncio.create_task(watch_file(app, path))
+    policy_file = PolicyFile(app, path)
+    loop.add_signal_handler(signal.SIGHUP, policy_file.reload)
+    watcher = asyncio.create_task(policy_file.watch())
     try:
         await stop.wait()
+        stop.clear()
         app[LIFECYCLE].draining = True
-        grace = server.shutdown_grace_seconds
+        # The grace of the policy in force now: a reload may have changed it.
+        grace = app[RUNTIME].current.policy.server.shutdown_grace_seconds
         log.info("draining", extra={"detail": f"not ready; serving {grace:g}s more"})
-        await asyncio.sleep(grace)
+        # A second SIGTERM/SIGINT cuts the drain short.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), grace)
     finally:
         watcher.cancel()
         await runner.cleanup()
         log.info("stopped")
+    return 0

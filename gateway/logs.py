@@ -64,3 +64,5 @@ def setup_logging(level: str = "INFO", stream: Any = None) -> None:
     root.setLevel(level)
     # aiohttp's own access log would duplicate ours, without the fields we promise.
     logging.getLogger("aiohttp.access").disabled = True
+    # Python warnings (deprecations at runtime) become JSON lines too, not bare stderr text.
+    logging.captureWarnings(True)

@@ -78,7 +78,13 @@ def reload_from(app: web.Application, path: Path) -> bool:
         for problem in exc.problems:
             log.error("reload refused, old policy stays", extra={"detail": str(problem)})
         return False
-    changes = apply_policy(app, policy)
+    try:
+        changes = apply_policy(app, policy)
+    except Exception:
+        # A bug, not a bad file; the watcher and the SIGHUP handler must survive it.
+        metrics.config_reloads.labels("failure").inc()
+        log.exception("reload failed, old policy stays")
+        return False
     metrics.config_reloads.labels("success").inc()
     log.info("policy reloaded", extra={"detail": "; ".join(changes) or "no changes"})
     return True
@@ -91,12 +97,29 @@ def _digest(path: Path) -> bytes | None:
         return None
 
 
-async def watch_file(app: web.Application, path: Path, interval: float = 2.0) -> None:
-    """Reload whenever the file's content changes (symlink swaps included)."""
-    last = _digest(path)
-    while True:
-        await asyncio.sleep(interval)
-        current = _digest(path)
-        if current is not None and current != last:
-            last = current
-            reload_from(app, path)
+class PolicyFile:
+    """The served policy's file: reloaded on SIGHUP and when its content changes.
+
+    Both triggers share the digest of the content last tried, so a change that SIGHUP
+    already applied (or refused) is not tried, and counted, a second time by the watcher.
+    """
+
+    __slots__ = ("app", "digest", "path")
+
+    def __init__(self, app: web.Application, path: Path) -> None:
+        self.app = app
+        self.path = path
+        self.digest = _digest(path)
+
+    def reload(self) -> bool:
+        self.digest = _digest(self.path)  # before reading: a later change is seen again
+        return reload_from(self.app, self.path)
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Reload whenever the file's content changes (symlink swaps included)."""
+        while True:
+            await asyncio.sleep(interval)
+            current = _digest(self.path)
+            if current is not None and current != self.digest:
+                self.reload()
+

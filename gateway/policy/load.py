@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from . import values as v
 from .model import (
     Backend,
@@ -200,25 +202,22 @@ def _routes(f: Field, server: ServerConfig, metrics: MetricsConfig) -> tuple[Rou
     seen_paths: dict[str, int] = {}
     reserved = OPS_PATHS | {metrics.path}
     for item in f.items():
-        route = _route(item, server)
+        route, fields = _route(item, server)
         if route is None:
             continue
+        name_f, path_f = fields["name"], fields["path"]
         if route.name in seen_names:
-            item.child(None, "name").problem(
-                f"route name {route.name!r} is already used (line {seen_names[route.name]})",
-                item.line,
+            name_f.problem(
+                f"route name {route.name!r} is already used (line {seen_names[route.name]})"
             )
         if route.path in seen_paths:
-            item.child(None, "path").problem(
-                f"route path {route.path!r} is already used (line {seen_paths[route.path]})",
-                item.line,
+            path_f.problem(
+                f"route path {route.path!r} is already used (line {seen_paths[route.path]})"
             )
         if route.path in reserved:
-            item.child(None, "path").problem(
-                f"{route.path!r} is reserved for operations endpoints", item.line
-            )
-        seen_names.setdefault(route.name, item.line)
-        seen_paths.setdefault(route.path, item.line)
+            path_f.problem(f"{route.path!r} is reserved for operations endpoints")
+        seen_names.setdefault(route.name, name_f.line)
+        seen_paths.setdefault(route.path, path_f.line)
         routes.append(route)
     if not routes and not f.ctx.problems:
         f.problem("at least one route is required")
@@ -233,7 +232,7 @@ def _try(f: Field, parse: Callable[[Field], T]) -> T | None:
         return None
 
 
-def _route(f: Field, server: ServerConfig) -> Route | None:
+def _route(f: Field, server: ServerConfig) -> tuple[Route | None, dict[str, Field]]:
     fields = f.mapping(_ROUTE_KEYS | _ALL_KIND_KEYS)
     name = v.need(f, fields, "name", v.name)
     path = v.need(f, fields, "path", v.url_path)
@@ -257,7 +256,7 @@ def _route(f: Field, server: ServerConfig) -> Route | None:
     default_body = server.max_body_bytes if kind != RouteKind.CHATKIT_PROXY else 10 * 1024 * 1024
     route_body = v.get(fields, "max_body_bytes", v.integer(0, 1 << 31), default_body)
     if name is None or path is None or kind is None:
-        return None
+        return None, fields
     route = Route(
         name=name,
         path=path,
@@ -270,10 +269,10 @@ def _route(f: Field, server: ServerConfig) -> Route | None:
         user_id=_user_id(fields.get("user_id")),
     )
     if kind is RouteKind.CHATKIT_SESSION:
-        return _session_route(f, fields, route)
+        return _session_route(f, fields, route), fields
     if kind is RouteKind.REALTIME_CLIENT_SECRET:
-        return _realtime_route(fields, route)
-    return _proxy_route(f, fields, route)
+        return _realtime_route(fields, route), fields
+    return _proxy_route(f, fields, route), fields
 
 
 def _rate_limits(f: Field | None, kind: RouteKind | None) -> tuple[RateLimit, ...]:
@@ -292,7 +291,7 @@ def _rate_limits(f: Field | None, kind: RouteKind | None) -> tuple[RateLimit, ..
             )
         if key is None or requests is None or per is None:
             continue
-        default_name = f"{key}_{requests}_per_{_fmt_duration(per)}"
+        default_name = f"{key}_{requests}_per_{v.fmt_duration(per)}"
         limits.append(
             RateLimit(key, requests, per, v.get(fields, "name", v.name, default_name), types)
         )
@@ -304,13 +303,6 @@ def _chatkit_type(f: Field) -> str:
     if raw not in CHATKIT_TYPES:
         raise Invalid(f"unknown ChatKit request type {raw!r}")
     return raw
-
-
-def _fmt_duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
 
 
 def _user_id(f: Field | None) -> UserIdConfig:
@@ -403,10 +395,19 @@ def _replace(route: Route, **changes: Any) -> Route:
 
 def _cross_checks(root: Field, top: dict[str, Field], policy: Policy) -> None:
     needs_key = any(r.kind.is_token for r in policy.routes) and not policy.stub_upstream
-    if needs_key and not policy.upstream.api_key:
-        up = top.get("upstream") or root.child(None, "upstream")
-        up.child(None, "api_key").problem(
-            "an OpenAI API key is required by token routes (api_key or api_key_file), "
-            "unless the gateway runs with --stub-upstream",
-            up.line,
-        )
+    if not needs_key or policy.upstream.api_key:
+        return
+    up = top.get("upstream") or root.child(None, "upstream")
+    if any(p.path.startswith(f"{up.path}.api_key") for p in root.ctx.problems):
+        return  # already reported: a missing variable, an unreadable file, both keys given
+    # Point at `api_key:` when it is there but empty (`${OPENAI_API_KEY:-}`), else at `upstream:`.
+    pairs = up.node.value if isinstance(up.node, yaml.MappingNode) else []
+    key_lines = [
+        k.start_mark.line + 1
+        for k, _ in pairs
+        if isinstance(k, yaml.ScalarNode) and k.value == "api_key"
+    ]
+    up.child(None, "api_key", key_lines[0] if key_lines else up.line).problem(
+        "an OpenAI API key is required by token routes (api_key or api_key_file), "
+        "unless the gateway runs with --stub-upstream"
+    )

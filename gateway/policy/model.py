@@ -82,7 +82,7 @@ class UpstreamConfig:
     timeout_seconds: float = 10.0
     retries: int = 2
     max_rate: Rate | None = Rate(50, 1.0)
-    max_connections: int = 100
+    max_connections: int = 512
 
 
 class Backend(enum.StrEnum):

@@ -7,6 +7,7 @@ reports all of them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,11 @@ from pathlib import Path
 import yaml
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# A key that can stand in a dotted path as it is; others are quoted (see `_segment`).
+_PLAIN_KEY = re.compile(r"[^\s.\[\]\"]+")
+# Pass-through objects (state variables, realtime session) stay small and finite.
+_MAX_VALUES = 10_000
+_MAX_DEPTH = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,12 @@ class Context:
     problems: list[Problem] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Budget:
+    values: int = 0
+    exceeded: bool = False
+
+
 class Invalid(Exception):
     """Raised inside a field reader; `Field.read` turns it into a recorded problem."""
 
@@ -50,15 +62,21 @@ class Invalid(Exception):
 class Field:
     """One YAML node at a key path."""
 
-    __slots__ = ("ctx", "node", "path")
+    __slots__ = ("ctx", "key_line", "node", "path")
 
-    def __init__(self, ctx: Context, node: yaml.Node | None, path: str) -> None:
+    def __init__(
+        self, ctx: Context, node: yaml.Node | None, path: str, key_line: int | None = None
+    ) -> None:
         self.ctx = ctx
         self.node = node
         self.path = path
+        self.key_line = key_line
 
     @property
     def line(self) -> int:
+        """The line of the key that names this value (else of the value itself)."""
+        if self.key_line is not None:
+            return self.key_line
         return self.node.start_mark.line + 1 if self.node is not None else 1
 
     @property
@@ -66,13 +84,31 @@ class Field:
         return self.node is not None and not _is_null(self.node)
 
     def problem(self, message: str, line: int | None = None) -> None:
+        message = " ".join(self._redact(message).splitlines())  # one problem, one line
         self.ctx.problems.append(
             Problem(self.ctx.file, line or self.line, self.path or "(top)", message)
         )
 
-    def child(self, node: yaml.Node | None, key: str) -> Field:
-        path = f"{self.path}.{key}" if self.path else key
-        return Field(self.ctx, node, path)
+    def _redact(self, message: str) -> str:
+        """Show `${VAR}` rather than its value: a misplaced secret must not reach a log."""
+        node = self.node
+        if not isinstance(node, yaml.ScalarNode) or "${" not in str(node.value):
+            return message
+        raw = str(node.value).strip()
+        try:
+            value = self.scalar()
+        except Invalid:
+            return message
+        # Short values (ports, counts) are no secrets and help more shown than hidden.
+        variants = {v for v in (value, value.strip(), value.strip().lower()) if len(v) >= 8}
+        for variant in sorted(variants - {raw}, key=len, reverse=True):
+            message = message.replace(variant, raw)
+        return message
+
+    def child(self, node: yaml.Node | None, key: str, key_line: int | None = None) -> Field:
+        segment = _segment(key)
+        path = f"{self.path}{segment}" if self.path else segment.lstrip(".")
+        return Field(self.ctx, node, path, key_line)
 
     # -- containers -------------------------------------------------------
 
@@ -90,14 +126,15 @@ class Field:
             if not isinstance(key, str):
                 self.problem("keys must be strings", key_node.start_mark.line + 1)
                 continue
-            child = self.child(value_node, key)
-            if key not in allowed:
+            key_line = key_node.start_mark.line + 1
+            child = self.child(value_node, key, key_line)
+            if key == "<<" and key not in allowed:
+                child.problem("YAML merge keys (<<) are not supported; write the keys out")
+            elif key not in allowed:
                 hint = ", ".join(sorted(allowed))
-                child.problem(
-                    f"unknown key (expected one of: {hint})", key_node.start_mark.line + 1
-                )
+                child.problem(f"unknown key (expected one of: {hint})")
             elif key in out:
-                child.problem("key given twice", key_node.start_mark.line + 1)
+                child.problem("key given twice")
             else:
                 out[key] = child
         return out
@@ -138,18 +175,63 @@ class Field:
         return isinstance(self.node, yaml.ScalarNode) and self.node.style is None
 
     def python_value(self) -> object:
-        """The node as plain Python data (for pass-through objects), with interpolation."""
+        """The node as JSON-ready data (for pass-through objects), with interpolation.
+
+        Never raises: a bad part (missing variable, recursive alias, absurd size) is
+        recorded as a problem and left out.
+        """
+        return self._plain_data([], _Budget())
+
+    def _plain_data(self, stack: list[yaml.Node], budget: _Budget) -> object:
         node = self.node
         if node is None or _is_null(node):
             return None
+        budget.values += 1
+        if budget.values > _MAX_VALUES or len(stack) > _MAX_DEPTH:
+            if not budget.exceeded:
+                budget.exceeded = True
+                self.problem(f"too large (at most {_MAX_VALUES} values, {_MAX_DEPTH} levels deep)")
+            return None
+        if any(node is seen for seen in stack):
+            self.problem("an alias refers to the value that contains it")
+            return None
         if isinstance(node, yaml.MappingNode):
-            return {str(k.value): self.child(v, str(k.value)).python_value() for k, v in node.value}
+            out: dict[str, object] = {}
+            for k, v in node.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    self.problem("keys must be strings", k.start_mark.line + 1)
+                    continue
+                child = self.child(v, str(k.value), k.start_mark.line + 1)
+                out[str(k.value)] = child._plain_data([*stack, node], budget)
+            return out
         if isinstance(node, yaml.SequenceNode):
-            return [f.python_value() for f in self.items()]
-        text = self.scalar()
-        if not self.is_plain():
+            return [f._plain_data([*stack, node], budget) for f in self.items()]
+        try:
+            text = self.scalar()
+        except Invalid as exc:
+            self.problem(str(exc))
+            return None
+        if not self.is_plain() or not text:
             return text
-        return yaml.safe_load(text) if text else text
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        # Dates, non-finite floats and interpolated structures stay text: the value is
+        # sent upstream as JSON.
+        if isinstance(value, float) and not math.isfinite(value):
+            return text
+        return value if isinstance(value, str | int | float | bool) else text
+
+
+def _segment(key: str) -> str:
+    """`.key`, or `["odd key"]` for a key with spaces, dots or brackets (paths have no spaces)."""
+    if _PLAIN_KEY.fullmatch(key):
+        return f".{key}"
+    quoted = "".join(
+        c if c.isprintable() and not c.isspace() else f"\\u{ord(c):04x}" for c in key
+    ).replace('"', "\\u0022")
+    return f'["{quoted}"]'
 
 
 def _is_null(node: yaml.Node) -> bool:
@@ -166,15 +248,53 @@ def _kind(node: yaml.Node | None) -> str:
     return f"{node.value!r}"
 
 
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses absurd nesting early, with the line, instead of recursing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self._depth >= _MAX_DEPTH * 2:
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _TooDeep(getattr(event.start_mark, "line", 0) + 1)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def compose_file(path: Path, text: str) -> yaml.Node | None:
     """The document's node tree; a YAML syntax error becomes a PolicyError with its line."""
+    last_line = max(1, len(text.splitlines()))
+
+    def fail(line: int, message: str) -> PolicyError:
+        # A mark at the very end of the text sits past the last line; name the last line.
+        line = min(max(line, 1), last_line)
+        return PolicyError([Problem(str(path), line, "(yaml)", " ".join(message.split()))])
+
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        raise PolicyError(
-            [Problem(str(path), line, "(yaml)", f"{exc.problem or exc.context}")]
-        ) from None
+        raise fail(line, ", ".join(m for m in (exc.context, exc.problem) if m)) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, max(exc.position, 0)) + 1
+        char = exc.character
+        what = f"#x{char:04x}" if isinstance(char, int) else repr(char)
+        raise fail(line, f"unacceptable character {what}: {exc.reason}") from None
     except yaml.YAMLError as exc:
-        raise PolicyError([Problem(str(path), 1, "(yaml)", str(exc))]) from None
+        raise fail(1, str(exc)) from None
+    except _TooDeep as exc:
+        raise fail(exc.line, f"nested too deeply (more than {_MAX_DEPTH * 2} levels)") from None
+    except RecursionError:
+        raise fail(1, "nested too deeply") from None

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from .model import Policy, RouteKind, Secret
+from .values import fmt_duration
 
 _KIND_FIELDS = {
     RouteKind.CHATKIT_SESSION: {"workflow_id", "session", "user_id"},
@@ -26,16 +27,22 @@ _OTHER_KINDS_FIELDS = {
 
 
 def effective_policy(policy: Policy) -> str:
+    """YAML that `check` prints; it is itself a valid policy (with the secrets masked)."""
     data = _plain(policy)
     assert isinstance(data, dict)
     data.pop("source", None)
     data.pop("stub_upstream", None)
     data["limiter"]["redis_url"] = _mask_url(policy.limiter.redis_url.reveal())
+    max_rate = data["upstream"]["max_rate"]
+    if max_rate is not None:
+        max_rate["per"] = fmt_duration(max_rate.pop("per_seconds"))
     for route, plain in zip(policy.routes, data["routes"], strict=True):
         for key in _OTHER_KINDS_FIELDS[route.kind]:
             plain.pop(key, None)
+        if "upstream_headers" in plain:
+            plain["upstream_headers"] = {k: _plain(v) for k, v in route.upstream_headers}
         for limit in plain["rate_limits"]:
-            limit["per"] = f"{limit.pop('per_seconds'):g}s"
+            limit["per"] = fmt_duration(limit.pop("per_seconds"))
             if limit["types"] is None:
                 del limit["types"]
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
@@ -66,7 +73,8 @@ def _mask_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname or ''}"
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@" + (f"[{host}]" if ":" in host else host)
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))

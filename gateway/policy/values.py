@@ -18,6 +18,8 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
 def get(fields: dict[str, Field], key: str, parse: Callable[[Field], T], default: T) -> T:
@@ -103,6 +105,14 @@ def duration_seconds(f: Field) -> float:
     return value
 
 
+def fmt_duration(seconds: float) -> str:
+    """The shortest policy spelling of a duration: 3600 → `1h`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def one_of(choices: Callable[[str], T], allowed: list[str]) -> Callable[[Field], T]:
     def parse(f: Field) -> T:
         raw = f.scalar().strip()
@@ -134,8 +144,12 @@ def url_path(f: Field) -> str:
 
 def http_url(f: Field) -> str:
     raw = f.scalar().strip()
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise Invalid(f"expected an http:// or https:// URL, got {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         raise Invalid(f"expected an http:// or https:// URL, got {raw!r}")
     if parts.query or parts.fragment:
         raise Invalid(f"URL must not carry a query or fragment: {raw!r}")
@@ -152,7 +166,10 @@ def origin(f: Field) -> str:
 
 
 def normalise_origin(raw: str) -> str:
-    parts = urlsplit(raw)
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        raise ValueError(f"expected an origin like https://example.org, got {raw!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"expected an origin like https://example.org, got {raw!r}")
     if parts.path or parts.query or parts.fragment or parts.username or parts.password:
@@ -164,11 +181,30 @@ def normalise_origin(raw: str) -> str:
         port = parts.port
     except ValueError:
         raise ValueError(f"bad port in origin {raw!r}") from None
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
+    if port == 0:
+        raise ValueError(f"bad port in origin {raw!r}")
+    host = _origin_host(parts.hostname, raw)
     default = {"http": 80, "https": 443}[parts.scheme]
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def _origin_host(host: str, raw: str) -> str:
+    """The host as a browser writes it in `Origin`: an IP literal or an ASCII (punycode) name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return f"[{address.compressed}]" if address.version == 6 else address.compressed
+    if "*" in host:
+        raise ValueError(f"wildcards are not supported in origins, list each one: {raw!r}")
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        ascii_host = ""
+    if not _HOSTNAME.fullmatch(ascii_host):
+        raise ValueError(f"bad host name in origin {raw!r}")
+    return ascii_host.lower()
 
 
 def cidr(f: Field) -> IPNetwork:
@@ -188,7 +224,10 @@ def header_name(f: Field) -> str:
 
 def secret(fields: dict[str, Field], key: str, parent: Field) -> Secret | None:
     """`key` inline (usually `${VAR}`) or `key_file` naming a file, never both."""
-    inline, from_file = fields.get(key), fields.get(f"{key}_file")
+    # A key given with no value (`api_key:`) counts as absent.
+    inline, from_file = (
+        f if (f := fields.get(k)) is not None and f.present else None for k in (key, f"{key}_file")
+    )
     if inline is not None and from_file is not None:
         from_file.problem(f"give either {key} or {key}_file, not both")
         return None
