@@ -92,7 +92,8 @@ async def serve(policy: Policy, path: Path) -> int:
         handle_signals=False,
         access_log=None,
         keepalive_timeout=server.keepalive_timeout_seconds,
-        shutdown_timeout=max(1.0, server.shutdown_grace_seconds),
+        # After the grace the listener closes; in-flight requests and streams get this long.
+        shutdown_timeout=server.drain_timeout_seconds,
     )
     await runner.setup()
     site = web.TCPSite(runner, server.host, server.port, reuse_address=True)

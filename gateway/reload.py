@@ -122,4 +122,3 @@ class PolicyFile:
             current = _digest(self.path)
             if current is not None and current != self.digest:
                 self.reload()
-

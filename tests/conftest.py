@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 from aiohttp import web
@@ -134,3 +135,20 @@ def json_logs() -> Any:
     yield handler
     root.removeHandler(handler)
     root.setLevel(old_level)
+
+
+@pytest.fixture
+async def gateways() -> AsyncIterator[list[Any]]:
+    """Every `serve` process a test starts (tests/processes.py) is killed afterwards."""
+    started: list[Any] = []
+    try:
+        yield started
+    finally:
+        for process in started:
+            await process.kill()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        yield session

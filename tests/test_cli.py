@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +19,25 @@ import yaml
 
 from tests.conftest import TEST_KEY, policy_yaml
 from tests.fake_openai import FakeOpenAI
+from tests.processes import (
+    ROOT,
+    SCRIPT,
+    Gateway,
+    base_env,
+    free_port,
+    json_lines,
+    poll,
+    start_gateway,
+    write_policy,
+)
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = Path(sys.executable).parent / "chatkit-gateway"
+
 ORIGIN = "https://example.org"
 TOKEN_PATH = "/api/chatkit/session"
 PROBLEM_LINE = re.compile(r"^[^:]+:\d+: \S+: .+$")
 REDIS_PASSWORD = "redis-hunter2-pass"
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    """The parent's environment minus anything that could leak a real key into the child."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATKIT_"))}
-    env.update(extra)
-    return env
 
 
 def run_cli(
@@ -49,42 +49,11 @@ def run_cli(
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_policy(
-    path: Path, *, port: int, base_url: str = "http://127.0.0.1:9/v1", **kw: Any
-) -> Path:
-    kw.setdefault("server", {})
-    kw["server"] = {
-        "host": "127.0.0.1",
-        "port": port,
-        "shutdown_grace_seconds": 1,
-        "trusted_proxies": [],
-        **kw["server"],
-    }
-    path.write_text(policy_yaml(base_url=base_url, **kw))
-    return path
-
-
 def replace_file(path: Path, text: str) -> None:
     """Swap the file in one step, the way a ConfigMap update or an editor's save does."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(path)
-
-
-def json_lines(stdout: str) -> list[dict[str, Any]]:
-    records = []
-    for line in stdout.splitlines():
-        record = json.loads(line)  # every line is one JSON object
-        assert isinstance(record, dict), line
-        assert {"time", "level", "message"} <= record.keys(), line
-        records.append(record)
-    return records
 
 
 # --- check ----------------------------------------------------------------------------------
@@ -181,89 +150,6 @@ def test_serve_on_a_taken_port_exits_with_a_json_log_line(tmp_path: Path) -> Non
 
 
 # --- serve: real processes ------------------------------------------------------------------
-
-
-class Gateway:
-    """A `chatkit-gateway serve` child process; its stdout is collected line by line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
-        self.proc = proc
-        self.url = f"http://127.0.0.1:{port}"
-        self.lines: list[str] = []
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        async for raw in self.proc.stdout:
-            self.lines.append(raw.decode())
-
-    @property
-    def stdout(self) -> str:
-        return "".join(self.lines)
-
-    async def wait_exit(self, timeout: float) -> int:
-        code = await asyncio.wait_for(self.proc.wait(), timeout)
-        await asyncio.wait_for(self._reader, 5)
-        return code
-
-    async def kill(self) -> None:
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            await self.proc.wait()
-        self._reader.cancel()
-
-
-async def start_gateway(
-    config: Path, port: int, *args: str, env: Mapping[str, str], gateways: list[Gateway]
-) -> Gateway:
-    proc = await asyncio.create_subprocess_exec(
-        str(SCRIPT),
-        "serve",
-        "--config",
-        str(config),
-        *args,
-        env=dict(env),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,  # anything on stderr must be JSON too
-    )
-    gateway = Gateway(proc, port)
-    gateways.append(gateway)
-    deadline = time.monotonic() + 15
-    async with aiohttp.ClientSession() as http:
-        while True:
-            assert proc.returncode is None, f"gateway exited early:\n{gateway.stdout}"
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"{gateway.url}/healthz") as resp:
-                    if resp.status == 200:
-                        return gateway
-            assert time.monotonic() < deadline, f"gateway never became healthy:\n{gateway.stdout}"
-            await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def gateways() -> AsyncIterator[list[Gateway]]:
-    """Every process a test starts is killed afterwards, whatever happened."""
-    started: list[Gateway] = []
-    try:
-        yield started
-    finally:
-        for gateway in started:
-            await gateway.kill()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        yield session
-
-
-async def poll(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def token(http: aiohttp.ClientSession, gw: Gateway, origin: str) -> tuple[int, Any]:

@@ -27,6 +27,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from gateway.policy import ServerConfig
 from tests.promql_exprs import all_expressions, iter_panels, load_dashboard, load_rules
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,8 +41,6 @@ CONFIG_PATH = "/etc/chatkit-gateway/gateway.yaml"
 API_KEY_FILE = "/run/secrets/openai/api-key"
 IMAGE = "ghcr.io/example/chatkit-gateway:0.1.0"
 RUN_AS_USER = 10001
-PRESTOP_TO_GRACE_MARGIN_SECONDS = 15
-DEFAULT_SHUTDOWN_GRACE_SECONDS = 10.0
 
 # Kubernetes versions whose schemas the manifests must pass: the oldest supported (the
 # preStop `sleep` action is on by default from 1.30) and the newest kubernetes-validate has.
@@ -661,11 +660,13 @@ def test_termination_grace_covers_prestop_and_drain() -> None:
     docs = rendered()
     spec = gateway_deployment(docs)["spec"]["template"]["spec"]
     sleep = prestop_sleep_seconds(gateway_container(docs))
-    grace = float(
-        policy(docs)["server"].get("shutdown_grace_seconds", DEFAULT_SHUTDOWN_GRACE_SECONDS)
-    )
+    server = policy(docs)["server"]
+    defaults = ServerConfig()
+    grace = float(server.get("shutdown_grace_seconds", defaults.shutdown_grace_seconds))
+    drain = float(server.get("drain_timeout_seconds", defaults.drain_timeout_seconds))
     assert 3 <= sleep <= 15, "preStop lets endpoint removal reach every node"
-    assert spec["terminationGracePeriodSeconds"] >= sleep + grace + PRESTOP_TO_GRACE_MARGIN_SECONDS
+    # preStop, then serving through the grace, then in-flight work up to the drain timeout.
+    assert spec["terminationGracePeriodSeconds"] >= sleep + grace + drain
 
 
 def test_rolling_update_keeps_capacity() -> None:

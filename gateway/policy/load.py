@@ -119,7 +119,7 @@ def _server(f: Field) -> ServerConfig:
     d = ServerConfig()
     fields = f.mapping(
         {"host", "port", "trusted_proxies", "max_body_bytes", "shutdown_grace_seconds",
-         "keepalive_timeout_seconds", "max_header_bytes"}
+         "drain_timeout_seconds", "keepalive_timeout_seconds", "max_header_bytes"}
     )  # fmt: skip
     proxies = fields.get("trusted_proxies")
     trusted = tuple(
@@ -132,6 +132,9 @@ def _server(f: Field) -> ServerConfig:
         max_body_bytes=v.get(fields, "max_body_bytes", v.integer(0, 1 << 30), d.max_body_bytes),
         shutdown_grace_seconds=v.get(
             fields, "shutdown_grace_seconds", v.number(0, 3600), d.shutdown_grace_seconds
+        ),
+        drain_timeout_seconds=v.get(
+            fields, "drain_timeout_seconds", v.number(0, 3600), d.drain_timeout_seconds
         ),
         keepalive_timeout_seconds=v.get(
             fields, "keepalive_timeout_seconds", v.number(0, 3600), d.keepalive_timeout_seconds

@@ -71,6 +71,7 @@ class ServerConfig:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     max_body_bytes: int = 16384
     shutdown_grace_seconds: float = 10.0
+    drain_timeout_seconds: float = 20.0
     keepalive_timeout_seconds: float = 15.0
     max_header_bytes: int = 8190
 
