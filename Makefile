@@ -16,7 +16,7 @@ run: $(STAMP)
 	./scripts/run.sh
 
 check: $(STAMP)
-	$(BIN)/chatkit-gateway check --config gateway.yaml
+	$(BIN)/chatkit-gateway check --config gateway.yaml $(if $(OPENAI_API_KEY),,--stub-upstream)
 
 test: $(STAMP)
 	./scripts/system-deps.sh
@@ -26,6 +26,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
 clean:
