@@ -45,7 +45,9 @@ class _Retry(Exception):
 
 
 class OpenAIClient:
-    __slots__ = ("_config", "_limiter", "_metrics", "_random", "_session", "_sleep")
+    __slots__ = (
+        "_config", "_headers", "_limiter", "_metrics", "_random", "_session", "_sleep", "_timeout"
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -60,24 +62,32 @@ class OpenAIClient:
         self._metrics = metrics
         self._sleep = sleep
         self._random = rng
-        self._config = config
         self._limiter = _limiter_for(config)
+        self._apply(config)
 
     def configure(self, config: UpstreamConfig) -> None:
         """Take a reloaded upstream section; the smoothing limiter is kept if unchanged."""
         if config.max_rate != self._config.max_rate:
             self._limiter = _limiter_for(config)
+        self._apply(config)
+
+    def _apply(self, config: UpstreamConfig) -> None:
+        """What every call reuses, built once per policy rather than per request."""
         self._config = config
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
+        self._headers = {
+            "Authorization": f"Bearer {config.api_key.reveal()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": f"chatkit-gateway/{__version__}",
+        }
 
     async def create(
         self, path: str, body: dict[str, Any], info: RequestInfo, *, beta: str | None = None
     ) -> dict[str, Any]:
         config = self._config
         headers = {
-            "Authorization": f"Bearer {config.api_key.reveal()}",
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"chatkit-gateway/{__version__}",
+            **self._headers,
             "X-Request-ID": info.request_id,
             "X-Client-Request-Id": info.request_id,
         }
@@ -103,7 +113,7 @@ class OpenAIClient:
         info: RequestInfo,
     ) -> dict[str, Any]:
         route = info.route_label
-        timeout = aiohttp.ClientTimeout(total=self._config.timeout_seconds)
+        timeout = self._timeout
         started = time.perf_counter()
         outcome = "ok"
         try:
