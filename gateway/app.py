@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from .clientip import client_ip_middleware
-from .context import add_response_headers, context_middleware
+from .context import REQUEST_IDS, RequestIds, add_response_headers, context_middleware
 from .errors import error_middleware
 from .limits import Limiter, LimitStorage, MemoryStorage
 from .limits.middleware import LIMITER, limits_middleware
@@ -52,6 +52,7 @@ def create_app(
         handler_args={"max_field_size": policy.server.max_header_bytes},
     )
     app[METRICS] = metrics
+    app[REQUEST_IDS] = RequestIds()
     app[RUNTIME] = RuntimeHolder(Runtime.build(policy))
     app[LIFECYCLE] = Lifecycle()
     app[LIMITER] = _limiter(policy, metrics, storage)
