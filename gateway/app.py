@@ -15,6 +15,7 @@ from .context import REQUEST_IDS, RequestIds, add_response_headers, context_midd
 from .errors import error_middleware
 from .limits import Limiter, LimitStorage, MemoryStorage
 from .limits.middleware import LIMITER, limits_middleware
+from .limits.redis import RedisStorage
 from .metrics import METRICS, Metrics
 from .observe import observe_middleware
 from .origin import origin_middleware
@@ -24,6 +25,7 @@ from .routes.ops import LIFECYCLE, Lifecycle, setup_ops
 from .runtime import RUNTIME, Runtime, RuntimeHolder
 from .upstream import UPSTREAM, TokenUpstream
 from .upstream.openai import OpenAIClient
+from .upstream.stream import proxy_context
 from .upstream.stub import StubUpstream
 
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
@@ -49,7 +51,12 @@ def create_app(
         client_max_size=max(
             [policy.server.max_body_bytes, *(r.max_body_bytes for r in policy.routes)]
         ),
-        handler_args={"max_field_size": policy.server.max_header_bytes},
+        handler_args={
+            "max_field_size": policy.server.max_header_bytes,
+            # A client that goes away cancels its handler, and with it the upstream request
+            # (aiohttp's default is to let handlers run on, streams included).
+            "handler_cancellation": True,
+        },
     )
     app[METRICS] = metrics
     app[REQUEST_IDS] = RequestIds()
@@ -59,6 +66,7 @@ def create_app(
     metrics.set_upstream_mode(policy.stub_upstream)
     app.on_response_prepare.append(add_response_headers)
     app.cleanup_ctx.append(_http_session)
+    app.cleanup_ctx.append(proxy_context)  # chatkit_proxy: its own session, no total timeout
     app.cleanup_ctx.append(_limiter_storage)
     setup_ops(app, policy.metrics.path)
     app.router.add_route("*", "/{tail:.*}", dispatch)
@@ -69,8 +77,9 @@ def _limiter(policy: Policy, metrics: Metrics, storage: LimitStorage | None) -> 
     cfg = policy.limiter
     if storage is None:
         if cfg.backend is Backend.REDIS:
-            raise NotImplementedError("limiter.backend: redis is not available yet")
-        storage = MemoryStorage(cfg.max_tracked_keys)
+            storage = RedisStorage(cfg)  # connects lazily; warmed in _limiter_storage
+        else:
+            storage = MemoryStorage(cfg.max_tracked_keys)
     errors = metrics.limiter_backend_errors.labels(cfg.backend.value)
     fallback = None if isinstance(storage, MemoryStorage) else MemoryStorage(cfg.max_tracked_keys)
     return Limiter(
@@ -91,7 +100,10 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         limit=policy.upstream.max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
     )
     async with aiohttp.ClientSession(
-        connector=connector, auto_decompress=True, trust_env=False
+        connector=connector,
+        auto_decompress=True,
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),  # no state carried from one browser to the next
     ) as session:
         app[HTTP_SESSION] = session
         app[UPSTREAM] = OpenAIClient(session, policy.upstream, app[METRICS])
@@ -99,5 +111,8 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _limiter_storage(app: web.Application) -> AsyncIterator[None]:
+    storage = app[LIMITER].storage
+    if isinstance(storage, RedisStorage):
+        await storage.start()
     yield
-    await app[LIMITER].storage.close()
+    await storage.close()

@@ -6,14 +6,24 @@ so requests already running keep the snapshot they started with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import aiohttp
 from aiohttp import web
 
 from .clientip import ClientIPResolver
 from .identity import user_secret
 from .limits import scope_of
 from .policy import OPS_PATHS, Policy, Route, RouteKind
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTarget:
+    """What a chatkit_proxy route needs per request, worked out once per policy."""
+
+    url: str  # the target, no trailing slash; a request's path below the route is appended
+    timeout: aiohttp.ClientTimeout  # no total: streams may last; idle limit between chunks
+    headers: tuple[tuple[str, str], ...] = field(repr=False)  # upstream_headers, revealed
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +34,7 @@ class CompiledRoute:
     methods: frozenset[str]
     allow_header: str
     user_secret: bytes
+    proxy: ProxyTarget | None = None
 
     @property
     def name(self) -> str:
@@ -42,7 +53,23 @@ def compile_route(policy: Policy, route: Route) -> CompiledRoute:
         ("Access-Control-Max-Age", str(route.cors_max_age_seconds)),
     )
     scopes = tuple(scope_of(route, i) for i in range(len(route.rate_limits)))
-    return CompiledRoute(route, scopes, preflight, methods, allow, user_secret(policy, route))
+    proxy = _proxy_target(route) if route.kind is RouteKind.CHATKIT_PROXY else None
+    return CompiledRoute(
+        route, scopes, preflight, methods, allow, user_secret(policy, route), proxy
+    )
+
+
+_CONNECT_SECONDS = 10.0
+
+
+def _proxy_target(route: Route) -> ProxyTarget:
+    assert route.target is not None
+    idle = route.stream_idle_timeout_seconds
+    timeout = aiohttp.ClientTimeout(
+        total=None, connect=None, sock_connect=min(_CONNECT_SECONDS, idle), sock_read=idle
+    )
+    headers = tuple((name, value.reveal()) for name, value in route.upstream_headers)
+    return ProxyTarget(route.target.rstrip("/"), timeout, headers)
 
 
 @dataclass(frozen=True, slots=True)

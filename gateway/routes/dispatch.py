@@ -8,6 +8,7 @@ from aiohttp import web
 from ..errors import MethodNotAllowed, NotFound
 from ..policy import RouteKind
 from ..requestinfo import INFO
+from .proxy import handle_proxy
 from .token import handle_token
 
 
@@ -21,5 +22,5 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if request.method not in compiled.methods:
         raise MethodNotAllowed(headers={"Allow": compiled.allow_header})
     if compiled.route.kind is RouteKind.CHATKIT_PROXY:
-        raise NotFound("chatkit_proxy routes are not served yet")
+        return await handle_proxy(request)
     return await handle_token(request)

@@ -1,0 +1,225 @@
+"""The backend side of chatkit_proxy routes: one pooled session, and relaying answers as they come.
+
+Answers are copied chunk by chunk as the socket yields them — never buffered, never
+compressed — so each Server-Sent Event leaves as soon as it arrives. The only read
+timeout is `stream_idle_timeout_seconds` between chunks. A client that goes away cancels
+the handler (the app turns on aiohttp's `handler_cancellation`, off by default), and the
+upstream response is closed on the way out, so the backend sees its request end.
+
+A backend failing mid-stream cannot be answered with an error status any more (200 went
+out with the first byte). What the browser then sees:
+- after a complete event: one more event, ChatKit's own `{"type": "error",
+  "code": "stream.error", "allow_retry": true}`, and a normal end: the widget shows its
+  error with a retry button;
+- in the middle of an event (chunks need not end on event boundaries), or in a JSON body:
+  the connection is closed without the final chunk. Fetch reports a network error; the
+  half event is never dispatched, because SSE dispatches only on the blank line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from ..errors import UpstreamError, UpstreamTimeout
+from ..metrics import METRICS
+from ..policy import HOP_BY_HOP
+from ..requestinfo import RequestInfo
+
+log = logging.getLogger("gateway.proxy")
+
+# The backend's own CORS, framing and identity headers never reach the browser: the
+# gateway sets those itself.
+_NOT_RELAYED = HOP_BY_HOP | {"content-length", "date", "server", "x-request-id"}
+_ERROR_EVENT = b'data: {"type":"error","code":"stream.error","allow_retry":true}\n\n'
+
+
+class ProxyState:
+    """App-wide: the session toward backends and the open streams per client."""
+
+    __slots__ = ("_streams", "session")
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self._streams: dict[str, int] = {}
+
+    def streams_full(self, key: str, cap: int | None) -> bool:
+        return cap is not None and self._streams.get(key, 0) >= cap
+
+    def take_stream(self, key: str, cap: int | None) -> bool:
+        """One more open stream for `key`, unless it already has `cap`."""
+        if self.streams_full(key, cap):
+            return False
+        self._streams[key] = self._streams.get(key, 0) + 1
+        return True
+
+    def release_stream(self, key: str) -> None:
+        count = self._streams.pop(key, 1) - 1
+        if count > 0:
+            self._streams[key] = count
+
+
+PROXY = web.AppKey("proxy", ProxyState)
+
+
+async def proxy_context(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: a session of its own (no total timeout, no pool cap, no cookie jar —
+    a shared jar would hand one user's cookies to the next)."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    async with aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,  # bytes pass through exactly, Content-Encoding with them
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),
+        trust_env=False,
+    ) as session:
+        app[PROXY] = ProxyState(session)
+        yield
+
+
+def outcome_of(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth_failed"
+    if status == 404:
+        return "not_found"
+    return "client_error" if status < 500 else "server_error"
+
+
+async def relay(
+    request: web.Request,
+    info: RequestInfo,
+    url: str,
+    headers: CIMultiDict[str],
+    body: bytes,
+    limits: aiohttp.ClientTimeout,
+) -> web.StreamResponse:
+    """POST to the backend and copy its answer to the client as it arrives."""
+    metrics = request.app[METRICS]
+    route = info.route_label
+    started = time.perf_counter()
+    outcome = "ok"
+    upstream: aiohttp.ClientResponse | None = None
+    try:
+        try:
+            upstream = await request.app[PROXY].session.post(
+                URL(url, encoded=True),
+                data=body,
+                headers=headers,
+                timeout=limits,
+                allow_redirects=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
+        except TimeoutError:
+            outcome = "timeout"
+            _warn("upstream timeout", info, f"no answer within {limits.sock_read:g}s")
+            raise UpstreamTimeout() from None
+        except aiohttp.ClientError as exc:
+            outcome = "connection_error"
+            _warn("upstream connection failed", info, type(exc).__name__)
+            raise UpstreamError() from None
+        first = time.perf_counter() - started
+        metrics.upstream_first_byte.labels(route).observe(first)
+        info.upstream_status = upstream.status
+        info.upstream_ms = round(first * 1000, 1)
+        outcome = outcome_of(upstream.status)
+        if upstream.status >= 500:
+            # Its body may be a debug page; the status stays 5xx so the widget retries.
+            _warn("upstream server error", info, f"status={upstream.status}")
+            raise UpstreamError()
+        response = _start(upstream)
+        await response.prepare(request)
+        outcome = await _pump(request, info, upstream, response)
+        return response
+    finally:
+        if upstream is not None:
+            upstream.close()  # a no-op for a finished answer; else the backend sees us go
+        elapsed = time.perf_counter() - started
+        metrics.upstream_requests.labels(route, outcome).inc()
+        metrics.upstream_duration.labels(route).observe(elapsed)
+
+
+def _start(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    headers = _relayed(upstream.headers)
+    sse = upstream.content_type == "text/event-stream"
+    if sse:
+        headers["Cache-Control"] = "no-cache"
+        headers["X-Accel-Buffering"] = "no"  # nginx and friends in front: do not buffer
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    if upstream.content_length is not None and not sse:
+        response.content_length = upstream.content_length
+    return response
+
+
+def _relayed(received: CIMultiDictProxy[str]) -> CIMultiDict[str]:
+    named = {t.strip().lower() for v in received.getall("Connection", ()) for t in v.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in received.items():
+        lower = name.lower()
+        if lower in _NOT_RELAYED or lower in named or lower.startswith("access-control-"):
+            continue
+        out.add(name, value)
+    return out
+
+
+async def _pump(
+    request: web.Request,
+    info: RequestInfo,
+    upstream: aiohttp.ClientResponse,
+    response: web.StreamResponse,
+) -> str:
+    """Copy chunks until the backend ends; returns the upstream outcome."""
+    sse = upstream.content_type == "text/event-stream"
+    tail = b"\n\n"  # the last bytes written: do they end an event?
+    sent = 0
+    while True:
+        try:
+            chunk = await upstream.content.readany()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            timed_out = isinstance(exc, TimeoutError)
+            boundary = tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n"))
+            info.error_code = UpstreamTimeout.code if timed_out else UpstreamError.code
+            _warn(
+                "upstream stream broke",
+                info,
+                f"{type(exc).__name__} after {sent} bytes, "
+                + ("at an event boundary" if boundary else "inside an event or body"),
+            )
+            if sse and boundary:
+                with contextlib.suppress(ConnectionError):
+                    await response.write(_ERROR_EVENT)
+            else:
+                _drop_connection(request)
+            return "timeout" if timed_out else "connection_error"
+        if not chunk:
+            return "ok"
+        try:
+            await response.write(chunk)
+        except ConnectionError:
+            return "ok"  # the client left; finishing the response notices it too
+        sent += len(chunk)
+        tail = chunk if len(chunk) >= 4 else (tail + chunk)[-4:]
+
+
+def _drop_connection(request: web.Request) -> None:
+    """End the answer without its last chunk: the browser sees an incomplete response."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+
+
+def _warn(message: str, info: RequestInfo, detail: str) -> None:
+    log.warning(
+        message,
+        extra={"request_id": info.request_id, "route": info.route_label, "detail": detail},
+    )
