@@ -20,8 +20,8 @@ check: $(STAMP)
 
 test: $(STAMP)
 	./scripts/system-deps.sh
-	$(BIN)/ruff check gateway tests bench
-	$(BIN)/ruff format --check gateway tests bench
+	$(BIN)/ruff check gateway tests bench demo examples
+	$(BIN)/ruff format --check gateway tests bench demo examples
 	$(BIN)/mypy
 	$(BIN)/pytest
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# `make run`: the gateway on :8080 with gateway.yaml. Without OPENAI_API_KEY it uses the
-# built-in stub upstream (fake ek_stub_ secrets) and says so.
+# `make run`: the gateway on :8080 with gateway.yaml, and the demo pages (demo/) on
+# http://localhost:8000 — an allowed origin of the shipped routes — plus the demo ChatKit
+# backend on :8001 when a chatkit_proxy route targets it. Without OPENAI_API_KEY
+# the gateway uses the built-in stub upstream (fake ek_stub_ secrets) and says so.
+# Ctrl-C or SIGTERM stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=(serve --config "${GATEWAY_CONFIG:-gateway.yaml}")
@@ -8,4 +11,53 @@ if [ -z "${OPENAI_API_KEY:-}" ]; then
   echo "OPENAI_API_KEY is not set: using the built-in stub upstream (fake secrets, no OpenAI calls)." >&2
   args+=(--stub-upstream)
 fi
-exec .venv/bin/chatkit-gateway "${args[@]}"
+gateway_port="${GATEWAY_PORT:-8080}"
+# A development loop: drain for 1 s after Ctrl-C, not the production 10 s.
+export GATEWAY_SHUTDOWN_GRACE="${GATEWAY_SHUTDOWN_GRACE:-1}"
+demo_port="${DEMO_PORT:-8000}"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for pid in ${pids[@]+"${pids[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait ${pids[@]+"${pids[@]}"} 2>/dev/null || true
+}
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
+
+.venv/bin/chatkit-gateway "${args[@]}" &
+pids+=($!)
+.venv/bin/python demo/serve.py --host "${DEMO_HOST:-127.0.0.1}" --port "$demo_port" >/dev/null &
+pids+=($!)
+# The echo ChatKit server behind a chatkit_proxy route, when the policy points one at it.
+backend_url="http://127.0.0.1:${CHATKIT_DEMO_BACKEND_PORT:-8001}/chatkit"
+backend_note="(no chatkit_proxy route targets ${backend_url}: see docs/DEMO.md)"
+if grep -q "target: *${backend_url}" "${GATEWAY_CONFIG:-gateway.yaml}"; then
+  .venv/bin/python demo/chatkit_backend.py --port "${CHATKIT_DEMO_BACKEND_PORT:-8001}" >/dev/null &
+  pids+=($!)
+  backend_note="ChatKit demo backend: ${backend_url}"
+fi
+
+query=""
+[ "$gateway_port" = 8080 ] || query="?gateway=http://localhost:${gateway_port}"
+cat >&2 <<MSG
+
+  Gateway     http://127.0.0.1:${gateway_port}/   (metrics: http://127.0.0.1:${gateway_port}/metrics)
+  Demo pages  http://localhost:${demo_port}/${query}            client secrets, as the ChatKit widget gets them
+              http://localhost:${demo_port}/proxy.html${query}  ChatKit requests through a chatkit_proxy route
+                ${backend_note}
+
+  Ctrl-C stops them all.
+
+MSG
+# Whichever ends first (a crash, a port in use) ends the others too. (Polling, not
+# `wait -n`, so the bash 3.2 of macOS runs this as well.)
+running() {
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || return 1; done
+}
+while running; do
+  sleep 0.5 & wait $! || true
+done
+stop
+exit 1
