@@ -88,6 +88,32 @@ class Metrics:
         )  # fmt: skip
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+        # Children by label values, so the per-request path skips labels()' lock and tuple
+        # work. Keys come from the same bounded vocabularies as the labels themselves.
+        self._answered: dict[tuple[str, int], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
+        self._upstream: dict[tuple[str, str], Counter] = {}
+        self._upstream_durations: dict[str, Histogram] = {}
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        counter = self._answered.get((route, status))
+        if counter is None:
+            counter = self._answered[route, status] = self.requests.labels(route, str(status))
+        counter.inc()
+        histogram = self._durations.get(route)
+        if histogram is None:
+            histogram = self._durations[route] = self.request_duration.labels(route)
+        histogram.observe(seconds)
+
+    def upstream_call(self, route: str, outcome: str, seconds: float) -> None:
+        counter = self._upstream.get((route, outcome))
+        if counter is None:
+            counter = self._upstream[route, outcome] = self.upstream_requests.labels(route, outcome)
+        counter.inc()
+        histogram = self._upstream_durations.get(route)
+        if histogram is None:
+            histogram = self._upstream_durations[route] = self.upstream_duration.labels(route)
+        histogram.observe(seconds)
 
     def set_upstream_mode(self, stub: bool) -> None:
         self.build_info.clear()

@@ -147,8 +147,7 @@ class OpenAIClient:
         finally:
             elapsed = time.perf_counter() - started
             info.upstream_ms = round(elapsed * 1000, 1)
-            self._metrics.upstream_requests.labels(route, outcome).inc()
-            self._metrics.upstream_duration.labels(route).observe(elapsed)
+            self._metrics.upstream_call(route, outcome, elapsed)
 
     async def _classify(
         self, r: aiohttp.ClientResponse, path: str, info: RequestInfo

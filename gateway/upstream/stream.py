@@ -145,8 +145,7 @@ async def relay(
         if upstream is not None:
             upstream.close()  # a no-op for a finished answer; else the backend sees us go
         elapsed = time.perf_counter() - started
-        metrics.upstream_requests.labels(route, outcome).inc()
-        metrics.upstream_duration.labels(route).observe(elapsed)
+        metrics.upstream_call(route, outcome, elapsed)
 
 
 def _start(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
