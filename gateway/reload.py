@@ -52,15 +52,19 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     for section in ("server", "upstream", "limiter", "metrics"):
         if getattr(old, section) != getattr(new, section):
             changes.append(f"{section} changed")
+    # Read once at start (listener, connection pools, the limiter's backend and fallback):
+    # a reload records the new values but they apply from the next start.
     restart_only = [
-        (
-            "server.host/port",
-            (old.server.host, old.server.port),
-            (new.server.host, new.server.port),
-        ),
+        ("server.host/port", (old.server.host, old.server.port),
+         (new.server.host, new.server.port)),
+        ("server.keepalive_timeout_seconds", old.server.keepalive_timeout_seconds,
+         new.server.keepalive_timeout_seconds),
+        ("server.max_header_bytes", old.server.max_header_bytes, new.server.max_header_bytes),
+        ("upstream.max_connections", old.upstream.max_connections,
+         new.upstream.max_connections),
         ("metrics.path", old.metrics.path, new.metrics.path),
-        ("limiter.backend", old.limiter.backend, new.limiter.backend),
-    ]
+        ("limiter", old.limiter, new.limiter),
+    ]  # fmt: skip
     for name, before, after in restart_only:
         if before != after:
             changes.append(f"{name} takes effect after a restart")
