@@ -60,6 +60,8 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
         ("server.keepalive_timeout_seconds", old.server.keepalive_timeout_seconds,
          new.server.keepalive_timeout_seconds),
         ("server.max_header_bytes", old.server.max_header_bytes, new.server.max_header_bytes),
+        ("server.drain_timeout_seconds", old.server.drain_timeout_seconds,
+         new.server.drain_timeout_seconds),
         ("upstream.max_connections", old.upstream.max_connections,
          new.upstream.max_connections),
         ("metrics.path", old.metrics.path, new.metrics.path),
