@@ -4,7 +4,7 @@
 
 Built on the openai-chatkit SDK's ChatKitServer with threads kept in memory: no model, no
 API key. `make run` starts it when the policy has a chatkit_proxy route whose target is
-http://127.0.0.1:8001/chatkit (see docs/DEMO.md), so demo/proxy.html has something to
+http://127.0.0.1:8001/chatkit (see README, "Demo pages"), so demo/proxy.html has something to
 talk to through the gateway. tests/test_browser.py drives the same server, pacing each
 event with a semaphore instead of a delay.
 """

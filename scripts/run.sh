@@ -32,7 +32,7 @@ pids+=($!)
 pids+=($!)
 # The echo ChatKit server behind a chatkit_proxy route, when the policy points one at it.
 backend_url="http://127.0.0.1:${CHATKIT_DEMO_BACKEND_PORT:-8001}/chatkit"
-backend_note="(no chatkit_proxy route targets ${backend_url}: see docs/DEMO.md)"
+backend_note="(no chatkit_proxy route targets ${backend_url}: see README, "Demo pages")"
 if grep -q "target: *${backend_url}" "${GATEWAY_CONFIG:-gateway.yaml}"; then
   .venv/bin/python demo/chatkit_backend.py --port "${CHATKIT_DEMO_BACKEND_PORT:-8001}" >/dev/null &
   pids+=($!)

@@ -21,7 +21,7 @@ from tests.promql_exprs import RULES_FILE, dashboard_expressions, load_rules
 
 PROMETHEUS_DIR = RULES_FILE.parent
 RULES_TEST_FILE = PROMETHEUS_DIR / "rules.test.yml"
-DEPLOY_DOC = PROMETHEUS_DIR.parent / "DEPLOY.md"
+DEPLOY_DOC = PROMETHEUS_DIR.parent.parent / "README.md"
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK_PREFIX = "https://github.com/example/chatkit-gateway/blob/main/README.md#"
 
@@ -121,4 +121,4 @@ def test_every_alert_has_metadata_and_a_runbook_section() -> None:
         assert runbook.startswith(RUNBOOK_PREFIX), name
         anchor = runbook.removeprefix(RUNBOOK_PREFIX)
         assert anchor == name.lower(), f"{name}: runbook anchor {anchor}"
-        assert anchor in anchors, f"{name}: config/DEPLOY.md has no section #{anchor}"
+        assert anchor in anchors, f"{name}: README.md has no section #{anchor}"
