@@ -14,23 +14,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.common import TOKEN_ROUTE, cpu_seconds, free_port, status_kib, wait_ready
 from bench.limiter_memory import measure_limiter_memory
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PY = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 POLICY = """
 server: {{host: 127.0.0.1, port: {port}}}
@@ -42,15 +39,7 @@ upstream:
   max_rate: {{requests: 1000000, per: 1s}}
 limiter: {{backend: memory}}
 routes:
-  - name: site
-    path: /api/chatkit/session
-    kind: chatkit_session
-    workflow_id: wf_bench
-    allowed_origins: [https://example.org]
-    rate_limits:
-      - {{key: client_ip, requests: 1000000000, per: 1h}}
-      - {{key: global, requests: 1000000000, per: 1d}}
-"""
+{routes}"""
 
 
 @dataclass
@@ -66,35 +55,8 @@ class Run:
     errors: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except urllib.error.HTTPError:
-            return  # it answers: that is ready enough
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return status_kib(pid, "VmHWM") / 1024
 
 
 def wrk(url: str, conns: int, seconds: float) -> dict[str, Any]:
@@ -150,7 +112,7 @@ def run_target(scenario: str, target: str, rnd: int, up_port: int, conns: int, s
             proc = start([PY, "-m", "bench.floor", str(port), upstream], "0")
         else:
             policy = Path(tmp) / "gateway.yaml"
-            policy.write_text(POLICY.format(port=port, upstream=up_port))
+            policy.write_text(POLICY.format(port=port, upstream=up_port, routes=TOKEN_ROUTE))
             proc = start([PY, "-m", "gateway", "serve", "--config", str(policy)], "0")
         try:
             base = f"http://127.0.0.1:{port}"

@@ -11,6 +11,8 @@ import sys
 
 from aiohttp import web
 
+from bench.common import use_uvloop
+
 _BODY = json.dumps(
     {
         "id": "cksess_bench",
@@ -36,12 +38,7 @@ def make_app(latency: float) -> web.Application:
 
 def main() -> None:
     port, latency_ms = int(sys.argv[1]), float(sys.argv[2])
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    use_uvloop()
     web.run_app(make_app(latency_ms / 1000), host="127.0.0.1", port=port, access_log=None,
                 print=None)  # fmt: skip
 

@@ -9,12 +9,10 @@ Run: python -m bench.floor PORT UPSTREAM_URL
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
-SESSION = web.AppKey("session", aiohttp.ClientSession)
+from bench.common import SESSION, pooled_session, use_uvloop
 
 
 def make_app(upstream: str) -> web.Application:
@@ -27,25 +25,15 @@ def make_app(upstream: str) -> web.Application:
             {"client_secret": data["client_secret"], "expires_at": data["expires_at"]}
         )
 
-    async def session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as s:
-            app[SESSION] = s
-            yield
-
     app = web.Application()
-    app.cleanup_ctx.append(session)
+    app.cleanup_ctx.append(pooled_session(limit=100))
     app.router.add_post("/api/chatkit/session", token)
     return app
 
 
 def main() -> None:
     port, upstream = int(sys.argv[1]), sys.argv[2]
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
+    use_uvloop()
     web.run_app(make_app(upstream), host="127.0.0.1", port=port, access_log=None, print=None)
 
 

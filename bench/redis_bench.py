@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib
 import importlib.util
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -33,11 +30,12 @@ from typing import Any
 
 from aiohttp import web
 
+from bench.common import TOKEN_ROUTE, cpu_seconds, free_port, use_uvloop
 from bench.limits_adapter import LimitsStorage, limiter_level
 from gateway.app import create_app
 from gateway.logs import setup_logging
 from gateway.policy import parse_policy
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer
 
 IGNORED = {"info", "config|resetstat", "hello", "client|setinfo", "ping"}
 BACKENDS = ("memory", "redis", "limits-sliding", "limits-moving")
@@ -46,15 +44,7 @@ server: {{host: 127.0.0.1, port: {port}, trusted_proxies: [127.0.0.1/32]}}
 upstream: {{api_key: sk-bench-not-a-real-key}}
 limiter: {{backend: {backend}, redis_url: "{redis}", key_prefix: "bench:"}}
 routes:
-  - name: site
-    path: /api/chatkit/session
-    kind: chatkit_session
-    workflow_id: wf_bench
-    allowed_origins: [https://example.org]
-    rate_limits:
-      - {{key: client_ip, requests: 1000000000, per: 1h}}
-      - {{key: global, requests: 1000000000, per: 1d}}
-"""
+{routes}"""
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = "{}"
@@ -78,7 +68,7 @@ end
 async def serve(backend: str, port: int, redis_url: str) -> None:
     setup_logging("INFO")  # the access log costs the same for every backend
     kind = "redis" if backend == "redis" else "memory"
-    text = POLICY.format(port=port, backend=kind, redis=redis_url)
+    text = POLICY.format(port=port, backend=kind, redis=redis_url, routes=TOKEN_ROUTE)
     policy = parse_policy(text, env={}, stub_upstream=True)
     storage = None
     if backend.startswith("limits-"):
@@ -121,9 +111,9 @@ def one_run(backend: str, server: RedisServer, conns: int, secs: float, script: 
             time.sleep(0.1)
         wrk(url, conns, 1.0, script)  # warm-up: connections, pools, scripts
         server.command("CONFIG", "RESETSTAT")
-        cpu = _cpu_seconds(proc.pid)
+        cpu = cpu_seconds(proc.pid)
         result = wrk(url, conns, secs, script)
-        cpu = _cpu_seconds(proc.pid) - cpu
+        cpu = cpu_seconds(proc.pid) - cpu
         n, (stats, usec) = result["n"], calls(server)
         per_req = {k: round(v / n, 2) for k, v in stats.items() if k not in IGNORED}
         rps = n / (result["us"] / 1e6)
@@ -137,11 +127,6 @@ def one_run(backend: str, server: RedisServer, conns: int, secs: float, script: 
         proc.terminate()
         proc.wait(10)
         server.command("FLUSHALL")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _answers(url: str) -> bool:
@@ -245,8 +230,7 @@ def _row(*cells: str) -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["serve"]:
-        with contextlib.suppress(ImportError):
-            asyncio.set_event_loop_policy(importlib.import_module("uvloop").EventLoopPolicy())
+        use_uvloop()
         asyncio.run(serve(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
     else:
         main()

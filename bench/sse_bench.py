@@ -19,26 +19,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from bench.common import (
+    SESSION,
+    cpu_seconds,
+    free_port,
+    pooled_session,
+    status_kib,
+    use_uvloop,
+    wait_ready,
+)
+
 PY = sys.executable
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ORIGIN = "https://example.org"
 EVENT = (
     b'data: {"type":"thread.item.updated","item_id":"msg_0123abcd","update":{"type":'
@@ -118,52 +122,17 @@ def run_floor(port: int, upstream: str) -> None:
             await response.write_eof()
             return response
 
-    async def session(app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
-            app[SESSION] = s
-            yield
-
     app = web.Application()
-    app.cleanup_ctx.append(session)
+    app.cleanup_ctx.append(pooled_session(limit=0))
     app.router.add_post("/chatkit", relay)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
-
-
-SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 
 # --- the load client --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).close()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return status_kib(pid, "VmRSS")
 
 
 class Streams:
@@ -282,10 +251,7 @@ def main() -> None:
     # The gateway gets core 0 to itself; backend and client share the rest (or core 0 too).
     others = "1" if (os.cpu_count() or 1) > 1 else "0"
     os.sched_setaffinity(0, {int(others)})
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    use_uvloop()
     b_port, g_port, f_port = free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -301,9 +267,8 @@ def main() -> None:
         try:
             gw, backend = f"http://127.0.0.1:{g_port}", f"http://127.0.0.1:{b_port}"
             floor = f"http://127.0.0.1:{f_port}"
-            wait_ready(gw + "/healthz")
-            wait_ready(backend + "/stats")
-            wait_ready(floor + "/")
+            for url in (gw + "/healthz", backend + "/stats", floor + "/"):
+                wait_ready(url, timeout=20.0)
             result = asyncio.run(load(args, procs[1].pid, gw, backend, floor))
         finally:
             for proc in procs:

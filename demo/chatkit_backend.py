@@ -2,11 +2,12 @@
 
     .venv/bin/python demo/chatkit_backend.py [--port 8001] [--delay 0.15]
 
-Built on the openai-chatkit SDK's ChatKitServer with threads kept in memory: no model, no
-API key. `make run` starts it when the policy has a chatkit_proxy route whose target is
-http://127.0.0.1:8001/chatkit (see README, "Demo pages"), so demo/proxy.html has something to
-talk to through the gateway. tests/test_browser.py drives the same server, pacing each
-event with a semaphore instead of a delay.
+Built on the openai-chatkit SDK's ChatKitServer with threads kept in memory (the store of
+examples/chatkit_server): no model, no API key. `make run` starts it when the policy has a
+chatkit_proxy route whose target is http://127.0.0.1:8001/chatkit (see README, "Demo
+pages"), so demo/proxy.html has something to talk to through the gateway.
+tests/test_browser.py drives the same server, pacing each event with a semaphore instead of
+a delay.
 """
 
 from __future__ import annotations
@@ -16,20 +17,18 @@ import asyncio
 import contextlib
 import json
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
-from typing import Any, TypeVar
+from pathlib import Path
 
 from aiohttp import web
 from chatkit.server import ChatKitServer, StreamingResult
-from chatkit.store import NotFoundError, Store
+from chatkit.store import NotFoundError
 from chatkit.types import (
     AssistantMessageContent,
     AssistantMessageContentPartTextDelta,
     AssistantMessageItem,
-    Attachment,
-    Page,
-    ThreadItem,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemUpdatedEvent,
@@ -39,76 +38,13 @@ from chatkit.types import (
 )
 from pydantic import ValidationError
 
-Context = dict[str, Any]
+# Run as a script (`make run`), sys.path[0] is demo/; the repo root makes examples/ importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from examples.chatkit_server.store import Context, MemoryStore
+from examples.chatkit_server.streaming import EVENT_STREAM, event_stream
 
-class MemoryStore(Store[Context]):
-    """Threads and items in dicts: enough for create, add_user_message, list and items."""
-
-    def __init__(self) -> None:
-        self.threads: dict[str, ThreadMetadata] = {}
-        self.items: dict[str, list[ThreadItem]] = {}
-
-    async def load_thread(self, thread_id: str, context: Context) -> ThreadMetadata:
-        if thread_id not in self.threads:
-            raise NotFoundError(thread_id)
-        return self.threads[thread_id]
-
-    async def save_thread(self, thread: ThreadMetadata, context: Context) -> None:
-        self.threads[thread.id] = ThreadMetadata(**thread.model_dump())
-        self.items.setdefault(thread.id, [])
-
-    async def load_thread_items(
-        self, thread_id: str, after: str | None, limit: int, order: str, context: Context
-    ) -> Page[ThreadItem]:
-        return _page(self.items.get(thread_id, []), after, limit, order)
-
-    async def load_threads(
-        self, limit: int, after: str | None, order: str, context: Context
-    ) -> Page[ThreadMetadata]:
-        return _page(self.threads.values(), after, limit, order)
-
-    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Context) -> None:
-        self.items.setdefault(thread_id, []).append(item)
-
-    async def save_item(self, thread_id: str, item: ThreadItem, context: Context) -> None:
-        items = self.items.setdefault(thread_id, [])
-        self.items[thread_id] = [item if i.id == item.id else i for i in items]
-
-    async def load_item(self, thread_id: str, item_id: str, context: Context) -> ThreadItem:
-        for item in self.items.get(thread_id, []):
-            if item.id == item_id:
-                return item
-        raise NotFoundError(item_id)
-
-    async def delete_thread(self, thread_id: str, context: Context) -> None:
-        self.threads.pop(thread_id, None)
-        self.items.pop(thread_id, None)
-
-    async def delete_thread_item(self, thread_id: str, item_id: str, context: Context) -> None:
-        self.items[thread_id] = [i for i in self.items.get(thread_id, []) if i.id != item_id]
-
-    async def save_attachment(self, attachment: Attachment, context: Context) -> None:
-        raise NotImplementedError("the demo backend takes no attachments")
-
-    async def load_attachment(self, attachment_id: str, context: Context) -> Attachment:
-        raise NotFoundError(attachment_id)
-
-    async def delete_attachment(self, attachment_id: str, context: Context) -> None:
-        raise NotFoundError(attachment_id)
-
-
-_Record = TypeVar("_Record", ThreadItem, ThreadMetadata)
-
-
-def _page(records: Iterable[_Record], after: str | None, limit: int, order: str) -> Page[_Record]:
-    ordered = sorted(records, key=lambda r: r.created_at, reverse=order == "desc")
-    if after is not None:
-        ids = [r.id for r in ordered]
-        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
-    chunk = ordered[:limit]
-    more = len(ordered) > limit
-    return Page(data=chunk, has_more=more, after=chunk[-1].id if more and chunk else None)
+VISITOR: Context = {"user": "anonymous"}  # one visitor: the store keeps threads per user
 
 
 class EchoServer(ChatKitServer[Context]):
@@ -178,16 +114,13 @@ def make_app(
         try:
             kind = json.loads(raw).get("type")
             server.seen.append(kind if isinstance(kind, str) else "?")
-            result = await server.process(raw, {})
+            result = await server.process(raw, VISITOR)
         except (ValueError, AttributeError, ValidationError, NotFoundError) as exc:
             error = {"error": {"code": "bad_request", "message": type(exc).__name__}}
             return web.json_response(error, status=400, headers=cors)
         if not isinstance(result, StreamingResult):
             return web.Response(body=result.json, content_type="application/json", headers=cors)
-        response = web.StreamResponse(
-            headers={**cors, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
+        response = await event_stream(request, {**cors, **EVENT_STREAM})
         try:
             async for chunk in result:
                 await response.write(chunk)

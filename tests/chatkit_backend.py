@@ -1,4 +1,5 @@
 """A real ChatKit server (openai-chatkit's ChatKitServer) for the proxy tests; no model.
+Threads live in the example server's in-memory store (examples/chatkit_server/store.py).
 
 `respond()` streams an assistant message in a few deltas. It first waits on `gate`, so a
 test can prove that events reach it *while* the backend is still working: it sets the
@@ -20,14 +21,11 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from chatkit.server import ChatKitServer, StreamingResult
-from chatkit.store import NotFoundError, Store
+from chatkit.server import ChatKitServer
 from chatkit.types import (
     AssistantMessageContent,
     AssistantMessageContentPartTextDelta,
     AssistantMessageItem,
-    Attachment,
-    Page,
     ThreadItem,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
@@ -37,78 +35,13 @@ from chatkit.types import (
     UserMessageItem,
 )
 
-Context = dict[str, Any]
+from examples.chatkit_server.store import Context, MemoryStore
+from examples.chatkit_server.streaming import chatkit_response, event_stream
+
 WORDS = ("Hello", " from", " the", " backend.")
-
-
-class MemoryStore(Store[Context]):
-    """Threads and items in dicts: enough of the Store contract for the server's flows."""
-
-    def __init__(self) -> None:
-        self.threads: dict[str, ThreadMetadata] = {}
-        self.items: dict[str, list[ThreadItem]] = {}
-        self.attachments: dict[str, Attachment] = {}
-
-    async def load_thread(self, thread_id: str, context: Context) -> ThreadMetadata:
-        if thread_id not in self.threads:
-            raise NotFoundError(thread_id)
-        return self.threads[thread_id]
-
-    async def save_thread(self, thread: ThreadMetadata, context: Context) -> None:
-        self.threads[thread.id] = ThreadMetadata(**thread.model_dump())
-        self.items.setdefault(thread.id, [])
-
-    async def load_thread_items(
-        self, thread_id: str, after: str | None, limit: int, order: str, context: Context
-    ) -> Page[ThreadItem]:
-        items = list(self.items.get(thread_id, []))
-        if order == "desc":
-            items.reverse()
-        if after is not None:
-            ids = [i.id for i in items]
-            items = items[ids.index(after) + 1 :] if after in ids else []
-        return Page(data=items[:limit], has_more=len(items) > limit)
-
-    async def save_attachment(self, attachment: Attachment, context: Context) -> None:
-        self.attachments[attachment.id] = attachment
-
-    async def load_attachment(self, attachment_id: str, context: Context) -> Attachment:
-        return self.attachments[attachment_id]
-
-    async def delete_attachment(self, attachment_id: str, context: Context) -> None:
-        self.attachments.pop(attachment_id, None)
-
-    async def load_threads(
-        self, limit: int, after: str | None, order: str, context: Context
-    ) -> Page[ThreadMetadata]:
-        threads = sorted(self.threads.values(), key=lambda t: t.created_at)
-        if order == "desc":
-            threads.reverse()
-        return Page(data=threads[:limit], has_more=len(threads) > limit)
-
-    async def add_thread_item(self, thread_id: str, item: ThreadItem, context: Context) -> None:
-        self.items.setdefault(thread_id, []).append(item)
-
-    async def save_item(self, thread_id: str, item: ThreadItem, context: Context) -> None:
-        items = self.items.setdefault(thread_id, [])
-        for i, old in enumerate(items):
-            if old.id == item.id:
-                items[i] = item
-                return
-        items.append(item)
-
-    async def load_item(self, thread_id: str, item_id: str, context: Context) -> ThreadItem:
-        for item in self.items.get(thread_id, []):
-            if item.id == item_id:
-                return item
-        raise NotFoundError(item_id)
-
-    async def delete_thread(self, thread_id: str, context: Context) -> None:
-        self.threads.pop(thread_id, None)
-        self.items.pop(thread_id, None)
-
-    async def delete_thread_item(self, thread_id: str, item_id: str, context: Context) -> None:
-        self.items[thread_id] = [i for i in self.items.get(thread_id, []) if i.id != item_id]
+VISITOR: Context = {"user": "anonymous"}  # one visitor: the store keeps threads per user
+# Without Cache-Control: test_proxy checks that the gateway adds it to a stream itself.
+STREAM_HEADERS = {"Content-Type": "text/event-stream"}
 
 
 class ScriptedServer(ChatKitServer[Context]):
@@ -167,15 +100,8 @@ def free_port() -> int:
 
 
 async def _chatkit(request: web.Request) -> web.StreamResponse:
-    result = await request.app[SERVER].process(await request.read(), {})
-    if not isinstance(result, StreamingResult):
-        return web.Response(body=result.json, content_type="application/json")
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
-    async for chunk in result:
-        await response.write(chunk)
-    await response.write_eof()
-    return response
+    result = await request.app[SERVER].process(await request.read(), VISITOR)
+    return await chatkit_response(request, result, stream_headers=STREAM_HEADERS)
 
 
 async def _upload(request: web.Request) -> web.Response:
@@ -184,8 +110,7 @@ async def _upload(request: web.Request) -> web.Response:
 
 async def _broken(request: web.Request) -> web.StreamResponse:
     """A stream that dies after a whole event (`whole`) or halfway through one (`half`)."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
+    response = await event_stream(request, STREAM_HEADERS)
     await response.write(b'data: {"type":"progress_update","text":"one"}\n\n')
     if request.match_info["mode"] == "half":
         await response.write(b'data: {"type":"progress_upd')

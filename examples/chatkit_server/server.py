@@ -18,11 +18,11 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from chatkit.agents import AgentContext, ThreadItemConverter, stream_agent_response
-from chatkit.server import ChatKitServer, StreamingResult
+from chatkit.server import ChatKitServer
 from chatkit.store import NotFoundError
 from chatkit.types import (
     AssistantMessageContent,
@@ -41,7 +41,13 @@ from chatkit.types import (
     UserMessageItem,
 )
 from pydantic import AnyUrl, ValidationError
-from store import Context, MemoryFiles, MemoryStore
+
+if TYPE_CHECKING or __package__:  # python -m examples.chatkit_server.server; and mypy
+    from .store import Context, MemoryFiles, MemoryStore
+    from .streaming import chatkit_response
+else:  # python examples/chatkit_server/server.py: this folder is sys.path[0]
+    from store import Context, MemoryFiles, MemoryStore
+    from streaming import chatkit_response
 
 log = logging.getLogger("chatkit_server")
 HISTORY = 30  # thread items sent to the model per turn
@@ -144,16 +150,7 @@ async def chatkit(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text='{"error": "not a ChatKit request"}') from None
     except NotFoundError:
         raise web.HTTPNotFound(text='{"error": "not found"}') from None
-    if not isinstance(result, StreamingResult):
-        return web.Response(body=result.json, content_type="application/json")
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    async for chunk in result:
-        await response.write(chunk)
-    await response.write_eof()
-    return response
+    return await chatkit_response(request, result)
 
 
 async def _bytes_of(request: web.Request) -> bytes:
