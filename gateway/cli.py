@@ -11,14 +11,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from .app import create_app
 from .logs import setup_logging
 from .policy import Policy, PolicyError, effective_policy, load_policy
 from .reload import PolicyFile
 from .routes.ops import LIFECYCLE
 from .runtime import RUNTIME
+from .server_limits import open_listener
 
 log = logging.getLogger("gateway")
 
@@ -73,6 +72,30 @@ def _check(path: Path, stub: bool) -> int:
     return 0
 
 
+def _raise_open_files_limit(max_connections: int) -> None:
+    """Each connection is a file descriptor: lift the soft limit toward the hard one so
+    that `server.max_connections` (plus upstream sockets and files) fits, or say so."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    wanted = max_connections + 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        log.warning(
+            "open files limit is low",
+            extra={
+                "detail": f"ulimit -n is {soft}; server.max_connections={max_connections} "
+                f"needs about {wanted}: connections beyond it fail to be accepted"
+            },
+        )
+
+
 def _use_uvloop() -> None:
     with contextlib.suppress(ImportError):
         import uvloop
@@ -87,24 +110,20 @@ async def serve(policy: Policy, path: Path) -> int:
     """
     app = create_app(policy)
     server = policy.server
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        keepalive_timeout=server.keepalive_timeout_seconds,
-        # After the grace the listener closes; in-flight requests and streams get this long.
-        shutdown_timeout=server.drain_timeout_seconds,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, server.host, server.port, reuse_address=True)
+    _raise_open_files_limit(server.max_connections)
+    # Connections are aiohttp's, plus a connection cap and head/body deadlines; their
+    # keep-alive and header-size settings come from the policy too (server_limits.py).
+    # After the grace the listener closes; in-flight requests and streams get
+    # drain_timeout_seconds.
     try:
-        await site.start()
+        runner, _ = await open_listener(
+            app, server.host, server.port, shutdown_timeout=server.drain_timeout_seconds
+        )
     except OSError as exc:
         log.error(
             "cannot listen",
             extra={"detail": f"{server.host}:{server.port}: {exc.strerror or exc}"},
         )
-        await runner.cleanup()
         return 1
     log.info(
         "listening",

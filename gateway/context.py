@@ -18,6 +18,8 @@ from .requestinfo import INFO, RequestInfo
 from .runtime import RUNTIME
 
 _SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# Every answer's `Server` header: the product, never a version (no banner to fingerprint).
+SERVER_HEADER = "chatkit-gateway"
 
 
 class RequestIds:
@@ -65,7 +67,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def add_response_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: the headers every answer carries, set once for all answer kinds."""
     headers = response.headers
-    headers["Server"] = "chatkit-gateway"  # no version banner
+    headers["Server"] = SERVER_HEADER
     headers["X-Content-Type-Options"] = "nosniff"
     info = request.get(INFO)
     if info is not None:

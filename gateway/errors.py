@@ -47,6 +47,21 @@ class MethodNotAllowed(GatewayError):
     status, code, message = 405, "method_not_allowed", "Method not allowed"
 
 
+class RequestTimeout(GatewayError, TimeoutError):
+    """The client did not send its body in time (server_limits.py sets this on the body
+    stream). Also a TimeoutError, so that aiohttp's lingering read of an unread body after
+    the answer stops quietly on it instead of logging an unhandled exception."""
+
+    status, code, message = 408, "request_timeout", "Request body not received in time"
+
+
+class ClientClosed(GatewayError):
+    """The client went away before its request was read: nobody receives this answer, but
+    the access log and metrics say 499 (nginx's code) instead of a 500 and an error line."""
+
+    status, code, message = 499, "client_closed", "Client closed the connection"
+
+
 class PayloadTooLarge(GatewayError):
     status, code, message = 413, "payload_too_large", "Request body too large"
 
@@ -81,6 +96,7 @@ class UpstreamTimeout(GatewayError):
 
 _BY_STATUS: dict[int, type[GatewayError]] = {
     400: BadRequest,
+    403: OriginNotAllowed,  # aiohttp-cors refusing a preflight (ops: /openapi.json)
     404: NotFound,
     405: MethodNotAllowed,
     413: PayloadTooLarge,
@@ -100,10 +116,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as err:
-        info = request.get(INFO)
-        if info is not None:
-            info.error_code = err.code
-        return error_response(err)
+        return _record(request, err)
     except web.HTTPException as exc:
         # aiohttp's own refusals (a malformed request, a body over client_max_size).
         if exc.status < 400:
@@ -112,7 +125,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         mapped = cls() if cls else GatewayError(exc.reason)
         if cls is None:
             mapped.status, mapped.code = exc.status, "http_error"
-        return error_response(mapped)
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": request.get("request_id")})
-        return error_response(GatewayError())
+        return _record(request, mapped)
+    except Exception as exc:
+        transport = request.transport
+        if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
+            return _record(request, ClientClosed())  # e.g. the body stopped: peer gone
+        info = request.get(INFO)
+        log.exception("unhandled error", extra={"request_id": info.request_id if info else None})
+        return _record(request, GatewayError())
+
+
+def _record(request: web.Request, err: GatewayError) -> web.Response:
+    info = request.get(INFO)
+    if info is not None:
+        info.error_code = err.code
+    return error_response(err)

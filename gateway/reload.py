@@ -57,9 +57,7 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     restart_only = [
         ("server.host/port", (old.server.host, old.server.port),
          (new.server.host, new.server.port)),
-        ("server.keepalive_timeout_seconds", old.server.keepalive_timeout_seconds,
-         new.server.keepalive_timeout_seconds),
-        ("server.max_header_bytes", old.server.max_header_bytes, new.server.max_header_bytes),
+        ("server.max_connections", old.server.max_connections, new.server.max_connections),
         ("server.drain_timeout_seconds", old.server.drain_timeout_seconds,
          new.server.drain_timeout_seconds),
         ("upstream.max_connections", old.upstream.max_connections,

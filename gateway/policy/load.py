@@ -119,7 +119,9 @@ def _server(f: Field) -> ServerConfig:
     d = ServerConfig()
     fields = f.mapping(
         {"host", "port", "trusted_proxies", "max_body_bytes", "shutdown_grace_seconds",
-         "drain_timeout_seconds", "keepalive_timeout_seconds", "max_header_bytes"}
+         "drain_timeout_seconds", "keepalive_timeout_seconds", "max_header_bytes",
+         "max_connections", "header_timeout_seconds", "body_timeout_seconds",
+         "body_min_rate_bytes_per_second"}
     )  # fmt: skip
     proxies = fields.get("trusted_proxies")
     trusted = tuple(
@@ -141,6 +143,21 @@ def _server(f: Field) -> ServerConfig:
         ),
         max_header_bytes=v.get(
             fields, "max_header_bytes", v.integer(1024, 1 << 20), d.max_header_bytes
+        ),
+        max_connections=v.get(
+            fields, "max_connections", v.integer(1, 1_000_000), d.max_connections
+        ),
+        header_timeout_seconds=v.get(
+            fields, "header_timeout_seconds", v.number(0.1, 3600), d.header_timeout_seconds
+        ),
+        body_timeout_seconds=v.get(
+            fields, "body_timeout_seconds", v.number(0.1, 3600), d.body_timeout_seconds
+        ),
+        body_min_rate_bytes_per_second=v.get(
+            fields,
+            "body_min_rate_bytes_per_second",
+            v.integer(1, 1 << 30),
+            d.body_min_rate_bytes_per_second,
         ),
     )
 

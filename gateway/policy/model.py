@@ -74,6 +74,12 @@ class ServerConfig:
     drain_timeout_seconds: float = 20.0
     keepalive_timeout_seconds: float = 15.0
     max_header_bytes: int = 8190
+    # Slow and greedy clients (gateway/server_limits.py): open connections at most, the
+    # time a request head may take, and the time (plus a minimum rate) a body may take.
+    max_connections: int = 4096
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 20.0
+    body_min_rate_bytes_per_second: int = 1024
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,423 @@
+"""Slow and greedy clients: a cap on open connections, and deadlines for receiving requests.
+
+aiohttp closes idle keep-alive connections (`keepalive_timeout`), but once a request has
+started to arrive it waits for the rest as long as the client likes: one header line every
+few seconds (slowloris), or a body one byte at a time, holds a connection and a handler
+for ever. `serve` therefore listens through `GuardedSite`, whose connections are handled
+by `GuardedRequestHandler` — aiohttp's own handler, plus these rules (`server:` keys):
+
+- `header_timeout_seconds`: a request head (request line and headers) must be complete
+  this long after the connection opens, or after the first byte of a following request on
+  a kept-alive connection. Late: `408 request_timeout` (JSON) if part of a head came, then
+  the connection is closed. Waiting *between* requests is `keepalive_timeout_seconds`'.
+- `body_timeout_seconds`, `body_min_rate_bytes_per_second`: a body gets
+  `body_timeout_seconds` from the end of its head; each chunk received earns one more
+  second per `body_min_rate_bytes_per_second` bytes, but the deadline never runs further
+  than `body_timeout_seconds` past the latest chunk. A pause that long, or an average
+  rate below the minimum, ends the request: the handler's read fails with RequestTimeout
+  → `408 request_timeout` (JSON), and the connection is closed after that answer. Time in
+  which the gateway itself stopped reading (backpressure) is not held against the client.
+- `max_connections`: at the cap, a new connection takes the place of the connection that
+  has been idle longest — idle meaning no request in progress: a kept-alive connection
+  between requests, or one whose head is still arriving — which is closed. When every
+  connection has a request in progress, the new one gets `503 unavailable` (JSON,
+  `Connection: close`) and is closed without its request being read. A request in
+  progress is never cut short by the cap, and idle attackers cannot lock clients out.
+- Malformed requests (a garbage request line, a header over `max_header_bytes`, a bad
+  Content-Length): aiohttp answers these itself, as text/plain carrying its version in
+  `Server` and pieces of the request in the body. Here they are `400 bad_request` JSON
+  with the headers every answer carries.
+
+The limits in force when a connection opens apply to it, so a reload reaches new
+connections. Counted in `chatkit_gateway_connections_closed_total{reason}`, with
+`chatkit_gateway_open_connections` alongside.
+
+This subclasses aiohttp's RequestHandler (written against 3.14) and reads some of its state:
+`_request_count` (request heads parsed on the connection), `_messages` (heads parsed, not
+yet handled: the newest one's body is the one arriving), and its `_close`,
+`_force_close` and `_reading_paused` flags. tests/test_slow_clients.py
+pins every rule against a real `serve` process, so an aiohttp upgrade that changes them
+fails there rather than in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from yarl import URL
+
+from .context import REQUEST_IDS, SERVER_HEADER
+from .errors import RequestTimeout
+from .metrics import METRICS
+from .policy import ServerConfig
+from .runtime import RUNTIME
+
+log = logging.getLogger("gateway.server")
+
+CLOSE_REASONS = ("header_timeout", "body_timeout", "evicted", "refused", "malformed_request")
+
+
+class ConnectionMetrics:
+    """Connection-level series, on the app's registry (`serve` only: tests of the app
+    alone run without a listener)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = "chatkit_gateway_"
+        self.open = Gauge(p + "open_connections", "Client connections open now.", registry=registry)
+        self.closed = Counter(
+            p + "connections_closed_total",
+            "Client connections closed or refused by the gateway's connection limits.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in CLOSE_REASONS:
+            self.closed.labels(reason)
+
+
+def _json_error(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def _common_headers(request_id: str) -> dict[str, str]:
+    return {
+        "Server": SERVER_HEADER,
+        "X-Content-Type-Options": "nosniff",
+        "X-Request-ID": request_id,
+    }
+
+
+def canned_answer(status: int, reason: str, code: str, message: str, request_id: str) -> bytes:
+    """A whole `Connection: close` answer for a connection with no request object (yet)."""
+    body = _json_error(code, message)
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        "Content-Type: application/json; charset=utf-8",
+        f"Content-Length: {len(body)}",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        *(f"{name}: {value}" for name, value in _common_headers(request_id).items()),
+        "Connection: close",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class ConnectionGuard:
+    """The listener's protocol factory: one GuardedRequestHandler per connection, and the
+    bookkeeping of the cap. `_idle` is ordered by when each connection became idle."""
+
+    def __init__(
+        self,
+        server: web.Server,
+        config: Callable[[], ServerConfig],
+        *,
+        metrics: ConnectionMetrics | None = None,
+        new_id: Callable[[], str] = lambda: os.urandom(16).hex(),
+    ) -> None:
+        self.server = server
+        self.config = config
+        self.metrics = metrics
+        self.new_id = new_id
+        self._open: set[GuardedRequestHandler] = set()
+        self._idle: dict[GuardedRequestHandler, None] = {}
+
+    def __call__(self) -> GuardedRequestHandler:
+        return GuardedRequestHandler(self, self.config())
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def count(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.closed.labels(reason).inc()
+
+    def admit(self, conn: GuardedRequestHandler, cap: int) -> bool:
+        if len(self._open) >= cap:
+            victim = next(iter(self._idle), None)
+            if victim is None:
+                self.count("refused")
+                return False
+            self.release(victim)
+            victim.force_close()
+            self.count("evicted")
+        self._open.add(conn)
+        self._idle[conn] = None
+        if self.metrics is not None:
+            self.metrics.open.set(len(self._open))
+        return True
+
+    def release(self, conn: GuardedRequestHandler) -> None:
+        self._idle.pop(conn, None)
+        if conn in self._open:
+            self._open.discard(conn)
+            if self.metrics is not None:
+                self.metrics.open.set(len(self._open))
+
+    def set_idle(self, conn: GuardedRequestHandler, idle: bool) -> None:
+        if not idle:
+            self._idle.pop(conn, None)
+        elif conn in self._open:
+            self._idle.pop(conn, None)
+            self._idle[conn] = None  # to the end: idle since now
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's per-connection protocol with the head and body deadlines (module doc)."""
+
+    __slots__ = (
+        "_admitted", "_answered", "_body", "_body_deadline", "_body_timer", "_config",
+        "_guard", "_head_bytes", "_head_count", "_head_timer",
+    )  # fmt: skip
+
+    def __init__(self, guard: ConnectionGuard, config: ServerConfig) -> None:
+        super().__init__(
+            guard.server,
+            loop=asyncio.get_running_loop(),
+            keepalive_timeout=config.keepalive_timeout_seconds,
+            max_line_size=config.max_header_bytes,
+            max_field_size=config.max_header_bytes,
+            access_log=None,  # type: ignore[arg-type]  # the gateway writes its own
+        )
+        self._guard = guard
+        self._config = config
+        self._admitted = False
+        self._answered = 0  # requests of this connection answered (vs. _request_count)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_count = 0
+        self._head_bytes = False
+        self._body: StreamReader | None = None
+        self._body_deadline = 0.0
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    # --- connection -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if not self._guard.admit(self, self._config.max_connections):
+            tcp = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
+            busy = "Too many connections; try again shortly"
+            tcp.write(
+                canned_answer(503, "Service Unavailable", "unavailable", busy, self._guard.new_id())
+            )
+            tcp.close()
+            return
+        self._admitted = True
+        super().connection_made(transport)
+        self._arm_head()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_head()
+        self._cancel_body()
+        self._guard.release(self)
+        if self._admitted:
+            super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._close or self._force_close:
+            super().data_received(data)  # ignored by aiohttp too: the connection is ending
+            return
+        count = self._request_count
+        in_body = self._body is not None  # a body was still due: these bytes are its
+        super().data_received(data)
+        if self._request_count != count:
+            self._head_done()
+        elif in_body:
+            self._body_received(len(data))
+        elif data:
+            # The first bytes of a next head (on a kept-alive connection, or pipelined).
+            if self._head_timer is None:
+                self._arm_head()
+            self._head_bytes = True
+
+    async def finish_response(
+        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        try:
+            return await super().finish_response(request, resp, start_time)
+        finally:
+            self._answered += 1
+            if self._answered >= self._request_count:
+                self._guard.set_idle(self, True)
+
+    # --- request heads ----------------------------------------------------------------
+
+    def _arm_head(self) -> None:
+        self._head_count = self._request_count
+        self._head_bytes = False
+        self._head_timer = self._loop.call_later(
+            self._config.header_timeout_seconds, self._head_expired
+        )
+
+    def _cancel_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_done(self) -> None:
+        """One or more heads completed; the newest one's body (if any) is now due."""
+        self._cancel_head()
+        self._cancel_body()
+        self._guard.set_idle(self, False)
+        payload = self._messages[-1][1] if self._messages else None
+        if isinstance(payload, StreamReader) and not payload.is_eof():
+            self._body = payload
+            self._body_deadline = self._loop.time() + self._config.body_timeout_seconds
+            self._body_timer = self._loop.call_at(self._body_deadline, self._body_check)
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if self._request_count != self._head_count:
+            return
+        self._guard.count("header_timeout")
+        if self._answered < self._request_count:
+            # A pipelined head stalls behind a request in progress: finish that, then close.
+            self.close()
+            return
+        if self._head_bytes and self.transport is not None:
+            peer = self.transport.get_extra_info("peername")
+            log.info(
+                "request head not received in time",
+                extra={"status": 408, "client_ip": peer[0] if peer else None},
+            )
+            late = "Request head not received in time"
+            self.transport.write(
+                canned_answer(408, "Request Timeout", "request_timeout", late, self._guard.new_id())
+            )
+        self.force_close()
+
+    # --- request bodies ---------------------------------------------------------------
+
+    def _cancel_body(self) -> None:
+        self._body = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_received(self, size: int) -> None:
+        if self._body is None or self._body.is_eof():
+            self._cancel_body()
+            return
+        cfg = self._config
+        earned = self._body_deadline + size / cfg.body_min_rate_bytes_per_second
+        self._body_deadline = min(earned, self._loop.time() + cfg.body_timeout_seconds)
+
+    def _body_check(self) -> None:
+        self._body_timer = None
+        body = self._body
+        if body is None or body.is_eof():
+            self._body = None
+            return
+        now = self._loop.time()
+        if self._reading_paused or getattr(self, "_buffer_paused", False):
+            # We stopped reading (the handler is behind): not the client's time.
+            self._body_deadline = now + self._config.body_timeout_seconds
+        if now < self._body_deadline:
+            self._body_timer = self._loop.call_at(self._body_deadline, self._body_check)
+            return
+        self._body = None
+        self._guard.count("body_timeout")
+        # The handler's read raises it (→ 408 JSON); no further request on this connection.
+        body.set_exception(RequestTimeout())
+        self.close()
+
+    # --- aiohttp's own answers --------------------------------------------------------
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Protocol errors (and anything that escaped the app) as JSON, never text/plain."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer was already started; cannot send an error")
+        if status >= 500:
+            self.log_exception("error handling request", exc_info=exc)
+            code, text = "internal_error", "Internal error"
+        else:
+            self._guard.count("malformed_request")
+            log.info(
+                "malformed request",
+                extra={
+                    "status": status,
+                    "client_ip": request.remote,
+                    "detail": type(exc).__name__ if exc is not None else None,
+                },
+            )
+            code, text = "bad_request", "Malformed HTTP request"
+        resp = web.Response(
+            status=status,
+            body=_json_error(code, text),
+            content_type="application/json",
+            headers=_common_headers(self._guard.new_id()),
+        )
+        resp.force_close()
+        return resp
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP listener like aiohttp's TCPSite, for a gateway app, through a ConnectionGuard."""
+
+    __slots__ = ("_app", "_host", "_port", "guard")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, backlog: int = 128):
+        super().__init__(runner, backlog=backlog)
+        self._app = runner.app
+        self._host = host
+        self._port = port
+        self.guard: ConnectionGuard | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        sockets: Any = getattr(self._server, "sockets", None)
+        return int(sockets[0].getsockname()[1]) if sockets else self._port
+
+    @property
+    def name(self) -> str:
+        return str(URL.build(scheme="http", host=self._host, port=self.port))
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        app = self._app
+        runtime = app[RUNTIME]
+        self.guard = ConnectionGuard(
+            server,
+            lambda: runtime.current.policy.server,
+            metrics=ConnectionMetrics(app[METRICS].registry),
+            new_id=app[REQUEST_IDS],
+        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.guard, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+
+
+async def open_listener(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float
+) -> tuple[web.AppRunner, GuardedSite]:
+    """The runner and guarded listener `serve` runs the app with (tests start the very
+    same stack in-process). OSError when the address cannot be bound, runner cleaned up."""
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
+    )
+    await runner.setup()
+    site = GuardedSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner, site
