@@ -22,6 +22,19 @@ ALLOWED = "https://example.org"
 TEST_KEY = "sk-test-fake-0123456789abcdef"
 
 
+def site_route(*limits: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The `site` chatkit_session route of most tests; `limits` replace its rate limits."""
+    route: dict[str, Any] = {
+        "name": "site",
+        "path": "/api/chatkit/session",
+        "kind": "chatkit_session",
+        "workflow_id": "wf_test",
+        "allowed_origins": [ALLOWED],
+        "rate_limits": list(limits) or [{"key": "client_ip", "requests": 100, "per": "1h"}],
+    }
+    return {**route, **overrides}
+
+
 def policy_yaml(
     *,
     base_url: str = "http://127.0.0.1:9/v1",
@@ -42,15 +55,7 @@ def policy_yaml(
         "routes": routes
         if routes is not None
         else [
-            {
-                "name": "site",
-                "path": "/api/chatkit/session",
-                "kind": "chatkit_session",
-                "workflow_id": "wf_test",
-                "allowed_origins": [ALLOWED],
-                "rate_limits": [{"key": "client_ip", "requests": 100, "per": "1h"}],
-                "session": {"expires_after_seconds": 600, "max_requests_per_1_minute": 10},
-            },
+            site_route(session={"expires_after_seconds": 600, "max_requests_per_1_minute": 10}),
             {
                 "name": "voice",
                 "path": "/api/realtime/secret",

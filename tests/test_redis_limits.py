@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from gateway.limits.middleware import LIMITER
 from gateway.limits.redis import RedisStorage
 from gateway.reload import apply_policy
-from tests.conftest import ALLOWED, TEST_KEY, make_policy, policy_yaml
+from tests.conftest import ALLOWED, TEST_KEY, make_policy, policy_yaml, site_route
 from tests.fake_openai import FakeOpenAI
 from tests.redis_server import RedisServer, free_port, running_redis
 
@@ -42,17 +42,10 @@ def limited(
     redis: RedisServer, requests: int = 3, on_error: str = "allow", **limiter: Any
 ) -> dict[str, Any]:
     """policy_yaml kwargs: the redis backend and one route limited to `requests` per hour."""
-    route = {
-        "name": "site",
-        "path": SESSION,
-        "kind": "chatkit_session",
-        "workflow_id": "wf_test",
-        "allowed_origins": [ALLOWED],
-        "rate_limits": [
-            {"key": "client_ip", "requests": requests, "per": "1h"},
-            {"key": "global", "requests": 10_000, "per": "1d"},
-        ],
-    }
+    route = site_route(
+        {"key": "client_ip", "requests": requests, "per": "1h"},
+        {"key": "global", "requests": 10_000, "per": "1d"},
+    )
     section = {"backend": "redis", "redis_url": redis.url, "on_backend_error": on_error}
     return {"limiter": {**section, **limiter}, "routes": [route]}
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.metrics import Metrics
-from tests.conftest import ALLOWED, TEST_KEY, make_policy
+from tests.conftest import ALLOWED, TEST_KEY, make_policy, site_route
 from tests.fake_openai import FakeOpenAI
 
 SESSION = "/api/chatkit/session"
@@ -193,17 +193,10 @@ async def test_body_over_limit_is_413(gateway: Any, fake_openai: FakeOpenAI) -> 
 
 async def test_rate_limit_headers_and_429(gateway: Any, fake_openai: FakeOpenAI) -> None:
     metrics = Metrics()
-    route = {
-        "name": "site",
-        "path": SESSION,
-        "kind": "chatkit_session",
-        "workflow_id": "wf_test",
-        "allowed_origins": [ALLOWED],
-        "rate_limits": [
-            {"key": "client_ip", "requests": 3, "per": "1h"},
-            {"key": "global", "requests": 1000, "per": "1d"},
-        ],
-    }
+    route = site_route(
+        {"key": "client_ip", "requests": 3, "per": "1h"},
+        {"key": "global", "requests": 1000, "per": "1d"},
+    )
     client = await gateway(routes=[route], metrics=metrics)
     seen = []
     for _ in range(3):
@@ -225,14 +218,7 @@ async def test_rate_limit_headers_and_429(gateway: Any, fake_openai: FakeOpenAI)
 
 
 async def test_forwarded_for_from_untrusted_peer_never_changes_bucket(gateway: Any) -> None:
-    route = {
-        "name": "site",
-        "path": SESSION,
-        "kind": "chatkit_session",
-        "workflow_id": "wf_test",
-        "allowed_origins": [ALLOWED],
-        "rate_limits": [{"key": "client_ip", "requests": 2, "per": "1h"}],
-    }
+    route = site_route({"key": "client_ip", "requests": 2, "per": "1h"})
     client = await gateway(routes=[route])
     statuses = [
         (await client.post(SESSION, headers={**H, "X-Forwarded-For": f"10.0.0.{i}"})).status
@@ -242,14 +228,7 @@ async def test_forwarded_for_from_untrusted_peer_never_changes_bucket(gateway: A
 
 
 async def test_forwarded_for_from_trusted_proxy_is_believed(gateway: Any) -> None:
-    route = {
-        "name": "site",
-        "path": SESSION,
-        "kind": "chatkit_session",
-        "workflow_id": "wf_test",
-        "allowed_origins": [ALLOWED],
-        "rate_limits": [{"key": "client_ip", "requests": 1, "per": "1h"}],
-    }
+    route = site_route({"key": "client_ip", "requests": 1, "per": "1h"})
     client = await gateway(routes=[route], server={"trusted_proxies": ["127.0.0.0/8", "::1/128"]})
 
     async def post(xff: str) -> int:
