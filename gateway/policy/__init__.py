@@ -1,13 +1,6 @@
 """The policy file: parsed once into frozen objects, every problem reported with its line."""
 
-from .load import (
-    CHATKIT_STREAMING_TYPES,
-    CHATKIT_TYPES,
-    HOP_BY_HOP,
-    OPS_PATHS,
-    load_policy,
-    parse_policy,
-)
+from .load import load_policy, parse_policy
 from .model import (
     Backend,
     LimiterConfig,
@@ -29,6 +22,7 @@ from .model import (
 )
 from .reader import PolicyError, Problem
 from .render import effective_policy
+from .routes import CHATKIT_STREAMING_TYPES, CHATKIT_TYPES, HOP_BY_HOP, OPS_PATHS
 
 __all__ = [
     "CHATKIT_STREAMING_TYPES",

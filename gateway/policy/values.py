@@ -246,3 +246,11 @@ def secret(fields: dict[str, Field], key: str, parent: Field) -> Secret | None:
     if inline is not None:
         return Secret(get(fields, key, text, "").strip())
     return None
+
+
+def try_parse(f: Field, parse: Callable[[Field], T]) -> T | None:
+    try:
+        return parse(f)
+    except Invalid as exc:
+        f.problem(str(exc))
+        return None
