@@ -22,6 +22,7 @@ from .origin import origin_middleware
 from .policy import Backend, Policy
 from .routes.dispatch import dispatch
 from .routes.ops import LIFECYCLE, Lifecycle, setup_ops
+from .routes.proxy import proxy_body_middleware
 from .runtime import RUNTIME, Runtime, RuntimeHolder
 from .upstream import UPSTREAM, TokenUpstream
 from .upstream.openai import OpenAIClient
@@ -46,7 +47,8 @@ def create_app(
             error_middleware,  # 3. every refusal below becomes a JSON answer here
             client_ip_middleware,  # 4. who the client is (trusted proxies only)
             origin_middleware,  # 5. Origin check, preflight, CORS headers
-            limits_middleware,  # 6. rate limits, RateLimit headers, 429
+            proxy_body_middleware,  # 6. proxy routes: body within its cap, ChatKit type
+            limits_middleware,  # 7. rate limits, RateLimit headers, 429
         ],
         client_max_size=max(
             [policy.server.max_body_bytes, *(r.max_body_bytes for r in policy.routes)]

@@ -12,7 +12,6 @@ from aiohttp.typedefs import Handler
 from ..errors import RateLimited
 from ..metrics import METRICS
 from ..requestinfo import INFO
-from ..routes.proxy import read_forward
 from . import Limiter, tightest, whole_seconds
 from .base import Verdict
 
@@ -34,12 +33,7 @@ def rate_headers(verdict: Verdict) -> dict[str, str]:
 async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     info = request[INFO]
     compiled = info.route
-    if compiled is None or request.method not in compiled.methods:
-        return await handler(request)
-    if compiled.proxy is not None:
-        # `types:` limits need the ChatKit type: read the body (within its cap) first.
-        await read_forward(request, info, compiled)
-    if not compiled.scopes:
+    if compiled is None or not compiled.scopes or request.method not in compiled.methods:
         return await handler(request)
     buckets = Limiter.buckets(
         compiled.route, compiled.scopes, info.client_ip, info.origin, info.chatkit_type

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
 from ..errors import NotFound, RateLimited
@@ -99,6 +100,17 @@ async def read_forward(request: web.Request, info: RequestInfo, compiled: Compil
     forward = Forward(url, body)
     request[FORWARD] = forward
     return forward
+
+
+@web.middleware
+async def proxy_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Before limits: a proxy request's body is read within its cap and its ChatKit type
+    learnt, so `types:` limits can apply and refusals (404, 413, 400) spend no quota."""
+    info = request[INFO]
+    compiled = info.route
+    if compiled is not None and compiled.proxy is not None and request.method == "POST":
+        await read_forward(request, info, compiled)
+    return await handler(request)
 
 
 def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -> CIMultiDict[str]:
