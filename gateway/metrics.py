@@ -25,6 +25,8 @@ OUTCOMES = (
 )
 OPS_ROUTE = "ops"
 UNMATCHED_ROUTE = "unmatched"
+# Why the listener closed or refused a connection (gateway/server_limits.py).
+CLOSE_REASONS = ("header_timeout", "body_timeout", "evicted", "refused", "malformed_request")
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -86,6 +88,17 @@ class Metrics:
             p + "build_info", "Version, and which upstream answers token routes.",
             ["version", "upstream"], registry=r,
         )  # fmt: skip
+        self.open_connections = Gauge(
+            p + "open_connections", "Client connections open now (serve's listener).",
+            registry=r,
+        )  # fmt: skip
+        self.connections_closed = Counter(
+            p + "connections_closed_total",
+            "Client connections closed or refused by the gateway's connection limits.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        for reason in CLOSE_REASONS:
+            self.connections_closed.labels(reason)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
         # Children by label values, so the per-request path skips labels()' lock and tuple

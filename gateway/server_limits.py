@@ -54,35 +54,15 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from yarl import URL
 
 from .context import REQUEST_IDS, SERVER_HEADER
 from .errors import RequestTimeout
-from .metrics import METRICS
+from .metrics import METRICS, Metrics
 from .policy import ServerConfig
 from .runtime import RUNTIME
 
 log = logging.getLogger("gateway.server")
-
-CLOSE_REASONS = ("header_timeout", "body_timeout", "evicted", "refused", "malformed_request")
-
-
-class ConnectionMetrics:
-    """Connection-level series, on the app's registry (`serve` only: tests of the app
-    alone run without a listener)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        p = "chatkit_gateway_"
-        self.open = Gauge(p + "open_connections", "Client connections open now.", registry=registry)
-        self.closed = Counter(
-            p + "connections_closed_total",
-            "Client connections closed or refused by the gateway's connection limits.",
-            ["reason"],
-            registry=registry,
-        )
-        for reason in CLOSE_REASONS:
-            self.closed.labels(reason)
 
 
 def _json_error(code: str, message: str) -> bytes:
@@ -120,7 +100,7 @@ class ConnectionGuard:
         server: web.Server,
         config: Callable[[], ServerConfig],
         *,
-        metrics: ConnectionMetrics | None = None,
+        metrics: Metrics | None = None,
         new_id: Callable[[], str] = lambda: os.urandom(16).hex(),
     ) -> None:
         self.server = server
@@ -139,7 +119,7 @@ class ConnectionGuard:
 
     def count(self, reason: str) -> None:
         if self.metrics is not None:
-            self.metrics.closed.labels(reason).inc()
+            self.metrics.connections_closed.labels(reason).inc()
 
     def admit(self, conn: GuardedRequestHandler, cap: int) -> bool:
         if len(self._open) >= cap:
@@ -153,7 +133,7 @@ class ConnectionGuard:
         self._open.add(conn)
         self._idle[conn] = None
         if self.metrics is not None:
-            self.metrics.open.set(len(self._open))
+            self.metrics.open_connections.set(len(self._open))
         return True
 
     def release(self, conn: GuardedRequestHandler) -> None:
@@ -161,7 +141,7 @@ class ConnectionGuard:
         if conn in self._open:
             self._open.discard(conn)
             if self.metrics is not None:
-                self.metrics.open.set(len(self._open))
+                self.metrics.open_connections.set(len(self._open))
 
     def set_idle(self, conn: GuardedRequestHandler, idle: bool) -> None:
         if not idle:
@@ -396,7 +376,7 @@ class GuardedSite(web.BaseSite):
         self.guard = ConnectionGuard(
             server,
             lambda: runtime.current.policy.server,
-            metrics=ConnectionMetrics(app[METRICS].registry),
+            metrics=app[METRICS],
             new_id=app[REQUEST_IDS],
         )
         loop = asyncio.get_running_loop()
