@@ -60,6 +60,9 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     rid = request_id_of(request)
     info = RequestInfo(rid, runtime, route, label)
     info.response_headers["X-Request-ID"] = rid
+    if route is not None and route.route.kind.is_token:
+        # Errors too: a 429 or 502 kept by a cache would refuse clients it never saw.
+        info.response_headers["Cache-Control"] = "no-store"
     request[INFO] = info
     return await handler(request)
 

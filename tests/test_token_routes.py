@@ -212,6 +212,7 @@ async def test_rate_limit_headers_and_429(gateway: Any, fake_openai: FakeOpenAI)
     assert await error_of(resp) == "rate_limited"
     assert 1 <= int(resp.headers["Retry-After"]) <= 1200
     assert resp.headers["RateLimit"].startswith('"client_ip_3_per_1h";r=0;t=')
+    assert resp.headers["Cache-Control"] == "no-store"
     assert_cors(resp)
     assert len(fake_openai.received) == 3
     assert sample(metrics, "chatkit_gateway_rate_limited_total", route="site", key="client_ip") == 1
