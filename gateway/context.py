@@ -17,6 +17,7 @@ from .metrics import OPS_ROUTE, UNMATCHED_ROUTE
 from .requestinfo import INFO, RequestInfo
 from .runtime import RUNTIME
 
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 # Every answer's `Server` header: the product, never a version (no banner to fingerprint).
 SERVER_HEADER = "chatkit-gateway"
@@ -61,8 +62,9 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     info = RequestInfo(rid, runtime, route, label)
     info.response_headers["X-Request-ID"] = rid
     if route is not None and route.route.kind.is_token:
-        # Errors too: a 429 or 502 kept by a cache would refuse clients it never saw.
-        info.response_headers["Cache-Control"] = "no-store"
+        # Every answer of a token route, errors too: a secret must never sit in a cache,
+        # and a 429 or 502 kept by one would refuse clients it never saw.
+        info.response_headers.update(_NO_STORE)
     request[INFO] = info
     return await handler(request)
 

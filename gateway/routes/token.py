@@ -17,8 +17,6 @@ from ..requestinfo import INFO
 from ..upstream import CHATKIT_BETA, CHATKIT_SESSIONS, REALTIME_CLIENT_SECRETS, UPSTREAM
 from .body import parse_object, read_capped
 
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
 
 def session_body(policy: Policy, route: Route, user: str) -> dict[str, Any]:
     opts = route.session
@@ -74,4 +72,4 @@ async def handle_token(request: web.Request) -> web.Response:
         secret, expires_at = data.get("value"), data.get("expires_at")
     if not isinstance(secret, str) or not secret or not isinstance(expires_at, int):
         raise UpstreamError("Upstream answered without a client secret")
-    return web.json_response({"client_secret": secret, "expires_at": expires_at}, headers=_NO_STORE)
+    return web.json_response({"client_secret": secret, "expires_at": expires_at})
