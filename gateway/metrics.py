@@ -7,10 +7,11 @@ from the request, so a flood of odd paths, origins or addresses adds no series.
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from . import __version__
 from .policy import CHATKIT_TYPES
+from .request_metrics import CounterTable, GaugeValue, HistogramTable, RequestMetricsCollector
 
 # Upstream outcomes: the one fixed vocabulary shared by code, alerts and dashboard.
 OUTCOMES = (
@@ -41,26 +42,36 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         p = "chatkit_gateway_"
-        self.requests = Counter(
-            p + "requests_total", "HTTP answers by route and status.", ["route", "status"],
-            registry=r,
-        )  # fmt: skip
-        self.request_duration = Histogram(
-            p + "request_duration_seconds", "Time to answer, by route.", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.upstream_requests = Counter(
+        # Updated by every request: plain numbers behind one collector (request_metrics.py).
+        self.requests = CounterTable(
+            p + "requests_total", "HTTP answers by route and status.", ["route", "status"]
+        )
+        self.request_duration = HistogramTable(
+            p + "request_duration_seconds", "Time to answer, by route.", "route", _LATENCY_BUCKETS
+        )
+        self.upstream_requests = CounterTable(
             p + "upstream_requests_total", "Upstream calls by route and outcome.",
-            ["route", "outcome"], registry=r,
+            ["route", "outcome"],
         )  # fmt: skip
-        self.upstream_duration = Histogram(
-            p + "upstream_duration_seconds", "Upstream call time (to the last byte).", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+        self.upstream_duration = HistogramTable(
+            p + "upstream_duration_seconds", "Upstream call time (to the last byte).", "route",
+            _LATENCY_BUCKETS,
         )  # fmt: skip
-        self.upstream_first_byte = Histogram(
+        self.upstream_first_byte = HistogramTable(
             p + "upstream_first_byte_seconds", "Time to the upstream's response headers.",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            "route", _LATENCY_BUCKETS,
         )  # fmt: skip
+        self.in_flight = GaugeValue(p + "in_flight_requests", "Requests being answered now.")
+        r.register(
+            RequestMetricsCollector(
+                self.requests,
+                self.request_duration,
+                self.upstream_requests,
+                self.upstream_duration,
+                self.upstream_first_byte,
+                self.in_flight,
+            )
+        )
         self.rate_limited = Counter(
             p + "rate_limited_total", "Requests refused by a limit, by route and limit key.",
             ["route", "key"], registry=r,
@@ -69,7 +80,6 @@ class Metrics:
             p + "origin_rejected_total", "Requests refused for their Origin.", ["route"],
             registry=r,
         )  # fmt: skip
-        self.in_flight = Gauge(p + "in_flight_requests", "Requests being answered now.", registry=r)
         self.open_streams = Gauge(
             p + "open_streams", "Proxied event streams open now.", ["route"], registry=r
         )
@@ -101,32 +111,19 @@ class Metrics:
             self.connections_closed.labels(reason)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
-        # Children by label values, so the per-request path skips labels()' lock and tuple
-        # work. Keys come from the same bounded vocabularies as the labels themselves.
-        self._answered: dict[tuple[str, int], Counter] = {}
-        self._durations: dict[str, Histogram] = {}
-        self._upstream: dict[tuple[str, str], Counter] = {}
-        self._upstream_durations: dict[str, Histogram] = {}
+        # Status codes as label text, made once per code rather than once per answer.
+        self._status_text: dict[int, str] = {}
 
     def answered(self, route: str, status: int, seconds: float) -> None:
-        counter = self._answered.get((route, status))
-        if counter is None:
-            counter = self._answered[route, status] = self.requests.labels(route, str(status))
-        counter.inc()
-        histogram = self._durations.get(route)
-        if histogram is None:
-            histogram = self._durations[route] = self.request_duration.labels(route)
-        histogram.observe(seconds)
+        text = self._status_text.get(status)
+        if text is None:
+            text = self._status_text[status] = str(status)
+        self.requests.inc((route, text))
+        self.request_duration.observe(route, seconds)
 
     def upstream_call(self, route: str, outcome: str, seconds: float) -> None:
-        counter = self._upstream.get((route, outcome))
-        if counter is None:
-            counter = self._upstream[route, outcome] = self.upstream_requests.labels(route, outcome)
-        counter.inc()
-        histogram = self._upstream_durations.get(route)
-        if histogram is None:
-            histogram = self._upstream_durations[route] = self.upstream_duration.labels(route)
-        histogram.observe(seconds)
+        self.upstream_requests.inc((route, outcome))
+        self.upstream_duration.observe(route, seconds)
 
     def set_upstream_mode(self, stub: bool) -> None:
         self.build_info.clear()

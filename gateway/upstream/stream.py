@@ -129,7 +129,7 @@ async def relay(
             _warn("upstream connection failed", info, type(exc).__name__)
             raise UpstreamError() from None
         first = time.perf_counter() - started
-        metrics.upstream_first_byte.labels(route).observe(first)
+        metrics.upstream_first_byte.observe(route, first)
         info.upstream_status = upstream.status
         info.upstream_ms = round(first * 1000, 1)
         outcome = outcome_of(upstream.status)

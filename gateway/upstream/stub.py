@@ -24,7 +24,7 @@ class StubUpstream:
     async def create(
         self, path: str, body: dict[str, Any], info: RequestInfo, *, beta: str | None = None
     ) -> dict[str, Any]:
-        self._metrics.upstream_requests.labels(info.route_label, "ok").inc()
+        self._metrics.upstream_requests.inc((info.route_label, "ok"))
         info.upstream_status = 200
         info.upstream_ms = 0.0
         lifetime = int((body.get("expires_after") or {}).get("seconds", 600))
