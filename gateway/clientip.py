@@ -13,6 +13,7 @@ Rules (the same as Home Assistant's `forwarded.py` and aiohttp-remotes' XForward
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -63,8 +64,13 @@ class ClientIPResolver:
         return str(chosen or peer_addr)
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse(raw: str | None) -> IPAddress | None:
-    """An address as proxies write it: bare, `[v6]`, `[v6]:port` or `v4:port`."""
+    """An address as proxies write it: bare, `[v6]`, `[v6]:port` or `v4:port`.
+
+    Memoised: the same few peers (proxies, keep-alive clients) come back on every request,
+    and ipaddress parses in Python; a flood of new addresses only cycles the cache.
+    """
     if not raw or len(raw) > 64:
         return None
     text = raw.strip()

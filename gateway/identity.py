@@ -57,5 +57,4 @@ def end_user_id(
         material = f"device:{device}"
     else:
         material = f"ip:{client_ip}"
-    digest = hmac.new(secret, material.encode(), hashlib.sha256).hexdigest()
-    return "u_" + digest[:32]
+    return "u_" + hmac.digest(secret, material.encode(), "sha256")[:16].hex()

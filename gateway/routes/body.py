@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, ClientClosed, PayloadTooLarge
 
 
 async def read_capped(request: web.Request, limit: int) -> bytes:
     """The whole body, refusing early on Content-Length and again while reading."""
     declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge()
+    if declared is not None:
+        if declared > limit:
+            raise PayloadTooLarge()
+        if declared == 0:
+            return b""
+        # aiohttp's parser delivers exactly Content-Length bytes: read them in one go.
+        try:
+            return await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError:
+            raise ClientClosed() from None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(65536):
