@@ -10,23 +10,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ..policy import RateLimit
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """One limit applied to one client key (an IP, an origin, or the route as a whole)."""
+class Bucket(NamedTuple):
+    """One limit applied to one client key (an IP, an origin, or the route as a whole).
+    (Tuples: made per request, and cheaper to make than frozen dataclasses.)"""
 
     scope: str  # route name + limit identity: which counters a reload may keep
     limit: RateLimit
     key: str
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     limit: RateLimit
     allowed: bool
     remaining: int
@@ -56,7 +54,7 @@ _EPSILON = 1e-6
 
 def gcra(tat: float, now: float, limit: RateLimit) -> tuple[float, Verdict]:
     """The new TAT and the verdict for one request arriving at `now`."""
-    interval = limit.per_seconds / limit.requests
+    interval = limit.interval
     new_tat = max(tat, now) + interval
     allow_at = new_tat - limit.per_seconds
     if allow_at - now > _EPSILON:  # float sums like now + w - w need not equal now
@@ -68,12 +66,21 @@ def gcra(tat: float, now: float, limit: RateLimit) -> tuple[float, Verdict]:
 
 def tightest(verdicts: Sequence[Verdict]) -> Verdict | None:
     """The verdict to report in RateLimit headers: a refusal first, then the fewest left."""
-    if not verdicts:
-        return None
-    refused = [v for v in verdicts if not v.allowed]
-    if refused:
-        return max(refused, key=lambda v: v.retry_after)
-    return min(verdicts, key=lambda v: (v.remaining, -v.reset_seconds))
+    best: Verdict | None = None
+    for v in verdicts:
+        if best is None:
+            best = v
+        elif v.allowed != best.allowed:
+            if not v.allowed:
+                best = v
+        elif not v.allowed:
+            if v.retry_after > best.retry_after:
+                best = v
+        elif v.remaining < best.remaining or (
+            v.remaining == best.remaining and v.reset_seconds > best.reset_seconds
+        ):
+            best = v
+    return best
 
 
 def whole_seconds(seconds: float) -> int:

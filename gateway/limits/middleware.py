@@ -20,12 +20,10 @@ LIMITER = web.AppKey("limiter", Limiter)
 
 def rate_headers(verdict: Verdict) -> dict[str, str]:
     limit = verdict.limit
-    window = whole_seconds(limit.per_seconds)
+    reset = whole_seconds(verdict.reset_seconds)
     return {
-        "RateLimit-Policy": f'"{limit.name}";q={limit.requests};w={window}',
-        "RateLimit": (
-            f'"{limit.name}";r={verdict.remaining};t={whole_seconds(verdict.reset_seconds)}'
-        ),
+        "RateLimit-Policy": limit.policy_header,
+        "RateLimit": f'"{limit.name}";r={verdict.remaining};t={reset}',
     }
 
 

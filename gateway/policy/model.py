@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +125,15 @@ class RateLimit:
     per_seconds: float
     name: str
     types: frozenset[str] | None = None
+    # Derived once, read per request: the GCRA emission interval and the answer's
+    # `RateLimit-Policy` field (IETF httpapi draft), which never change for a limit.
+    interval: float = field(init=False, repr=False, compare=False)
+    policy_header: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        window = max(1, math.ceil(self.per_seconds - 1e-9))
+        object.__setattr__(self, "interval", self.per_seconds / self.requests)
+        object.__setattr__(self, "policy_header", f'"{self.name}";q={self.requests};w={window}')
 
     @property
     def identity(self) -> tuple[object, ...]:

@@ -52,7 +52,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Secret):
         return "***" if value else ""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        # Fields derived from others (init=False) are not settings: not shown.
+        fields = (f for f in dataclasses.fields(value) if f.init)
+        return {f.name: _plain(getattr(value, f.name)) for f in fields}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
