@@ -9,7 +9,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .logs import AccessLog
+from .accesslog import AccessLog
 from .metrics import METRICS
 from .requestinfo import INFO, RequestInfo
 
