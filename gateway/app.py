@@ -10,19 +10,16 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from .clientip import client_ip_middleware
 from .context import REQUEST_IDS, RequestIds, add_response_headers, context_middleware
 from .errors import error_middleware
 from .limits import Limiter, LimitStorage, MemoryStorage
-from .limits.middleware import LIMITER, limits_middleware
 from .limits.redis import RedisStorage
+from .limits.spend import LIMITER
 from .metrics import METRICS, Metrics
 from .observe import observe_middleware
-from .origin import origin_middleware
 from .policy import Backend, Policy
 from .routes.dispatch import dispatch
 from .routes.ops import LIFECYCLE, Lifecycle, setup_ops
-from .routes.proxy import proxy_body_middleware
 from .runtime import RUNTIME, Runtime, RuntimeHolder
 from .upstream import UPSTREAM, TokenUpstream
 from .upstream.openai import OpenAIClient
@@ -42,13 +39,11 @@ def create_app(
     # Order matters; each step may rely on those before it:
     app = web.Application(
         middlewares=[
-            context_middleware,  # 1. request id, runtime snapshot, route match
+            context_middleware,  # 1. request id, runtime snapshot, route match, client IP
             observe_middleware,  # 2. metrics and access log around everything below
             error_middleware,  # 3. every refusal below becomes a JSON answer here
-            client_ip_middleware,  # 4. who the client is (trusted proxies only)
-            origin_middleware,  # 5. Origin check, preflight, CORS headers
-            proxy_body_middleware,  # 6. proxy routes: body within its cap, ChatKit type
-            limits_middleware,  # 7. rate limits, RateLimit headers, 429
+            # Then the handler: ops routes, or `dispatch`, which runs a policy route's
+            # checks (origin, method, proxy body, limits) in order; see routes/dispatch.py.
         ],
         client_max_size=max(
             [policy.server.max_body_bytes, *(r.max_body_bytes for r in policy.routes)]

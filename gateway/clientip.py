@@ -17,12 +17,8 @@ import functools
 import ipaddress
 from collections.abc import Sequence
 
-from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
-
 from .policy import ServerConfig
 from .policy.model import IPNetwork
-from .requestinfo import INFO
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -88,11 +84,3 @@ def _parse(raw: str | None) -> IPAddress | None:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr
-
-
-@web.middleware
-async def client_ip_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    info = request[INFO]
-    forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
-    info.client_ip = info.runtime.resolver.resolve(request.remote, forwarded)
-    return await handler(request)

@@ -1,4 +1,5 @@
 """What one request carries through the middlewares: its id, route, client and log fields.
+The client is the address its limits count against (clientip.py).
 
 The first middleware takes a snapshot of the current Runtime (the compiled policy), so a
 reload in the middle of a request never changes the rules that request is judged by.
@@ -10,7 +11,7 @@ import itertools
 import os
 import re
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from .metrics import OPS_ROUTE, UNMATCHED_ROUTE
@@ -59,7 +60,9 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     else:
         label = UNMATCHED_ROUTE
     rid = request_id_of(request)
-    info = RequestInfo(rid, runtime, route, label)
+    forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
+    client_ip = runtime.resolver.resolve(request.remote, forwarded)
+    info = RequestInfo(rid, runtime, route, label, client_ip)
     info.response_headers["X-Request-ID"] = rid
     if route is not None and route.route.kind.is_token:
         # Every answer of a token route, errors too: a secret must never sit in a cache,

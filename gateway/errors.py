@@ -3,7 +3,7 @@
 Handlers and middlewares raise a GatewayError subclass; `error_middleware` turns it (and
 aiohttp's own HTTP exceptions, and anything unexpected) into `{"error": {code, message}}`.
 Headers that must reach the client even on errors (CORS, RateLimit, Retry-After) ride on
-the exception, added by the middleware that knows them.
+the exception, added by the step that knows them.
 """
 
 from __future__ import annotations

@@ -13,24 +13,23 @@ policy that reloads, and our refusals must be JSON, so the rules live here inste
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from .errors import OriginNotAllowed
 from .metrics import METRICS
-from .requestinfo import INFO
-from .runtime import EXPOSE_HEADERS
+from .requestinfo import RequestInfo
+from .runtime import EXPOSE_HEADERS, CompiledRoute
 
 
-@web.middleware
-async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    info = request[INFO]
-    compiled = info.route
-    if compiled is None:
-        return await handler(request)
+def check_origin(
+    request: web.Request, info: RequestInfo, compiled: CompiledRoute
+) -> web.Response | None:
+    """Refuses a foreign or missing Origin (403); answers a preflight (the response);
+    else None, with the CORS headers for the answer to come put on `info`."""
     route = compiled.route
     origin = request.headers.get("Origin")
     info.origin = origin[:256] if origin else None
-    info.response_headers["Vary"] = "Origin"
+    headers = info.response_headers
+    headers["Vary"] = "Origin"
     if origin is None:
         allowed = route.allow_missing_origin and request.method != "OPTIONS"
     else:
@@ -39,8 +38,8 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
         request.app[METRICS].origin_rejected.labels(compiled.name).inc()
         raise OriginNotAllowed()
     if origin is not None:
-        info.response_headers["Access-Control-Allow-Origin"] = origin
-        info.response_headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=compiled.preflight_headers)
-    return await handler(request)
+    return None

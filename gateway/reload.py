@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .limits.middleware import LIMITER
+from .limits.spend import LIMITER
 from .metrics import METRICS
 from .policy import Policy, PolicyError, load_policy
 from .runtime import RUNTIME, Runtime

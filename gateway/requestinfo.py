@@ -1,4 +1,4 @@
-"""The per-request record every middleware reads and fills in (a leaf module: no cycles)."""
+"""The per-request record every middleware and check reads and fills in (a leaf module)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from ..limits.middleware import LIMITER
+from ..limits.spend import LIMITER
 from ..metrics import METRICS
 from ..openapi import DocumentCache
 from ..policy import OnBackendError

@@ -2,7 +2,7 @@
 
 The route's own path is the ChatKit endpoint: every request there is a JSON object whose
 `type` picks the limits that apply (`types:`), so the body is read — within the route's
-`max_body_bytes` — by the limits middleware, before any limit is spent, and kept on the
+`max_body_bytes` — before any limit is spent (routes/dispatch.py), and kept on the
 request for the handler to forward as is. Paths below the route carry attachment uploads
 (multipart, no type) and are forwarded to the same place below `target`.
 
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
 from ..errors import NotFound, RateLimited
@@ -80,8 +79,8 @@ def is_endpoint(route_path: str, path: str) -> bool:
 
 
 async def read_forward(request: web.Request, info: RequestInfo, compiled: CompiledRoute) -> Forward:
-    """Check the path, read the body within the cap and learn the ChatKit type (limits
-    middleware); refusals here — 404, 413, 400 — cost no quota and never reach the backend."""
+    """Check the path, read the body within the cap and learn the ChatKit type (before the
+    limits); refusals here — 404, 413, 400 — cost no quota and never reach the backend."""
     assert compiled.proxy is not None
     route = compiled.route
     rel = request.rel_url
@@ -100,17 +99,6 @@ async def read_forward(request: web.Request, info: RequestInfo, compiled: Compil
     forward = Forward(url, body)
     request[FORWARD] = forward
     return forward
-
-
-@web.middleware
-async def proxy_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Before limits: a proxy request's body is read within its cap and its ChatKit type
-    learnt, so `types:` limits can apply and refusals (404, 413, 400) spend no quota."""
-    info = request[INFO]
-    compiled = info.route
-    if compiled is not None and compiled.proxy is not None and request.method == "POST":
-        await read_forward(request, info, compiled)
-    return await handler(request)
 
 
 def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -> CIMultiDict[str]:

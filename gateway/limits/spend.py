@@ -6,14 +6,18 @@ Answers carry the IETF httpapi draft fields for the tightest limit:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from ..errors import RateLimited
 from ..metrics import METRICS
-from ..requestinfo import INFO
+from ..requestinfo import RequestInfo
 from . import Limiter, tightest, whole_seconds
 from .base import Verdict
+
+if TYPE_CHECKING:
+    from ..runtime import CompiledRoute
 
 LIMITER = web.AppKey("limiter", Limiter)
 
@@ -27,17 +31,16 @@ def rate_headers(verdict: Verdict) -> dict[str, str]:
     }
 
 
-@web.middleware
-async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    info = request[INFO]
-    compiled = info.route
-    if compiled is None or not compiled.scopes or request.method not in compiled.methods:
-        return await handler(request)
+async def spend_limits(request: web.Request, info: RequestInfo, compiled: CompiledRoute) -> None:
+    """Spends the request's buckets (429 when one is exhausted) and puts the tightest
+    limit's RateLimit fields on the answer to come."""
+    if not compiled.scopes:
+        return
     buckets = Limiter.buckets(
         compiled.route, compiled.scopes, info.client_ip, info.origin, info.chatkit_type
     )
     if not buckets:
-        return await handler(request)
+        return
     verdicts = await request.app[LIMITER].acquire(buckets)
     report = tightest(verdicts)
     assert report is not None
@@ -45,4 +48,3 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     if not report.allowed:
         request.app[METRICS].rate_limited.labels(compiled.name, report.limit.key.value).inc()
         raise RateLimited(headers={"Retry-After": str(whole_seconds(report.retry_after))})
-    return await handler(request)
