@@ -15,6 +15,7 @@ an explicit secret is recommended in production.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -57,4 +58,10 @@ def end_user_id(
         material = f"device:{device}"
     else:
         material = f"ip:{client_ip}"
+    return _user_id(secret, material)
+
+
+@functools.lru_cache(maxsize=8192)
+def _user_id(secret: bytes, material: str) -> str:
+    """Memoised: a widget asks again for the same user (OpenSSL's HMAC costs microseconds)."""
     return "u_" + hmac.digest(secret, material.encode(), "sha256")[:16].hex()

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .clientip import ClientIPResolver
 from .identity import user_secret
-from .limits import scope_of
+from .limits import RouteLimit, route_limits
 from .policy import OPS_PATHS, Policy, Route, RouteKind
 
 
@@ -29,6 +29,7 @@ class ProxyTarget:
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
     route: Route
+    limits: tuple[RouteLimit, ...]
     scopes: tuple[str, ...]  # one per rate limit, naming the counters it spends
     preflight_headers: tuple[tuple[str, str], ...]
     methods: frozenset[str]
@@ -52,10 +53,11 @@ def compile_route(policy: Policy, route: Route) -> CompiledRoute:
         ("Access-Control-Allow-Headers", "Content-Type, X-Request-ID, Authorization"),
         ("Access-Control-Max-Age", str(route.cors_max_age_seconds)),
     )
-    scopes = tuple(scope_of(route, i) for i in range(len(route.rate_limits)))
+    limits = route_limits(route)
+    scopes = tuple(limit.scope for limit in limits)
     proxy = _proxy_target(route) if route.kind is RouteKind.CHATKIT_PROXY else None
     return CompiledRoute(
-        route, scopes, preflight, methods, allow, user_secret(policy, route), proxy
+        route, limits, scopes, preflight, methods, allow, user_secret(policy, route), proxy
     )
 
 

@@ -35,7 +35,7 @@ from bench.limiter_memory import LIMIT, _ips, measure_limiter_memory
 from gateway import cli
 from gateway.app import create_app
 from gateway.clientip import ClientIPResolver
-from gateway.limits import Bucket, Limiter, MemoryStorage
+from gateway.limits import Bucket, Limiter, MemoryStorage, route_limits
 from gateway.metrics import Metrics
 from gateway.policy import Policy
 from gateway.server_limits import open_listener
@@ -469,7 +469,7 @@ def test_100k_spoofed_forwarded_for_values_from_an_untrusted_peer_are_one_bucket
         spoofed = [f"{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}.1, 10.0.0.{i & 255}"]
         client = resolver.resolve(peer, spoofed)
         seen.add(client)
-        buckets = Limiter.buckets(route, ("scope",), client, ALLOWED, None)
+        buckets = Limiter.buckets(route_limits(route), client, ALLOWED, None)
         storage.acquire_now(buckets)
     assert seen == {peer}
     assert storage.tracked_keys() == 1

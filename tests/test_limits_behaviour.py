@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.limits import Bucket, Limiter, LimitStorage, MemoryStorage, Verdict, scope_of
+from gateway.limits import (
+    Bucket,
+    Limiter,
+    LimitStorage,
+    MemoryStorage,
+    Verdict,
+    route_limits,
+)
 from gateway.limits.redis import RedisStorage
 from gateway.policy import Backend, LimiterConfig, LimitKey, RateLimit, Route, RouteKind, Secret
 from tests.redis_server import RedisServer, running_redis
@@ -162,10 +169,9 @@ async def test_types_narrow_which_buckets_a_request_spends(backend: Harness) -> 
         max_body_bytes=1000,
         target="http://127.0.0.1:9/chatkit",
     )
-    scopes = [scope_of(route, i) for i in range(2)]
 
     def buckets(kind: str) -> list[Bucket]:
-        return Limiter.buckets(route, scopes, "192.0.2.1", None, kind)
+        return Limiter.buckets(route_limits(route), "192.0.2.1", None, kind)
 
     assert [b.limit.name for b in buckets("threads.list")] == [every.name]
     assert allowed(await backend.take(*buckets("threads.create")))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from ..errors import Unavailable
-from ..policy import LimitKey, OnBackendError, Route
+from ..policy import LimitKey, OnBackendError, RateLimit, Route
 from .base import BackendUnavailable, Bucket, LimitStorage, Verdict, tightest, whole_seconds
 from .memory import MemoryStorage
 
@@ -15,11 +16,30 @@ __all__ = [
     "LimitStorage",
     "Limiter",
     "MemoryStorage",
+    "RouteLimit",
     "Verdict",
+    "route_limits",
     "scope_of",
     "tightest",
     "whole_seconds",
 ]
+
+
+class RouteLimit(NamedTuple):
+    """A route's limit, compiled: its scope, and its one bucket when the key is `global`."""
+
+    limit: RateLimit
+    scope: str
+    fixed: Bucket | None
+
+
+def route_limits(route: Route) -> tuple[RouteLimit, ...]:
+    out = []
+    for i, limit in enumerate(route.rate_limits):
+        scope = scope_of(route, i)
+        fixed = Bucket(scope, limit, "*") if limit.key is LimitKey.GLOBAL else None
+        out.append(RouteLimit(limit, scope, fixed))
+    return tuple(out)
 
 
 def scope_of(route: Route, index: int) -> str:
@@ -32,7 +52,7 @@ def scope_of(route: Route, index: int) -> str:
 class Limiter:
     """Spends a request's buckets in its storage; falls back to local limits when told to."""
 
-    __slots__ = ("_fallback", "_on_error", "_record_error", "storage")
+    __slots__ = ("_fallback", "_local", "_on_error", "_record_error", "storage")
 
     def __init__(
         self,
@@ -43,26 +63,31 @@ class Limiter:
         record_error: Callable[[], None] = lambda: None,
     ) -> None:
         self.storage = storage
+        self._local = storage if isinstance(storage, MemoryStorage) else None
         self._on_error = on_error
         self._fallback = fallback
         self._record_error = record_error
 
     @staticmethod
     def buckets(
-        route: Route, scopes: Sequence[str], client_ip: str, origin: str | None, kind: str | None
+        limits: Sequence[RouteLimit], client_ip: str, origin: str | None, kind: str | None
     ) -> list[Bucket]:
         out: list[Bucket] = []
-        for limit, scope in zip(route.rate_limits, scopes, strict=True):
+        for limit, scope, fixed in limits:
             if limit.types is not None and kind not in limit.types:
                 continue
-            if limit.key is LimitKey.CLIENT_IP:
-                key = client_ip
-            elif limit.key is LimitKey.ORIGIN:
-                key = origin or "-"
+            if fixed is not None:
+                out.append(fixed)
+            elif limit.key is LimitKey.CLIENT_IP:
+                out.append(Bucket(scope, limit, client_ip))
             else:
-                key = "*"
-            out.append(Bucket(scope, limit, key))
+                out.append(Bucket(scope, limit, origin or "-"))
         return out
+
+    def acquire_now(self, buckets: Sequence[Bucket]) -> list[Verdict] | None:
+        """The verdicts at once when the storage is local; None when it must be awaited."""
+        local = self._local
+        return None if local is None else local.acquire_now(buckets)
 
     async def acquire(self, buckets: Sequence[Bucket]) -> list[Verdict]:
         try:

@@ -34,14 +34,13 @@ def rate_headers(verdict: Verdict) -> dict[str, str]:
 async def spend_limits(request: web.Request, info: RequestInfo, compiled: CompiledRoute) -> None:
     """Spends the request's buckets (429 when one is exhausted) and puts the tightest
     limit's RateLimit fields on the answer to come."""
-    if not compiled.scopes:
+    if not compiled.limits:
         return
-    buckets = Limiter.buckets(
-        compiled.route, compiled.scopes, info.client_ip, info.origin, info.chatkit_type
-    )
+    buckets = Limiter.buckets(compiled.limits, info.client_ip, info.origin, info.chatkit_type)
     if not buckets:
         return
-    verdicts = await request.app[LIMITER].acquire(buckets)
+    limiter = request.app[LIMITER]
+    verdicts = limiter.acquire_now(buckets) or await limiter.acquire(buckets)
     report = tightest(verdicts)
     assert report is not None
     info.response_headers.update(rate_headers(report))

@@ -41,7 +41,8 @@ def parse_object(raw: bytes, *, empty_ok: bool = True) -> dict[str, Any]:
             return {}
         raise BadRequest("Request body is empty")
     try:
-        value = json.loads(raw)
+        # UTF-8 only (RFC 8259 §8.1); json.loads on bytes would also sniff UTF-16 and -32.
+        value = json.loads(raw.decode())
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("Request body is not valid JSON") from None
     if not isinstance(value, dict):

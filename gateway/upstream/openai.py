@@ -77,7 +77,6 @@ class OpenAIClient:
         self._timeout = aiohttp.ClientTimeout(total=config.timeout_seconds)
         self._headers = {
             "Authorization": f"Bearer {config.api_key.reveal()}",
-            "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": f"chatkit-gateway/{__version__}",
         }
@@ -146,7 +145,7 @@ class OpenAIClient:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            info.upstream_ms = round(elapsed * 1000, 1)
+            info.upstream_ms = int(elapsed * 10_000 + 0.5) / 10
             self._metrics.upstream_call(route, outcome, elapsed)
 
     async def _classify(
