@@ -26,7 +26,7 @@ def make_app(upstream: str) -> web.Application:
         )
 
     app = web.Application()
-    app.cleanup_ctx.append(pooled_session(limit=100))
+    app.cleanup_ctx.append(pooled_session(limit=512))  # the gateway's default upstream pool
     app.router.add_post("/api/chatkit/session", token)
     return app
 
