@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -61,7 +62,7 @@ class AccessLog:
                 text = _encode_str(value)
             elif kind is int:
                 text = int.__repr__(value)
-            elif kind is float and value == value and value not in (_INF, -_INF):
+            elif kind is float and math.isfinite(value):
                 text = float.__repr__(value)
             else:
                 text = ENCODER.encode(value)
@@ -98,6 +99,3 @@ class AccessLog:
             self._template["relativeCreated"] + (now - self._template["created"]) * 1000
         )
         return record
-
-
-_INF = float("inf")

@@ -29,8 +29,7 @@ class ProxyTarget:
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
     route: Route
-    limits: tuple[RouteLimit, ...]
-    scopes: tuple[str, ...]  # one per rate limit, naming the counters it spends
+    limits: tuple[RouteLimit, ...]  # each with its scope: the counters it spends
     preflight_headers: tuple[tuple[str, str], ...]
     methods: frozenset[str]
     allow_header: str
@@ -54,10 +53,9 @@ def compile_route(policy: Policy, route: Route) -> CompiledRoute:
         ("Access-Control-Max-Age", str(route.cors_max_age_seconds)),
     )
     limits = route_limits(route)
-    scopes = tuple(limit.scope for limit in limits)
     proxy = _proxy_target(route) if route.kind is RouteKind.CHATKIT_PROXY else None
     return CompiledRoute(
-        route, limits, scopes, preflight, methods, allow, user_secret(policy, route), proxy
+        route, limits, preflight, methods, allow, user_secret(policy, route), proxy
     )
 
 
@@ -110,7 +108,7 @@ class Runtime:
         return None
 
     def scopes(self) -> set[str]:
-        return {s for c in self.exact.values() for s in c.scopes}
+        return {limit.scope for c in self.exact.values() for limit in c.limits}
 
 
 class RuntimeHolder:
