@@ -66,7 +66,9 @@ def create_app(
     app.cleanup_ctx.append(proxy_context)  # chatkit_proxy: its own session, no total timeout
     app.cleanup_ctx.append(_limiter_storage)
     setup_ops(app, policy.metrics.path)
-    app.router.add_route("*", "/{tail:.*}", dispatch)
+    # Every path, control characters included (`.` alone stops at a newline): the policy
+    # decides, not the router.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
     return app
 
 

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from gateway.app import create_app
 from gateway.metrics import Metrics
@@ -197,6 +198,23 @@ async def test_foreign_origin_never_reaches_the_backend(gateway: Any, backend: B
     assert resp.headers["Allow"] == "POST, OPTIONS"
     assert backend.seen == []
     assert sample(metrics, "origin_rejected_total", route="chat") == 3
+
+
+async def test_every_path_below_the_route_gets_the_policy(gateway: Any, backend: Backend) -> None:
+    """A decoded newline in the path still reaches the route's checks (the catch-all must
+    match it): a preflight is answered, a foreign origin refused, a POST refused 404."""
+    client, _ = await start(gateway, backend)
+    path = URL("/chatkit/L%0A%C2%BE", encoded=True)
+    pre = {"Access-Control-Request-Method": "POST"}
+    resp = await client.options(path, headers={**ORIGIN, **pre})
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED
+    resp = await client.options(path, headers={"Origin": "https://evil.example", **pre})
+    assert resp.status == 403
+    resp = await client.post(path, json=create_req(), headers=ORIGIN)
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "not_found"
+    assert backend.seen == []
 
 
 async def test_per_type_limits(gateway: Any, backend: Backend) -> None:
