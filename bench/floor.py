@@ -1,9 +1,11 @@
 """The framework floor: a bare aiohttp pass-through doing the token job with no policy.
 
 No origin check, no limits, no metrics, no logs: POST in → POST to the upstream on one
-pooled session → `{client_secret, expires_at}` out. What is left is aiohttp itself.
+pooled session → `{client_secret, expires_at}` out. What is left is aiohttp itself, in a
+process set up as the gateway's is (uvloop, the collector's threshold of gc_tuning.py) so
+that the two differ only in their per-request work; `--default-gc` keeps CPython's.
 
-Run: python -m bench.floor PORT UPSTREAM_URL
+Run: python -m bench.floor PORT UPSTREAM_URL [--default-gc]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from aiohttp import web
 
 from bench.common import SESSION, pooled_session, use_uvloop
+from gateway.gc_tuning import tune_gc
 
 
 def make_app(upstream: str) -> web.Application:
@@ -34,6 +37,8 @@ def make_app(upstream: str) -> web.Application:
 def main() -> None:
     port, upstream = int(sys.argv[1]), sys.argv[2]
     use_uvloop()
+    if "--default-gc" not in sys.argv[3:]:
+        tune_gc()
     web.run_app(make_app(upstream), host="127.0.0.1", port=port, access_log=None, print=None)
 
 

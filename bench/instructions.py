@@ -8,6 +8,7 @@ Each target runs once, as the count repeats within about 1%.
 
 Targets (the names --targets takes):
 - floor: bench/floor.py, a bare aiohttp pass-through with no policy,
+- floor-default-gc: the same with CPython's garbage-collector threshold (gc_tuning.py),
 - gateway: `chatkit-gateway serve` with the full bench policy (origin check, two limits raised
   so nothing is refused, metrics, JSON access log),
 - gateway-no-log: the same at `--log-level WARNING`, so without the access log,
@@ -51,11 +52,14 @@ class Target:
     label: str
     gateway: bool
     routes: str = TOKEN_ROUTE
-    serve_args: tuple[str, ...] = ()
+    serve_args: tuple[str, ...] = ()  # the gateway's serve, or the floor's after its URL
 
 
 TARGETS = {
     "floor": Target("floor", gateway=False),
+    "floor-default-gc": Target(
+        "floor, CPython's default GC threshold", gateway=False, serve_args=("--default-gc",)
+    ),
     "gateway": Target("gateway", gateway=True),
     "gateway-no-log": Target(
         "gateway, no access log", gateway=True, serve_args=("--log-level", "WARNING")
@@ -151,7 +155,7 @@ def count(target: Target, up_port: int, n: int, conns: int) -> int:
             cmd = [PY, "-m", "gateway", "serve", "--config", str(policy), *target.serve_args]
         else:
             upstream = f"http://127.0.0.1:{up_port}/v1/chatkit/sessions"
-            cmd = [PY, "-m", "bench.floor", str(port), upstream]
+            cmd = [PY, "-m", "bench.floor", str(port), upstream, *target.serve_args]
         out, log = Path(tmp) / "callgrind.out", Path(tmp) / "valgrind.log"
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                     f"--callgrind-out-file={out}", f"--log-file={log}"]  # fmt: skip
@@ -188,7 +192,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Machine: {report['machine']}, {report['valgrind']}",
         f"User-space instructions (callgrind Ir) per request, {report['requests']:,} requests "
-        f"over {report['connections']} connections after {report['warmup']} warm-up requests",
+        f"over {report['connections']} connections after {report['warmup']} warm-up requests, "
+        f"fake upstream answering after {report['upstream_ms']} ms",
         "",
         "| target | Ir/req | ratio to floor |",
         "| --- | ---: | ---: |",
@@ -202,7 +207,8 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=1000, help="requests counted per target")
-    parser.add_argument("--connections", type=int, default=8, help="concurrent keep-alive conns")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent keep-alive conns")
+    parser.add_argument("--upstream-ms", type=int, default=0, help="fake upstream latency")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
     parser.add_argument("--client", metavar="URL", help="internal: be the load client for URL")
     args = parser.parse_args()
@@ -219,7 +225,7 @@ def main() -> None:
     n, conns = args.requests, args.connections
     counted: dict[str, int] = {}
     up_port = free_port()
-    upstream = start([PY, "-m", "bench.fake_upstream", str(up_port), "0"], "1")
+    upstream = start([PY, "-m", "bench.fake_upstream", str(up_port), str(args.upstream_ms)], "1")
     try:
         wait_ready(f"http://127.0.0.1:{up_port}/")
         for name in args.targets:
@@ -236,6 +242,7 @@ def main() -> None:
         "uvloop": importlib.util.find_spec("uvloop") is not None,
         "requests": n,
         "connections": conns,
+        "upstream_ms": args.upstream_ms,
         "warmup": WARMUP,
         "targets": {
             name: {

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .app import create_app
+from .gc_tuning import tune_gc
 from .logs import setup_logging
 from .policy import Policy, PolicyError, effective_policy, load_policy
 from .reload import PolicyFile
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("invalid policy", extra={"detail": str(problem)})
         return 2
     _use_uvloop()
+    tune_gc()
     return asyncio.run(serve(policy, args.config))
 
 

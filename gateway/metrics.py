@@ -7,7 +7,14 @@ from the request, so a flood of odd paths, origins or addresses adds no series.
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from . import __version__
 from .policy import CHATKIT_TYPES
@@ -111,6 +118,11 @@ class Metrics:
             self.connections_closed.labels(reason)
         for result in ("success", "failure"):
             self.config_reloads.labels(result)
+        # What the default registry would have shown: process_* (CPU, memory, open files),
+        # python_gc_* (collections per generation, see gc_tuning.py) and python_info.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
+        PlatformCollector(registry=r)
         # Status codes as label text, made once per code rather than once per answer.
         self._status_text: dict[int, str] = {}
 

@@ -1,0 +1,23 @@
+"""The collector's young-generation threshold, raised to suit a busy aiohttp server.
+
+CPython collects generation 0 once the tracked objects allocated, less those freed, pass
+700. A collection resets that count to zero and frees cannot take it below zero, so it
+ratchets: a server with hundreds of requests in flight allocates in bursts well past 700
+that it frees a moment later, and the collector runs every few dozen requests, traversing
+live request state and finding no garbage (no request here leaves a reference cycle).
+Measured with `make bench` at 100 ms upstream latency over 256 connections, that was about
+a fifth of the CPU and the cache misses after it; at 10,000 it runs a few times a minute.
+Cycles, where they do occur, are still collected — at most 10,000 allocations later.
+"""
+
+from __future__ import annotations
+
+import gc
+
+GEN0_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Raise generation 0's threshold; the older generations keep theirs."""
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GEN0_THRESHOLD, gen1, gen2)
