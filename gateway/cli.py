@@ -13,12 +13,12 @@ from pathlib import Path
 
 from .app import create_app
 from .gc_tuning import tune_gc
+from .listener import open_listener
 from .logs import setup_logging
 from .policy import Policy, PolicyError, effective_policy, load_policy
 from .reload import PolicyFile
 from .routes.ops import LIFECYCLE
 from .runtime import RUNTIME
-from .server_limits import open_listener
 
 log = logging.getLogger("gateway")
 

@@ -36,9 +36,9 @@ from gateway import cli
 from gateway.app import create_app
 from gateway.clientip import ClientIPResolver
 from gateway.limits import Bucket, Limiter, MemoryStorage, route_limits
+from gateway.listener import open_listener
 from gateway.metrics import Metrics
 from gateway.policy import Policy
-from gateway.server_limits import open_listener
 from tests.conftest import ALLOWED, TEST_KEY, LogCapture, make_policy
 from tests.fake_openai import FakeOpenAI
 from tests.processes import SCRIPT, base_env

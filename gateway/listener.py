@@ -1,0 +1,141 @@
+"""The TCP listener `serve` runs: aiohttp's server, one guarded handler per connection.
+
+`ConnectionGuard` is the listener's protocol factory: it makes each connection's
+`GuardedRequestHandler` (server_limits.py, with the policy's `server:` limits in force when
+the connection opens) and keeps the books of `server.max_connections` — which connections
+are open, and which of them are idle, longest idle first, to be evicted at the cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from yarl import URL
+
+from .context import REQUEST_IDS
+from .metrics import METRICS, Metrics
+from .policy import ServerConfig
+from .runtime import RUNTIME
+from .server_limits import GuardedRequestHandler
+
+
+class ConnectionGuard:
+    """The listener's protocol factory: one GuardedRequestHandler per connection, and the
+    bookkeeping of the cap. `_idle` is ordered by when each connection became idle."""
+
+    def __init__(
+        self,
+        server: web.Server,
+        config: Callable[[], ServerConfig],
+        *,
+        metrics: Metrics | None = None,
+        new_id: Callable[[], str] = lambda: os.urandom(16).hex(),
+    ) -> None:
+        self.server = server
+        self.config = config
+        self.metrics = metrics
+        self.new_id = new_id
+        self._open: set[GuardedRequestHandler] = set()
+        self._idle: dict[GuardedRequestHandler, None] = {}
+
+    def __call__(self) -> GuardedRequestHandler:
+        return GuardedRequestHandler(self, self.config())
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def count(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.connections_closed.labels(reason).inc()
+
+    def admit(self, conn: GuardedRequestHandler, cap: int) -> bool:
+        if len(self._open) >= cap:
+            victim = next(iter(self._idle), None)
+            if victim is None:
+                self.count("refused")
+                return False
+            self.release(victim)
+            victim.force_close()
+            self.count("evicted")
+        self._open.add(conn)
+        self._idle[conn] = None
+        if self.metrics is not None:
+            self.metrics.open_connections.set(len(self._open))
+        return True
+
+    def release(self, conn: GuardedRequestHandler) -> None:
+        self._idle.pop(conn, None)
+        if conn in self._open:
+            self._open.discard(conn)
+            if self.metrics is not None:
+                self.metrics.open_connections.set(len(self._open))
+
+    def set_idle(self, conn: GuardedRequestHandler, idle: bool) -> None:
+        if not idle:
+            self._idle.pop(conn, None)
+        elif conn in self._open:
+            self._idle.pop(conn, None)
+            self._idle[conn] = None  # to the end: idle since now
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP listener like aiohttp's TCPSite, for a gateway app, through a ConnectionGuard."""
+
+    __slots__ = ("_app", "_host", "_port", "guard")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, backlog: int = 128):
+        super().__init__(runner, backlog=backlog)
+        self._app = runner.app
+        self._host = host
+        self._port = port
+        self.guard: ConnectionGuard | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        sockets: Any = getattr(self._server, "sockets", None)
+        return int(sockets[0].getsockname()[1]) if sockets else self._port
+
+    @property
+    def name(self) -> str:
+        return str(URL.build(scheme="http", host=self._host, port=self.port))
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        app = self._app
+        runtime = app[RUNTIME]
+        self.guard = ConnectionGuard(
+            server,
+            lambda: runtime.current.policy.server,
+            metrics=app[METRICS],
+            new_id=app[REQUEST_IDS],
+        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.guard, self._host, self._port, backlog=self._backlog, reuse_address=True
+        )
+
+
+async def open_listener(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float
+) -> tuple[web.AppRunner, GuardedSite]:
+    """The runner and guarded listener `serve` runs the app with (tests start the very
+    same stack in-process). OSError when the address cannot be bound, runner cleaned up."""
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
+    )
+    await runner.setup()
+    site = GuardedSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner, site
