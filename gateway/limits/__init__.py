@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from ..errors import Unavailable
 from ..policy import LimitKey, OnBackendError, RateLimit, Route
-from .base import BackendUnavailable, Bucket, LimitStorage, Verdict, tightest, whole_seconds
+from .base import BackendUnavailable, Bucket, LimitStorage, Verdict, tightest
 from .memory import MemoryStorage
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "route_limits",
     "scope_of",
     "tightest",
-    "whole_seconds",
 ]
 
 

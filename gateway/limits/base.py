@@ -8,7 +8,6 @@ and lets the Redis backend do every limit of a request in one script call.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
@@ -81,8 +80,3 @@ def tightest(verdicts: Sequence[Verdict]) -> Verdict | None:
         ):
             best = v
     return best
-
-
-def whole_seconds(seconds: float) -> int:
-    """Delta-seconds for Retry-After and RateLimit `t`: rounded up, at least 1."""
-    return max(1, math.ceil(seconds - 1e-9))

@@ -12,8 +12,9 @@ from aiohttp import web
 
 from ..errors import RateLimited
 from ..metrics import METRICS
+from ..policy import whole_seconds
 from ..requestinfo import RequestInfo
-from . import Limiter, tightest, whole_seconds
+from . import Limiter, tightest
 from .base import Verdict
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ from .model import (
     UpstreamConfig,
     UserIdConfig,
     UserIdSource,
+    whole_seconds,
 )
 from .reader import PolicyError, Problem
 from .render import effective_policy
@@ -51,4 +52,5 @@ __all__ = [
     "effective_policy",
     "load_policy",
     "parse_policy",
+    "whole_seconds",
 ]

@@ -118,6 +118,12 @@ class MetricsConfig:
     path: str = "/metrics"
 
 
+def whole_seconds(seconds: float) -> int:
+    """Delta-seconds as HTTP fields carry them (Retry-After, RateLimit `t` and `w`): rounded
+    up, at least 1. (The epsilon keeps float noise such as 60.000000001 at 60.)"""
+    return max(1, math.ceil(seconds - 1e-9))
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     key: LimitKey
@@ -131,7 +137,7 @@ class RateLimit:
     policy_header: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        window = max(1, math.ceil(self.per_seconds - 1e-9))
+        window = whole_seconds(self.per_seconds)
         object.__setattr__(self, "interval", self.per_seconds / self.requests)
         object.__setattr__(self, "policy_header", f'"{self.name}";q={self.requests};w={window}')
 
