@@ -220,9 +220,9 @@ def markdown(summary: dict[str, Any], limiter: dict[str, float]) -> str:
             lines.append(f"- {scenario}: gateway/upstream req/s = {g['rps'] / u['rps']:.3f}")
     lines.append(
         f"- memory limiter: {limiter['bytes_per_client']:.0f} bytes per tracked client at "
-        f"{limiter['clients']:,} clients; bounded run kept {limiter['bounded_tracked']:,} keys "
-        f"for {limiter['bounded_clients']:,} clients (max_tracked_keys "
-        f"{limiter['bounded_max']:,})"
+        f"{limiter['clients']:,.0f} clients; bounded run kept {limiter['bounded_tracked']:,.0f} "
+        f"keys for {limiter['bounded_clients']:,.0f} clients (max_tracked_keys "
+        f"{limiter['bounded_max']:,.0f})"
     )
     return "\n".join(lines)
 

@@ -8,7 +8,9 @@ Each target runs once, as the count repeats within about 1%.
 
 Targets (the names --targets takes):
 - floor: bench/floor.py, a bare aiohttp pass-through with no policy,
-- floor-default-gc: the same with CPython's garbage-collector threshold (gc_tuning.py),
+- floor-default-gc: the same with CPython's default garbage-collector threshold (gc_tuning.py),
+- floor-features: bench/floor_features.py, the floor plus the bench policy's features done
+  the cheapest way one handler can — a lower bound for any gateway with those features,
 - gateway: `chatkit-gateway serve` with the full bench policy (origin check, two limits raised
   so nothing is refused, metrics, JSON access log),
 - gateway-no-log: the same at `--log-level WARNING`, so without the access log,
@@ -53,12 +55,16 @@ class Target:
     gateway: bool
     routes: str = TOKEN_ROUTE
     serve_args: tuple[str, ...] = ()  # the gateway's serve, or the floor's after its URL
+    floor_module: str = "bench.floor"
 
 
 TARGETS = {
     "floor": Target("floor", gateway=False),
     "floor-default-gc": Target(
         "floor, CPython's default GC threshold", gateway=False, serve_args=("--default-gc",)
+    ),
+    "floor-features": Target(
+        "floor + the features at their barest", gateway=False, floor_module="bench.floor_features"
     ),
     "gateway": Target("gateway", gateway=True),
     "gateway-no-log": Target(
@@ -155,7 +161,7 @@ def count(target: Target, up_port: int, n: int, conns: int) -> int:
             cmd = [PY, "-m", "gateway", "serve", "--config", str(policy), *target.serve_args]
         else:
             upstream = f"http://127.0.0.1:{up_port}/v1/chatkit/sessions"
-            cmd = [PY, "-m", "bench.floor", str(port), upstream, *target.serve_args]
+            cmd = [PY, "-m", target.floor_module, str(port), upstream, *target.serve_args]
         out, log = Path(tmp) / "callgrind.out", Path(tmp) / "valgrind.log"
         valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                     f"--callgrind-out-file={out}", f"--log-file={log}"]  # fmt: skip
