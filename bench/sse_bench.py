@@ -41,6 +41,7 @@ from bench.common import (
     use_uvloop,
     wait_ready,
 )
+from gateway.gc_tuning import tune_gc
 
 PY = sys.executable
 ORIGIN = "https://example.org"
@@ -109,7 +110,10 @@ def run_backend(port: int) -> None:
 
 
 def run_floor(port: int, upstream: str) -> None:
-    """A bare aiohttp relay (no policy, no metrics, no logs): what aiohttp itself costs."""
+    """A bare aiohttp relay (no policy, no metrics, no logs): what aiohttp itself costs, in
+    a process set up as the gateway's (uvloop, gc_tuning's threshold)."""
+    use_uvloop()
+    tune_gc()
 
     async def relay(request: web.Request) -> web.StreamResponse:
         body = await request.read()
