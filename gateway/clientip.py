@@ -39,30 +39,32 @@ class ClientIPResolver:
         return any(addr in net for net in self._trusted)
 
     def trusts(self, peer: str | None) -> bool:
-        addr = _parse(peer)
-        return addr is not None and self._is_trusted(addr)
+        parsed = _parse(peer)
+        return parsed is not None and self._is_trusted(parsed[0])
 
     def resolve(self, peer: str | None, forwarded_for: Sequence[str]) -> str:
-        peer_addr = _parse(peer)
-        if peer_addr is None:
+        parsed = _parse(peer)
+        if parsed is None:
             return peer or "unknown"
+        peer_addr, peer_text = parsed
         if not self._trusted or not self._is_trusted(peer_addr) or not forwarded_for:
-            return str(peer_addr)
+            return peer_text
         hops = [h.strip() for value in forwarded_for for h in value.split(",")]
-        chosen: IPAddress | None = None
+        chosen = peer_text
         for raw in reversed(hops):
-            addr = _parse(raw)
-            if addr is None:
-                return str(peer_addr)  # garbage in the chain: trust nothing further left
-            chosen = addr
-            if not self._is_trusted(addr):
+            hop = _parse(raw)
+            if hop is None:
+                return peer_text  # garbage in the chain: trust nothing further left
+            chosen = hop[1]
+            if not self._is_trusted(hop[0]):
                 break
-        return str(chosen or peer_addr)
+        return chosen
 
 
 @functools.lru_cache(maxsize=4096)
-def _parse(raw: str | None) -> IPAddress | None:
-    """An address as proxies write it: bare, `[v6]`, `[v6]:port` or `v4:port`.
+def _parse(raw: str | None) -> tuple[IPAddress, str] | None:
+    """An address as proxies write it (bare, `[v6]`, `[v6]:port` or `v4:port`), and its
+    canonical text: what limits count and logs show.
 
     Memoised: the same few peers (proxies, keep-alive clients) come back on every request,
     and ipaddress parses in Python; a flood of new addresses only cycles the cache.
@@ -82,5 +84,5 @@ def _parse(raw: str | None) -> IPAddress | None:
     except ValueError:
         return None
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
+        addr = addr.ipv4_mapped
+    return addr, str(addr)
