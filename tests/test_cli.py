@@ -256,9 +256,7 @@ async def test_stub_mode_reload_on_edit_and_a_refused_sighup(
     port = free_port()
     config = write_policy(tmp_path / "gateway.yaml", port=port)
     config.write_text(config.read_text().replace("${OPENAI_API_KEY}", "${OPENAI_API_KEY:-}"))
-    gw = await start_gateway(
-        config, port, "--stub-upstream", env=base_env(OPENAI_API_KEY=TEST_KEY), gateways=gateways
-    )
+    gw = await start_gateway(config, port, "--stub-upstream", env=base_env(), gateways=gateways)
 
     first = json.loads(gw.lines[0])
     assert "stub" in first["message"]
