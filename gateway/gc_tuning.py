@@ -6,7 +6,7 @@ ratchets: a server with hundreds of requests in flight allocates in bursts well 
 that it frees a moment later, and the collector runs every few dozen requests, traversing
 live request state and finding no garbage (no request here leaves a reference cycle).
 At 100 ms upstream latency over 256 connections that was hundreds of collections in a 6 s
-run, 14–16 % of the CPU, plus the cache misses after each; at 10,000, one to four (README,
+run, 14 to 16 % of the CPU, plus the cache misses after each; at 10,000, one to four (README,
 Benchmarks). Cycles, where they do occur, are still collected, 10,000 allocations later.
 """
 
