@@ -48,7 +48,7 @@ def _log_access(request: web.Request, info: RequestInfo, status: int, elapsed: f
             "path": request.path[:256],
             "status": status,
             "duration_ms": int(elapsed * 100_000 + 0.5) / 100,  # round(…, 2), without its cost
-            "client_ip": info.client_ip or request.remote,
+            "client_ip": info.client_ip,
             "origin": info.origin,
             "chatkit_type": info.chatkit_type,
             "upstream_status": info.upstream_status,

@@ -17,7 +17,7 @@ class RequestInfo:
     runtime: Runtime
     route: CompiledRoute | None
     route_label: str
-    client_ip: str = ""
+    client_ip: str  # the address limits count against (clientip.py)
     origin: str | None = None
     chatkit_type: str | None = None
     upstream_status: int | None = None

@@ -40,8 +40,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if request.method not in compiled.methods:
         raise MethodNotAllowed(headers={"Allow": compiled.allow_header})
     if compiled.proxy is not None:
-        await read_forward(request, info, compiled)
+        forward = await read_forward(request, info, compiled)
         await spend_limits(request, info, compiled)
-        return await handle_proxy(request)
+        return await handle_proxy(request, forward)
     await spend_limits(request, info, compiled)
     return await handle_token(request)

@@ -2,8 +2,8 @@
 
 The route's own path is the ChatKit endpoint: every request there is a JSON object whose
 `type` picks the limits that apply (`types:`), so the body is read — within the route's
-`max_body_bytes` — before any limit is spent (routes/dispatch.py), and kept on the
-request for the handler to forward as is. Paths below the route carry attachment uploads
+`max_body_bytes` — before any limit is spent (routes/dispatch.py), and handed to the
+handler to forward as is. Paths below the route carry attachment uploads
 (multipart, no type) and are forwarded to the same place below `target`.
 
 Gateway refusals are always 4xx: the widget retries a stream request on 5xx, five times.
@@ -46,9 +46,6 @@ class Forward:
 
     url: str
     body: bytes
-
-
-FORWARD = web.RequestKey("chatkit_gateway_forward", Forward)
 
 
 def upstream_url(route_path: str, target: str, raw_path: str, raw_query: str) -> str | None:
@@ -96,9 +93,7 @@ async def read_forward(request: web.Request, info: RequestInfo, compiled: Compil
         full = request.app[PROXY].streams_full(_stream_key(route.name, info), cap)
         if full and info.chatkit_type in CHATKIT_STREAMING_TYPES:
             raise _too_many_streams(request, route.name)
-    forward = Forward(url, body)
-    request[FORWARD] = forward
-    return forward
+    return Forward(url, body)
 
 
 def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -> CIMultiDict[str]:
@@ -139,11 +134,10 @@ def _too_many_streams(request: web.Request, route_name: str) -> RateLimited:
     return RateLimited("Too many open streams", headers={"Retry-After": _STREAM_RETRY_AFTER})
 
 
-async def handle_proxy(request: web.Request) -> web.StreamResponse:
+async def handle_proxy(request: web.Request, forward: Forward) -> web.StreamResponse:
     info = request[INFO]
     compiled = info.route
     assert compiled is not None and compiled.proxy is not None
-    forward = request.get(FORWARD) or await read_forward(request, info, compiled)
     route = compiled.route
     metrics = request.app[METRICS]
     state = request.app[PROXY]
