@@ -2,36 +2,55 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+# `make run` installs what running needs; `make test` the whole tool chain on top.
+RUN_STAMP  := $(VENV)/.run-installed
+TEST_STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest check bench bench-instructions clean
+.PHONY: run test lint typecheck pytest check lowest-deps bench bench-instructions clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,fast]'
-	touch $(STAMP)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[fast,demo]'
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[fast,demo,test,dev]'
+	touch $(RUN_STAMP) $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	./scripts/run.sh
 
-check: $(STAMP)
+check: $(RUN_STAMP)
 	$(BIN)/chatkit-gateway check --config gateway.yaml $(if $(OPENAI_API_KEY),,--stub-upstream)
 
-test: $(STAMP)
-	./scripts/system-deps.sh
+lint: $(TEST_STAMP)
+	$(BIN)/shellcheck scripts/*.sh .ci/run
 	$(BIN)/ruff check gateway tests bench demo examples
 	$(BIN)/ruff format --check gateway tests bench demo examples
+
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
+
+pytest: $(TEST_STAMP)
+	./scripts/system-deps.sh
 	$(BIN)/pytest
 
-bench: $(STAMP)
+# The lowest versions pyproject.toml allows, in a scratch venv: the unit tests must pass there.
+lowest-deps: $(TEST_STAMP)
+	./scripts/lowest-deps.sh
+
+test: lint typecheck lowest-deps pytest
+
+bench: $(TEST_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench
 
-bench-instructions: $(STAMP)
+bench-instructions: $(TEST_STAMP)
 	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
 	$(BIN)/python -m bench.instructions
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,7 @@ from .app import create_app
 from .gc_tuning import tune_gc
 from .listener import open_listener
 from .logs import setup_logging
-from .policy import Policy, PolicyError, effective_policy, load_policy
+from .policy import Policy, PolicyError, effective_policy, load_policy, policy_warnings
 from .reload import PolicyFile
 from .routes.ops import LIFECYCLE
 from .runtime import RUNTIME
@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             log.error("invalid policy", extra={"detail": str(problem)})
         return 2
+    for warning in policy_warnings(policy):
+        log.warning("policy warning", extra={"detail": warning})
     _use_uvloop()
     tune_gc()
     return asyncio.run(serve(policy, args.config))
@@ -70,6 +72,8 @@ def _check(path: Path, stub: bool) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
+    for warning in policy_warnings(policy):
+        print(f"{path}: warning: {warning}", file=sys.stderr)
     sys.stdout.write(effective_policy(policy))
     return 0
 

@@ -92,6 +92,8 @@ class Runtime:
             )
         )  # fmt: skip
         ops = OPS_PATHS | {policy.metrics.path}
+        if "/" not in exact:
+            ops |= {INDEX_PATH}  # the index (routes/ops.py), unless a route owns `/`
         return cls(policy, ClientIPResolver.from_config(policy.server), exact, prefixes, ops)
 
     def match(self, path: str) -> CompiledRoute | None:
@@ -109,6 +111,9 @@ class Runtime:
 
     def scopes(self) -> set[str]:
         return {limit.scope for c in self.exact.values() for limit in c.limits}
+
+
+INDEX_PATH = "/"
 
 
 class RuntimeHolder:

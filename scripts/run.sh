@@ -30,14 +30,29 @@ trap stop EXIT
 pids+=($!)
 .venv/bin/python demo/serve.py --host "${DEMO_HOST:-127.0.0.1}" --port "$demo_port" >/dev/null &
 pids+=($!)
-# The echo ChatKit server behind a chatkit_proxy route, when the policy points one at it.
-backend_url="http://127.0.0.1:${CHATKIT_DEMO_BACKEND_PORT:-8001}/chatkit"
-backend_note="(no chatkit_proxy route targets ${backend_url}: see README, "Demo pages")"
-if grep -q "target: *${backend_url}" "${GATEWAY_CONFIG:-gateway.yaml}"; then
-  .venv/bin/python demo/chatkit_backend.py --port "${CHATKIT_DEMO_BACKEND_PORT:-8001}" >/dev/null &
+# The echo ChatKit server behind a chatkit_proxy route, when the policy points one at it
+# (gateway.yaml's target follows CHATKIT_DEMO_BACKEND_PORT, written as the variable).
+backend_port="${CHATKIT_DEMO_BACKEND_PORT:-8001}"
+backend_url="http://127.0.0.1:${backend_port}/chatkit"
+backend_note="(no chatkit_proxy route targets ${backend_url}: see README, \"Demo pages\")"
+# shellcheck disable=SC2016  # the pattern matches the policy's literal ${...}
+if grep -Eq 'target: *http://127\.0\.0\.1:(\$\{CHATKIT_DEMO_BACKEND_PORT:-8001\}|'"${backend_port}"')/chatkit' \
+  "${GATEWAY_CONFIG:-gateway.yaml}"; then
+  .venv/bin/python demo/chatkit_backend.py --port "${backend_port}" >/dev/null &
   pids+=($!)
   backend_note="ChatKit demo backend: ${backend_url}"
 fi
+
+# The banner comes when everything answers, so its links work when they are shown.
+ports=("$gateway_port" "$demo_port")
+[ ${#pids[@]} -lt 3 ] || ports+=("$backend_port")
+for port in "${ports[@]}"; do
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null && break
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || { stop; exit 1; }; done
+    sleep 0.1
+  done
+done
 
 query=""
 [ "$gateway_port" = 8080 ] || query="?gateway=http://localhost:${gateway_port}"

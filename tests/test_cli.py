@@ -84,6 +84,13 @@ def test_check_prints_the_effective_policy_with_secrets_masked(
     assert effective["server"]["port"] == 8080
     assert [r["name"] for r in effective["routes"]] == ["site", "voice"]
     assert effective["routes"][0]["rate_limits"][0]["per"] == "1h"
+    # Agent Builder's workflows are gone: a session route is valid, but said to need one
+    # that OpenAI still serves.
+    assert done.stderr.splitlines() == [
+        f"{policy}: warning: route 'site': chatkit_session mints hosted ChatKit sessions for a "
+        "workflow; Agent Builder shut down on 2026-11-30, so this works only for a workflow "
+        "OpenAI still serves (a ChatKit server of your own goes behind a chatkit_proxy route)"
+    ]
 
 
 @pytest.mark.parametrize("script", [False, True], ids=["python -m gateway", "chatkit-gateway"])

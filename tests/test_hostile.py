@@ -646,7 +646,9 @@ def test_check_on_mutated_policies_ends_in_a_report_never_a_traceback(
             mp.setenv(name, value)
         code = cli.main(["check", "--config", str(path)])
     if code == 0:
-        assert out.getvalue().strip() and not err.getvalue()
+        assert out.getvalue().strip()
+        warnings = err.getvalue().splitlines()
+        assert all(w.startswith(f"{path}: warning: ") for w in warnings), warnings
     else:
         assert code == 1
         problems = err.getvalue().splitlines()

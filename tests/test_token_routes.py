@@ -376,6 +376,33 @@ async def test_ops_endpoints(gateway: Any) -> None:
     assert resp.status == 405 and await error_of(resp) == "method_not_allowed"
 
 
+async def test_index_says_what_answers_here(gateway: Any) -> None:
+    client = await gateway()
+    resp = await client.get("/")
+    assert resp.status == 200 and resp.content_type == "application/json"
+    index = await resp.json()
+    assert index["service"] == "chatkit-gateway"
+    assert {"name": "site", "path": SESSION, "kind": "chatkit_session"} in index["routes"]
+    assert (index["openapi"], index["healthz"], index["metrics"]) == (
+        "/openapi.json",
+        "/healthz",
+        "/metrics",
+    )
+    assert "README" in index["docs"]
+    resp = await client.post("/", headers=H)
+    assert resp.status == 405 and resp.headers["Allow"] == "GET, HEAD"
+    text = await (await client.get("/metrics")).text()
+    assert 'chatkit_gateway_requests_total{route="ops",status="200"}' in text
+
+
+async def test_a_route_at_the_root_owns_it(gateway: Any) -> None:
+    client = await gateway(routes=[site_route(name="root", path="/")])
+    resp = await client.post("/", headers=H)
+    assert resp.status == 200 and "client_secret" in await resp.json()
+    resp = await client.get("/", headers=H)
+    assert resp.status == 405 and await error_of(resp) == "method_not_allowed"
+
+
 async def test_access_log_fields_and_no_secrets(
     gateway: Any, fake_openai: FakeOpenAI, json_logs: Any
 ) -> None:

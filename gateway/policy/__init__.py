@@ -22,7 +22,7 @@ from .model import (
     whole_seconds,
 )
 from .reader import PolicyError, Problem
-from .render import effective_policy
+from .render import effective_policy, policy_warnings
 from .routes import CHATKIT_STREAMING_TYPES, CHATKIT_TYPES, HOP_BY_HOP, OPS_PATHS
 
 __all__ = [
@@ -52,5 +52,6 @@ __all__ = [
     "effective_policy",
     "load_policy",
     "parse_policy",
+    "policy_warnings",
     "whole_seconds",
 ]

@@ -48,6 +48,17 @@ def effective_policy(policy: Policy) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
+def policy_warnings(policy: Policy) -> list[str]:
+    """What `check` and `serve` say about a valid policy that may still not do what is meant."""
+    return [
+        f"route {route.name!r}: chatkit_session mints hosted ChatKit sessions for a workflow; "
+        "Agent Builder shut down on 2026-11-30, so this works only for a workflow OpenAI "
+        "still serves (a ChatKit server of your own goes behind a chatkit_proxy route)"
+        for route in policy.routes
+        if route.kind is RouteKind.CHATKIT_SESSION
+    ]
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Secret):
         return "***" if value else ""
