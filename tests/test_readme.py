@@ -1,0 +1,698 @@
+"""Every command the READMEs tell a user to run is run by a test.
+
+The shell code blocks (```sh, ```bash, ```shell, ```console) of README.md and
+examples/chatkit_server/README.md are read command by command. Each command must be in
+COMMANDS, naming the test that runs it, or saying why it cannot run here (a Kubernetes
+cluster, a measurement of minutes) and which test runs the part of it that can. A command
+added to a README without an entry fails `test_every_readme_command_is_in_the_table`; an
+entry naming a test that no longer exists fails `test_every_named_test_exists`.
+
+The commands no other test runs are run below, as the README writes them: `make check`,
+the `check` command from the venv, the example ChatKit server, the `curl` lines against a
+real `make run`, and what of the Kubernetes commands needs no cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from tests.processes import ROOT, base_env, free_port
+
+README = ROOT / "README.md"
+EXAMPLE_README = ROOT / "examples" / "chatkit_server" / "README.md"
+READMES = (README, EXAMPLE_README)
+SHELL_FENCES = {"sh", "bash", "shell", "console"}
+K8S = ROOT / "config" / "kubernetes"
+
+HERE = "tests/test_readme.py"
+MAKE_RUN = "tests/test_make_run.py::test_make_run_serves_and_stops_on_sigint"
+TRY_IT = f"{HERE}::test_readme_curl_commands_against_make_run"
+MAKE_CHECK = f"{HERE}::test_make_check_masks_secrets_and_picks_the_stub_without_a_key"
+VENV_CHECK = f"{HERE}::test_check_from_the_venv_as_the_readme_writes_it"
+EXAMPLE = f"{HERE}::test_example_chatkit_server_as_the_readme_runs_it"
+MAKE_TARGETS = f"{HERE}::test_make_targets_in_the_readmes_exist"
+K8S_NAMES = f"{HERE}::test_kubernetes_commands_match_the_manifests"
+K8S_OFFLINE = f"{HERE}::test_kubernetes_commands_without_a_cluster"
+PROMETHEUS_RULE = f"{HERE}::test_prometheusrule_pipeline_wraps_the_rules"
+
+CLUSTER = "needs a Kubernetes cluster"
+TOKEN_CURL = (
+    "curl -si -X POST http://127.0.0.1:8080/api/chatkit/session -H 'Origin: http://localhost:8000'"
+)
+
+
+@dataclass(frozen=True)
+class Runs:
+    """A test runs this command (`how`: what it changes, e.g. a port)."""
+
+    test: str
+    how: str = ""
+
+
+@dataclass(frozen=True)
+class NotHere:
+    """Cannot run in the test suite; `partly` runs what of it can."""
+
+    reason: str
+    partly: str | None = None
+
+
+# Normalised command (comments stripped, continuations joined, runs of blanks as one) →
+# the test that runs it.
+COMMANDS: dict[str, Runs | NotHere] = {
+    # Two commands
+    "make run": Runs(MAKE_RUN),
+    "make test": NotHere(
+        "it is the test suite, this file included: CI runs it", partly=MAKE_TARGETS
+    ),
+    "DEMO_PORT=8005 make run": Runs(TRY_IT, "GATEWAY_PORT, DEMO_PORT, CHATKIT_DEMO_BACKEND_PORT"),
+    "curl -s http://127.0.0.1:8080/": Runs(TRY_IT, "ports of that make run"),
+    TOKEN_CURL: Runs(TRY_IT, "ports of that make run"),
+    "curl -sN http://127.0.0.1:8080/chatkit -H 'Origin: http://localhost:8000' -d "
+    """'{"type":"threads.create","params":{"input":{"content":[{"type":"input_text","""
+    """"text":"hello"}],"attachments":[],"inference_options":{}}}}'""": Runs(
+        TRY_IT, "ports of that make run"
+    ),
+    # Checking a policy
+    "make check": Runs(MAKE_CHECK),
+    ".venv/bin/chatkit-gateway check --config gateway.yaml --stub-upstream": Runs(VENV_CHECK),
+    # The example ChatKit server (README and examples/chatkit_server/README.md)
+    "export CHATKIT_BACKEND_KEY=$(openssl rand -hex 24)": Runs(EXAMPLE),
+    "export CHATKIT_PUBLIC_URL=http://localhost:8080/chatkit": Runs(EXAMPLE),
+    ".venv/bin/python examples/chatkit_server/server.py --port 8002": Runs(EXAMPLE, "a free port"),
+    # Deploying on Kubernetes
+    "kubectl kustomize config/kubernetes": Runs(K8S_OFFLINE),
+    "kubectl create namespace chatkit": NotHere(CLUSTER, partly=K8S_OFFLINE),
+    "kubectl -n chatkit create secret generic chatkit-gateway-openai "
+    "--from-file=api-key=./openai-api-key.txt": NotHere(CLUSTER, partly=K8S_OFFLINE),
+    "kubectl -n chatkit apply -k config/kubernetes": NotHere(CLUSTER, partly=K8S_OFFLINE),
+    "kubectl -n chatkit rollout status deployment/chatkit-gateway": NotHere(
+        CLUSTER, partly=K8S_NAMES
+    ),
+    "kubectl -n chatkit port-forward service/chatkit-gateway 8080:80 &": NotHere(
+        CLUSTER, partly=K8S_NAMES
+    ),
+    "curl -s localhost:8080/readyz && curl -s localhost:8080/metrics | grep "
+    "chatkit_gateway_build_info": Runs(TRY_IT, "against make run's gateway, not a port-forward"),
+    "kubectl apply -k deploy/production": NotHere(CLUSTER, partly=K8S_OFFLINE),
+    "kubectl -n chatkit create secret generic chatkit-gateway-openai "
+    "--from-file=api-key=./new-key.txt --dry-run=client -o yaml | kubectl apply -f -": NotHere(
+        CLUSTER, partly=K8S_OFFLINE
+    ),
+    "kubectl -n chatkit rollout restart deployment/chatkit-gateway": NotHere(
+        CLUSTER, partly=K8S_NAMES
+    ),
+    # Metrics, alerts and the dashboard
+    "promtool check rules config/prometheus/rules.yml": Runs(
+        "tests/test_prometheus_rules.py::test_promtool_check_rules"
+    ),
+    "promtool test rules config/prometheus/rules.test.yml": Runs(
+        "tests/test_prometheus_rules.py::test_promtool_unit_tests"
+    ),
+    "{ printf 'apiVersion: monitoring.coreos.com/v1\\nkind: PrometheusRule\\n'; "
+    "printf 'metadata:\\n name: chatkit-gateway\\nspec:\\n'; "
+    "sed 's/^/ /' config/prometheus/rules.yml; } | kubectl -n monitoring apply -f -": NotHere(
+        "needs a cluster with the Prometheus Operator", partly=PROMETHEUS_RULE
+    ),
+    # Performance
+    "make bench": NotHere(
+        "minutes of measurement on pinned cores, with wrk; figures are measured, never "
+        "asserted (docs/BENCHMARKS.md)",
+        partly=MAKE_TARGETS,
+    ),
+}
+
+# Commands that no test can run even in part: keep this list short.
+NEVER_RUN_AT_MOST = 0
+NOT_HERE_AT_MOST = 12
+
+
+# --------------------------------------------------------------------------- reading READMEs
+
+
+@dataclass(frozen=True)
+class Command:
+    text: str  # what the shell reads: continuations joined, comment stripped
+    source: str  # file:line
+
+    @property
+    def key(self) -> str:
+        return " ".join(self.text.split())
+
+
+def strip_comment(line: str) -> str:
+    """The line without a trailing `# comment` (a `#` outside quotes, after a blank)."""
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def shell_blocks(path: Path) -> Iterator[tuple[int, str, list[str]]]:
+    """(line of the block's first line, language, lines) of every fenced block."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    i = 0
+    while i < len(lines):
+        fence = re.match(r"^\s*```\s*(\S*)", lines[i])
+        if fence:
+            start, body = i + 2, []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith("```"):
+                body.append(lines[i])
+                i += 1
+            yield start, fence.group(1).lower(), body
+        i += 1
+
+
+def commands_in(path: Path) -> list[Command]:
+    found = []
+    for start, lang, body in shell_blocks(path):
+        if lang not in SHELL_FENCES:
+            continue
+        i = 0
+        while i < len(body):
+            line, first = body[i], i
+            if lang == "console":
+                if not line.lstrip().startswith("$ "):
+                    i += 1
+                    continue
+                line = line.lstrip()[2:]
+            while line.rstrip().endswith("\\") and i + 1 < len(body):
+                i += 1
+                line = line.rstrip()[:-1] + body[i]
+            i += 1
+            text = strip_comment(line).strip()
+            if text:
+                found.append(Command(text, f"{path.relative_to(ROOT)}:{start + first}"))
+    return found
+
+
+def all_commands() -> list[Command]:
+    return [c for path in READMES for c in commands_in(path)]
+
+
+def readme_command(key: str) -> Command:
+    for command in all_commands():
+        if command.key == key:
+            return command
+    raise AssertionError(f"no README command {key!r} any more: update {HERE}")
+
+
+def commands_run_by(test: str) -> list[Command]:
+    seen: dict[str, Command] = {}
+    for command in all_commands():
+        entry = COMMANDS.get(command.key)
+        if isinstance(entry, Runs) and entry.test == test:
+            seen.setdefault(command.key, command)
+    return list(seen.values())
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """No OpenAI key, and not a sub-make of `make test`."""
+    env = base_env(**extra)
+    for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
+        env.pop(name, None)
+    return env
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def test_the_readmes_have_shell_commands() -> None:
+    keys = {c.key for c in all_commands()}
+    assert {"make run", "make test", "make check"} <= keys, sorted(keys)
+    assert any("examples/chatkit_server/server.py" in c.key for c in commands_in(EXAMPLE_README))
+
+
+def test_strip_comment_keeps_quoted_hashes() -> None:
+    assert strip_comment("make run    # starts it") == "make run"
+    assert strip_comment("echo '# not a comment' # one") == "echo '# not a comment'"
+    assert strip_comment("curl http://x/#frag") == "curl http://x/#frag"
+
+
+def test_every_readme_command_is_in_the_table() -> None:
+    missing = [c for c in all_commands() if c.key not in COMMANDS]
+    assert not missing, (
+        "README commands no test runs. Add each to COMMANDS in "
+        f"{HERE} with the test that runs it (or why it cannot run here), or fix the README:\n"
+        + "\n".join(f"  {c.source}: {c.key}" for c in missing)
+    )
+
+
+def test_every_table_entry_is_still_in_a_readme() -> None:
+    keys = {c.key for c in all_commands()}
+    stale = [key for key in COMMANDS if key not in keys]
+    assert not stale, "COMMANDS entries no README has any more (remove them):\n" + "\n".join(
+        f"  {key}" for key in stale
+    )
+
+
+def test_every_named_test_exists() -> None:
+    named = {e.test for e in COMMANDS.values() if isinstance(e, Runs)}
+    named |= {e.partly for e in COMMANDS.values() if isinstance(e, NotHere) and e.partly}
+    problems = []
+    for test_id in sorted(named):
+        file, _, name = test_id.partition("::")
+        name = name.split("[")[0]
+        path = ROOT / file
+        if not path.is_file():
+            problems.append(f"{test_id}: no file {file}")
+        elif not re.search(rf"^(async )?def {re.escape(name)}\(", path.read_text(), re.M):
+            problems.append(f"{test_id}: {file} has no `def {name}(`")
+    assert not problems, "\n".join(problems)
+
+
+def test_few_commands_cannot_run_here() -> None:
+    not_here = {k: e for k, e in COMMANDS.items() if isinstance(e, NotHere)}
+    never = [k for k, e in not_here.items() if e.partly is None]
+    assert all(e.reason for e in not_here.values())
+    assert len(never) <= NEVER_RUN_AT_MOST, f"commands no test runs even in part: {never}"
+    assert len(not_here) <= NOT_HERE_AT_MOST, f"{len(not_here)} commands cannot run here"
+
+
+# --------------------------------------------------------------------------- links, first screen
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors (fenced blocks left out)."""
+    text = re.sub(r"^\s*```.*?^\s*```", "", markdown, flags=re.M | re.S)
+    found = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, flags=re.M):
+        found.add(re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-"))
+    return found
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [README, EXAMPLE_README, ROOT / "docs" / "DESIGN.md", ROOT / "docs" / "BENCHMARKS.md"],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_relative_links_and_anchors_resolve(doc: Path) -> None:
+    text = re.sub(r"^\s*```.*?^\s*```", "", doc.read_text(), flags=re.M | re.S)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        path = (doc.parent / file).resolve() if file else doc
+        if not path.exists():
+            broken.append(f"{target}: no {path.relative_to(ROOT)}")
+        elif anchor and path.suffix == ".md" and anchor not in anchors(path.read_text()):
+            broken.append(f"{target}: no heading #{anchor} in {path.relative_to(ROOT)}")
+    assert not broken, "\n".join(broken)
+
+
+def test_first_screen_says_what_to_do_now_that_agent_builder_is_gone() -> None:
+    first_screen = "\n".join(README.read_text().splitlines()[:30])
+    for needed in (
+        "2026-11-30",
+        "chatkit_proxy",
+        "(#migrating-from-agent-builder)",
+        "examples/chatkit_server/",
+        "`chatkit_agent`",
+        "not available yet",
+    ):
+        assert needed in first_screen, needed
+    assert "shuts down" not in README.read_text()  # it is past
+
+
+# --------------------------------------------------------------------------- make targets
+
+
+def test_make_targets_in_the_readmes_exist() -> None:
+    """`make -n`: each make target a README names exists (the run itself is elsewhere)."""
+    targets = set()
+    for command in all_commands():
+        words = [w for w in shlex.split(command.text) if not re.match(r"^[A-Z_]+=", w)]
+        if words[:1] == ["make"]:
+            targets.update(words[1:])
+    assert {"run", "test", "check", "bench"} <= targets, targets
+    for target in sorted(targets):
+        done = subprocess.run(
+            ["make", "-n", target], cwd=ROOT, env=clean_env(), capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"make -n {target}:\n{done.stdout}{done.stderr}"
+
+
+# --------------------------------------------------------------------------- make check, check
+
+
+@pytest.mark.slow
+def test_make_check_masks_secrets_and_picks_the_stub_without_a_key() -> None:
+    readme_command("make check")
+    done = subprocess.run(
+        ["make", "check"], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "check --config gateway.yaml --stub-upstream" in done.stdout  # what make ran
+    effective = yaml.safe_load(done.stdout[done.stdout.index("server:") :])
+    assert effective["upstream"]["api_key"] == ""
+    kinds = {route["kind"] for route in effective["routes"]}
+    assert "chatkit_proxy" in kinds, kinds
+    if "chatkit_session" in kinds:  # the README: `check` warns about it
+        assert "warning" in done.stderr and "chatkit_session" in done.stderr, done.stderr
+
+    key = "sk-readme-" + os.urandom(12).hex()
+    keyed = subprocess.run(
+        ["make", "check"],
+        cwd=ROOT,
+        env=clean_env(OPENAI_API_KEY=key),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert keyed.returncode == 0, keyed.stdout + keyed.stderr
+    assert "--stub-upstream" not in keyed.stdout
+    assert re.search(r"^  api_key: '\*\*\*'$", keyed.stdout, re.M), keyed.stdout
+    assert key not in keyed.stdout + keyed.stderr
+    assert key[10:] not in keyed.stdout + keyed.stderr
+
+
+@pytest.mark.slow
+def test_check_from_the_venv_as_the_readme_writes_it() -> None:
+    command = readme_command(
+        ".venv/bin/chatkit-gateway check --config gateway.yaml --stub-upstream"
+    )
+    argv = shlex.split(command.text)
+    done = subprocess.run(argv, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert yaml.safe_load(done.stdout)["routes"]
+    # The README: without a key and without --stub-upstream, check fails (token routes).
+    argv.remove("--stub-upstream")
+    keyless = subprocess.run(argv, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
+    assert keyless.returncode != 0
+    assert "upstream.api_key" in keyless.stderr, keyless.stderr
+
+
+# --------------------------------------------------------------------------- example server
+
+
+def example_block(path: Path) -> list[Command]:
+    """The commands of the block that starts the example server."""
+    for start, lang, body in shell_blocks(path):
+        if lang in SHELL_FENCES and any("examples/chatkit_server/server.py" in b for b in body):
+            return [
+                c
+                for c in commands_in(path)
+                if start <= int(c.source.split(":")[-1]) < start + len(body)
+            ]
+    raise AssertionError(f"{path}: no block starts examples/chatkit_server/server.py")
+
+
+async def wait_listening(port: int, proc: asyncio.subprocess.Process, log: Path) -> None:
+    deadline = time.monotonic() + 60  # importing the ChatKit SDK takes seconds
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert proc.returncode is None, f"exited early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"never listened on {port}:\n{log.read_text()}"
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(ROOT)))
+async def test_example_chatkit_server_as_the_readme_runs_it(readme: Path, tmp_path: Path) -> None:
+    commands = example_block(readme)
+    *setup, start = [c.text for c in commands]
+    assert all(c.startswith("export ") for c in setup), setup
+    assert re.search(r"--port 8002\b", start), start
+    port = free_port()
+    script = "\n".join(
+        [
+            "set -eu",
+            *setup,
+            'printf "%s\\n" "$CHATKIT_BACKEND_KEY" >&3',  # so the test can send it
+            "exec " + re.sub(r"--port 8002\b", f"--port {port}", start) + " 3>&-",
+        ]
+    )
+    log, key_file = tmp_path / "server.log", tmp_path / "key"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            "bash",
+            "-c",
+            f"exec 3>{shlex.quote(str(key_file))}\n{script}",
+            cwd=ROOT,
+            env=clean_env(),  # no OPENAI_API_KEY: echo mode
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        await wait_listening(port, proc, log)
+        key = key_file.read_text().strip()
+        assert re.fullmatch(r"[0-9a-f]{48}", key), key
+        url = f"http://127.0.0.1:{port}/chatkit"
+        body = {"type": "threads.list", "params": {}}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+            async with http.post(url, json=body, headers={"X-Backend-Key": key}) as resp:
+                assert resp.status == 200, await resp.text()
+                listed = await resp.json(content_type=None)
+            assert listed["data"] == [] and listed["has_more"] is False, listed
+            async with http.post(url, json=body) as resp:  # not from the gateway
+                assert resp.status == 401
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0, log.read_text()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+# --------------------------------------------------------------------------- curl on make run
+
+
+def _index(out: str, demo: int) -> None:
+    index = json.loads(out)
+    assert isinstance(index, dict), index
+    for needed in ("/api/chatkit/session", "/chatkit", "/openapi.json", "/healthz", "/metrics"):
+        assert needed in out, (needed, index)
+    assert "README" in out, index
+
+
+def _token(out: str, demo: int) -> None:
+    head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+    assert head.startswith("HTTP/1.1 200"), out
+    assert f"access-control-allow-origin: http://localhost:{demo}" in head.lower(), head
+    assert json.loads(body)["client_secret"].startswith("ek_stub_"), body
+
+
+def _stream(out: str, demo: int) -> None:
+    events = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("data: ")]
+    assert events and events[0]["type"] == "thread.created", out
+    deltas = [
+        e["update"]["delta"]
+        for e in events
+        if e["type"] == "thread.item.updated" and "delta" in e.get("update", {})
+    ]
+    assert len(deltas) > 1 and "hello" in "".join(deltas), out
+
+
+def _ready(out: str, demo: int) -> None:
+    assert '"status": "ok"' in out, out
+    assert re.search(r'^chatkit_gateway_build_info\{.*upstream="stub".*\} 1', out, re.M), out
+
+
+EXPECTED: dict[str, Callable[[str, int], None]] = {
+    "curl -s http://127.0.0.1:8080/": _index,
+    TOKEN_CURL: _token,
+    next(k for k in COMMANDS if k.startswith("curl -sN http://127.0.0.1:8080/chatkit")): _stream,
+    next(k for k in COMMANDS if k.startswith("curl -s localhost:8080/readyz")): _ready,
+}
+
+
+def on_ports(command: str, gw: int, demo: int) -> str:
+    command = re.sub(r"\b(127\.0\.0\.1|localhost):8080\b", rf"\g<1>:{gw}", command)
+    return re.sub(r"\b(127\.0\.0\.1|localhost):8000\b", rf"\g<1>:{demo}", command)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+async def test_readme_curl_commands_against_make_run(tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("curl is missing under CI")
+        pytest.skip("curl is not installed")
+    curls = [c for c in commands_run_by(TRY_IT) if not c.key.endswith("make run")]
+    unexpected = [c.key for c in curls if c.key not in EXPECTED]
+    assert not unexpected, f"no expectation in EXPECTED for {unexpected}"
+    readme_command("DEMO_PORT=8005 make run")
+    gw, demo, backend = free_port(), free_port(), free_port()
+    env = clean_env(
+        GATEWAY_PORT=str(gw), DEMO_PORT=str(demo), CHATKIT_DEMO_BACKEND_PORT=str(backend)
+    )
+    log = tmp_path / "make-run.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            "make", "run", cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops them all" not in log.read_text():
+            assert proc.returncode is None, f"make run exited:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"make run never got ready:\n{log.read_text()}"
+            await asyncio.sleep(0.2)
+        for command in curls:
+            local = on_ports(command.text, gw, demo)
+            done = await asyncio.to_thread(
+                subprocess.run,
+                ["bash", "-c", f"set -o pipefail; {local}"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == 0, f"{command.source}: {local}\n{done.stdout}{done.stderr}"
+            EXPECTED[command.key](done.stdout, demo)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        stop_by = time.monotonic() + 15
+        while _group_alive(proc.pid) and time.monotonic() < stop_by:
+            await asyncio.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+
+
+# --------------------------------------------------------------------------- Kubernetes
+
+
+def manifests() -> list[dict[str, Any]]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d and "metadata" in d]
+    return docs
+
+
+def test_kubernetes_commands_match_the_manifests() -> None:
+    """The names the README's kubectl lines use are the manifests' names."""
+    by_kind: dict[str, dict[str, Any]] = {}
+    for doc in manifests():
+        by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    for key in COMMANDS:
+        for kind, name in re.findall(r"\b(deployment|service)/([\w-]+)", key):
+            assert name in by_kind[kind.capitalize()], (key, name)
+    service = by_kind["Service"]["chatkit-gateway"]
+    forward = readme_command("kubectl -n chatkit port-forward service/chatkit-gateway 8080:80 &")
+    assert any(p["port"] == 80 for p in service["spec"]["ports"]), forward
+    deployment = by_kind["Deployment"]["chatkit-gateway"]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    secret = volumes["openai"]["secret"]
+    assert secret["secretName"] == "chatkit-gateway-openai"
+    assert [i["key"] for i in secret["items"]] == ["api-key"]
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubectl is missing under CI (the machine image ships it)")
+        pytest.skip("kubectl is not installed (the cluster-free parts need only its client)")
+    return found
+
+
+def run(argv: list[str], cwd: Path) -> str:
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{argv}:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def test_kubernetes_commands_without_a_cluster(tmp_path: Path) -> None:
+    """What of the deploy commands needs no cluster: render, and create with --dry-run."""
+    binary = kubectl()
+    dry = ["--dry-run=client", "-o", "yaml"]
+
+    rendered = run(shlex.split(readme_command("kubectl kustomize config/kubernetes").text), ROOT)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(rendered) if d}
+    assert ("Deployment", "chatkit-gateway") in kinds, kinds
+    assert any(kind == "ConfigMap" for kind, _ in kinds), kinds
+
+    namespace = yaml.safe_load(
+        run([*shlex.split(readme_command("kubectl create namespace chatkit").text), *dry], ROOT)
+    )
+    assert namespace["kind"] == "Namespace"
+
+    (tmp_path / "openai-api-key.txt").write_text("sk-placeholder\n")
+    create = readme_command(
+        "kubectl -n chatkit create secret generic chatkit-gateway-openai "
+        "--from-file=api-key=./openai-api-key.txt"
+    )
+    secret = yaml.safe_load(run([*shlex.split(create.text), *dry], tmp_path))
+    deployment = next(d for d in manifests() if d["kind"] == "Deployment")
+    volume = next(
+        v["secret"] for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v
+    )
+    assert secret["metadata"]["name"] == volume["secretName"]
+    assert set(secret["data"]) == {i["key"] for i in volume["items"]}
+    assert secret["metadata"]["namespace"] == namespace["metadata"]["name"]
+
+    (tmp_path / "new-key.txt").write_text("sk-placeholder-2\n")
+    rotate = next(c for c in all_commands() if "new-key.txt" in c.text)
+    before_apply = rotate.text.split("|")[0]
+    rotated = yaml.safe_load(run(shlex.split(before_apply), tmp_path))
+    assert rotated["metadata"]["name"] == volume["secretName"]
+    assert set(rotated["data"]) == set(secret["data"])
+
+    apply = readme_command("kubectl -n chatkit apply -k config/kubernetes")
+    assert shlex.split(apply.text)[-1] == "config/kubernetes"  # the directory rendered above
+
+    # The README's overlay, in a copy of the tree so its relative paths hold.
+    readme_command("kubectl apply -k deploy/production")
+    overlay_text = next(
+        "\n".join(body)
+        for _, lang, body in shell_blocks(README)
+        if lang == "yaml" and "# deploy/production/kustomization.yaml" in body[0]
+    )
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    overlay = tmp_path / "deploy" / "production"
+    overlay.mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(overlay_text)
+    docs = [d for d in yaml.safe_load_all(run([binary, "kustomize", str(overlay)], tmp_path)) if d]
+    assert {d["metadata"].get("namespace") for d in docs} == {"chatkit"}
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert ("Deployment", "chatkit-gateway-redis") in names, names
+
+
+def test_prometheusrule_pipeline_wraps_the_rules() -> None:
+    """The README's PrometheusRule pipe, up to `kubectl apply`: a PrometheusRule whose spec
+    is config/prometheus/rules.yml."""
+    command = next(c for c in all_commands() if "kind: PrometheusRule" in c.text)
+    produce, _, apply = command.text.rpartition("|")
+    assert apply.split() == ["kubectl", "-n", "monitoring", "apply", "-f", "-"], apply
+    out = run(["bash", "-c", f"set -o pipefail; {produce}"], ROOT)
+    rule = yaml.safe_load(out)
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
+    assert rule["metadata"] == {"name": "chatkit-gateway"}
+    rules = yaml.safe_load((ROOT / "config" / "prometheus" / "rules.yml").read_text())
+    assert rule["spec"] == rules
