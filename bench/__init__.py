@@ -1,1 +1,1 @@
-"""Benchmarks: `make bench` runs them; figures and commands are in the README."""
+"""Benchmarks: `make bench` runs them; figures and how to rerun them: docs/BENCHMARKS.md."""

@@ -1,6 +1,6 @@
 """A small self-hosted ChatKit server (openai-chatkit) to put behind the gateway's proxy route.
 
-    python examples/chatkit_server/server.py --port 8000
+    .venv/bin/python examples/chatkit_server/server.py --port 8002
 
 With OPENAI_API_KEY set, answers come from an OpenAI Agents SDK agent; without it, the
 server echoes each message back word by word (no model call), which is enough to try

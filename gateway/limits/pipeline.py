@@ -1,6 +1,6 @@
 """How the Redis limiter talks to Redis: batched script calls, and a fair timeout.
 
-Two problems of an asyncio client on a busy pod, both measured (README, "Limits shared
+Two problems of an asyncio client on a busy pod, both measured (docs/DESIGN.md, "Limits shared
 across replicas"):
 - one command per request costs a write, a read and several event-loop turns each, which
   is most of the Redis backend's CPU; `Batches` shares them between waiting requests;
