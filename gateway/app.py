@@ -45,9 +45,7 @@ def create_app(
             # Then the handler: ops routes, or `dispatch`, which runs a policy route's
             # checks (origin, method, proxy body, limits) in order; see routes/dispatch.py.
         ],
-        client_max_size=max(
-            [policy.server.max_body_bytes, *(r.max_body_bytes for r in policy.routes)]
-        ),
+        client_max_size=max([policy.server.max_body_bytes, *(r.body_limit for r in policy.routes)]),
         handler_args={
             "max_field_size": policy.server.max_header_bytes,
             # A client that goes away cancels its handler, and with it the upstream request

@@ -17,8 +17,7 @@ import functools
 import ipaddress
 from collections.abc import Sequence
 
-from .policy import ServerConfig
-from .policy.model import IPNetwork
+from .policy import IPNetwork, ServerConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

@@ -64,7 +64,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     client_ip = runtime.resolver.resolve(request.remote, forwarded)
     info = RequestInfo(rid, runtime, route, label, client_ip)
     info.response_headers["X-Request-ID"] = rid
-    if route is not None and route.route.kind.is_token:
+    if route is not None and route.route.no_store:
         # Every answer of a token route, errors too: a secret must never sit in a cache,
         # and a 429 or 502 kept by one would refuse clients it never saw.
         info.response_headers.update(_NO_STORE)

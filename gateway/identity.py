@@ -23,33 +23,33 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import BadRequest
-from .policy import Policy, Route, UserIdSource
+from .policy import UpstreamConfig, UserIdConfig, UserIdSource
 
 _DEVICE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 _DERIVE = b"chatkit-gateway/user-id/v1\x00"
 
 
-def user_secret(policy: Policy, route: Route) -> bytes:
-    explicit = route.user_id.secret
+def user_secret(config: UserIdConfig, upstream: UpstreamConfig) -> bytes:
+    explicit = config.secret
     if explicit:
         return explicit.reveal().encode()
-    key = policy.upstream.api_key.reveal() or "stub-upstream"
+    key = upstream.api_key.reveal() or "stub-upstream"
     return hashlib.sha256(_DERIVE + key.encode()).digest()
 
 
 def end_user_id(
-    route: Route,
+    config: UserIdConfig,
     secret: bytes,
     body: Mapping[str, Any],
     headers: Mapping[str, str],
     client_ip: str,
     from_trusted_proxy: bool,
 ) -> str:
-    source = route.user_id.source
+    source = config.source
     if source is UserIdSource.HEADER:
-        value = headers.get(route.user_id.header) if from_trusted_proxy else None
+        value = headers.get(config.header) if from_trusted_proxy else None
         if not value or not _DEVICE_ID.fullmatch(value):
-            raise BadRequest(f"{route.user_id.header} is missing (set by the auth proxy)")
+            raise BadRequest(f"{config.header} is missing (set by the auth proxy)")
         material = f"header:{value}"
     elif source is UserIdSource.DEVICE_ID and "device_id" in body:
         device = body["device_id"]

@@ -17,7 +17,7 @@ from prometheus_client import (
 )
 
 from . import __version__
-from .policy import CHATKIT_TYPES
+from .chatkit_protocol import CHATKIT_TYPES
 from .request_metrics import CounterTable, GaugeValue, HistogramTable, RequestMetricsCollector
 
 # Upstream outcomes: the one fixed vocabulary shared by code, alerts and dashboard.

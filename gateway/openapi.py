@@ -2,9 +2,9 @@
 
 `openapi.json` (package data) is the hand-kept part: operations endpoints, every answer,
 header and error code, and one path item template per route kind in
-`components.pathItems`. The routes themselves come from the policy, so the document
-served at `/openapi.json` adds a path per route (and, for a proxy route, its upload paths
-below) from those templates, with the route's own origins, limits and metrics path.
+`components.pathItems`. The routes themselves come from the policy: each route kind says
+which paths it serves (`RouteBase.openapi`, usually `route_path_item` on its template), with
+the route's own origins, limits and the metrics path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .policy import Policy, Route, RouteKind
+from .policy import Policy, RouteBase
 
 _DEFAULT_METRICS_PATH = "/metrics"
 
@@ -34,12 +34,8 @@ def document(policy: Policy, metrics_path: str | None = None) -> dict[str, Any]:
     paths: dict[str, Any] = doc["paths"]
     metrics = paths.pop(_DEFAULT_METRICS_PATH)
     paths[metrics_path or policy.metrics.path] = metrics
-    items = doc["components"]["pathItems"]
     for route in policy.routes:
-        paths[route.path] = _route_item(items[route.kind.value], route, doc, below=False)
-        if route.kind is RouteKind.CHATKIT_PROXY:
-            below = route.path.rstrip("/") + "/{rest}"
-            paths[below] = _route_item(items["chatkit_proxy_below"], route, doc, below=True)
+        paths.update(route.openapi(doc))
     return doc
 
 
@@ -59,10 +55,17 @@ class DocumentCache:
         return self._last[1]
 
 
-def _route_item(
-    template_item: dict[str, Any], route: Route, doc: dict[str, Any], *, below: bool
+def route_path_item(
+    doc: dict[str, Any],
+    template: str,
+    route: RouteBase,
+    *,
+    below: bool = False,
+    rate_headers: bool = False,
 ) -> dict[str, Any]:
-    item = copy.deepcopy(template_item)
+    """The path item `template` of `components.pathItems`, filled in for `route`.
+    `rate_headers`: every answer past the origin check reports the tightest limit."""
+    item: dict[str, Any] = copy.deepcopy(doc["components"]["pathItems"][template])
     item["summary"] = f"{item['summary']} (route `{route.name}`)"
     item["x-route-name"] = route.name
     post = item["post"]
@@ -79,11 +82,10 @@ def _route_item(
         + (f" ({', '.join(sorted(limit.types))})" if limit.types else "")
         for limit in route.rate_limits
     ]
-    post["description"] = f"Body at most {route.max_body_bytes} bytes. " + (
+    post["description"] = f"Body at most {route.body_limit} bytes. " + (
         f"Limits: {'; '.join(limits)}." if limits else "No rate limits."
     )
-    if route.kind.is_token and route.rate_limits:
-        # Every answer past the origin check reports the tightest limit.
+    if rate_headers and route.rate_limits:
         headers = doc["components"]["headers"]
         ok = post["responses"]["200"]["headers"]
         for name in ("RateLimit", "RateLimit-Policy"):
@@ -95,7 +97,7 @@ def _is_origin(parameter: dict[str, Any]) -> bool:
     return parameter.get("$ref") == "#/components/parameters/Origin"
 
 
-def _origin_parameter(route: Route, origins: list[str]) -> dict[str, Any]:
+def _origin_parameter(route: RouteBase, origins: list[str]) -> dict[str, Any]:
     return {
         "name": "Origin",
         "in": "header",

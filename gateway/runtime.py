@@ -8,33 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import aiohttp
 from aiohttp import web
 
 from .clientip import ClientIPResolver
-from .identity import user_secret
 from .limits import RouteLimit, route_limits
-from .policy import OPS_PATHS, Policy, Route, RouteKind
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyTarget:
-    """What a chatkit_proxy route needs per request, worked out once per policy."""
-
-    url: str  # the target, no trailing slash; a request's path below the route is appended
-    timeout: aiohttp.ClientTimeout  # no total: streams may last; idle limit between chunks
-    headers: tuple[tuple[str, str], ...] = field(repr=False)  # upstream_headers, revealed
+from .policy import OPS_PATHS, Policy, RouteBase
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRoute:
-    route: Route
+    route: RouteBase
     limits: tuple[RouteLimit, ...]  # each with its scope: the counters it spends
     preflight_headers: tuple[tuple[str, str], ...]
     methods: frozenset[str]
     allow_header: str
-    user_secret: bytes
-    proxy: ProxyTarget | None = None
+    data: object = field(repr=False)  # what the kind's compile() made of it
 
     @property
     def name(self) -> str:
@@ -44,32 +32,17 @@ class CompiledRoute:
 EXPOSE_HEADERS = "Retry-After, RateLimit, RateLimit-Policy, X-Request-ID"
 
 
-def compile_route(policy: Policy, route: Route) -> CompiledRoute:
-    methods = frozenset({"POST"})
-    allow = "POST, OPTIONS"
+def compile_route(policy: Policy, route: RouteBase) -> CompiledRoute:
+    methods = route.methods
+    allow = ", ".join([*sorted(methods), "OPTIONS"])
     preflight = (
-        ("Access-Control-Allow-Methods", "POST"),
+        ("Access-Control-Allow-Methods", ", ".join(sorted(methods))),
         ("Access-Control-Allow-Headers", "Content-Type, X-Request-ID, Authorization"),
         ("Access-Control-Max-Age", str(route.cors_max_age_seconds)),
     )
-    limits = route_limits(route)
-    proxy = _proxy_target(route) if route.kind is RouteKind.CHATKIT_PROXY else None
     return CompiledRoute(
-        route, limits, preflight, methods, allow, user_secret(policy, route), proxy
+        route, route_limits(route), preflight, methods, allow, route.compile(policy.upstream)
     )
-
-
-_CONNECT_SECONDS = 10.0
-
-
-def _proxy_target(route: Route) -> ProxyTarget:
-    assert route.target is not None
-    idle = route.stream_idle_timeout_seconds
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=None, sock_connect=min(_CONNECT_SECONDS, idle), sock_read=idle
-    )
-    headers = tuple((name, value.reveal()) for name, value in route.upstream_headers)
-    return ProxyTarget(route.target.rstrip("/"), timeout, headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +50,7 @@ class Runtime:
     policy: Policy
     resolver: ClientIPResolver
     exact: dict[str, CompiledRoute]
-    prefixes: tuple[tuple[str, CompiledRoute], ...]  # proxy routes, longest prefix first
+    prefixes: tuple[tuple[str, CompiledRoute], ...]  # serves_below routes, longest first
     ops_paths: frozenset[str]
 
     @classmethod
@@ -87,7 +60,7 @@ class Runtime:
         prefixes = tuple(
             sorted(
                 ((c.route.path.rstrip("/") + "/", c) for c in compiled
-                 if c.route.kind is RouteKind.CHATKIT_PROXY),
+                 if c.route.serves_below),
                 key=lambda item: -len(item[0]),
             )
         )  # fmt: skip

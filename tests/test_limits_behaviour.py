@@ -24,14 +24,15 @@ from gateway.limits import (
     route_limits,
 )
 from gateway.limits.redis import RedisStorage
-from gateway.policy import Backend, LimiterConfig, LimitKey, RateLimit, Route, RouteKind, Secret
+from gateway.policy import Backend, LimiterConfig, LimitKey, RateLimit, Secret
+from gateway.routes import ChatKitProxyRoute
 from tests.redis_server import RedisServer, running_redis
 
 HOUR = 3600.0
 
 
 def limit(requests: int, per: float, key: LimitKey = LimitKey.CLIENT_IP) -> RateLimit:
-    return RateLimit(key, requests, per, f"{requests}-per-{per:g}s")
+    return RateLimit(key, requests, per, f"limit-{requests}-per-{per * 1000:.0f}ms")
 
 
 def bucket(rl: RateLimit, key: str = "192.0.2.1", scope: str | None = None) -> Bucket:
@@ -159,10 +160,10 @@ async def test_keys_are_independent(backend: Harness) -> None:
 async def test_types_narrow_which_buckets_a_request_spends(backend: Harness) -> None:
     every = limit(10, HOUR)
     writes = RateLimit(LimitKey.CLIENT_IP, 2, HOUR, "writes", frozenset({"threads.create"}))
-    route = Route(
+    route = ChatKitProxyRoute(
         name="chat",
         path="/chatkit",
-        kind=RouteKind.CHATKIT_PROXY,
+        kind="chatkit_proxy",
         allowed_origins=frozenset(),
         allow_missing_origin=True,
         rate_limits=(every, writes),

@@ -25,7 +25,6 @@ from gateway.policy import (
     Policy,
     PolicyError,
     Rate,
-    RouteKind,
     Secret,
     effective_policy,
     load_policy,
@@ -561,7 +560,7 @@ def test_api_key_required_only_without_the_stub() -> None:
           - {name: chat, path: /chatkit, kind: chatkit_proxy, target: "http://b:1/chatkit",
              allow_missing_origin: true}
         """)
-    assert parse(proxy_only).routes[0].kind is RouteKind.CHATKIT_PROXY
+    assert parse(proxy_only).routes[0].kind == "chatkit_proxy"
 
 
 def test_env_default_is_used_when_the_variable_is_unset() -> None:
@@ -686,7 +685,7 @@ def test_the_spec_example_parses_into_the_right_objects() -> None:
     assert (site.name, site.path, site.kind) == (
         "site",
         "/api/chatkit/session",
-        RouteKind.CHATKIT_SESSION,
+        "chatkit_session",
     )
     assert site.workflow_id == "wf_spec_123"
     assert site.allowed_origins == {"https://example.org", "http://localhost:8000"}
@@ -700,12 +699,12 @@ def test_the_spec_example_parses_into_the_right_objects() -> None:
     assert site.session.workflow_version is None
     assert site.max_body_bytes == 16384
 
-    assert voice.kind is RouteKind.REALTIME_CLIENT_SECRET
+    assert voice.kind == "realtime_client_secret"
     assert voice.realtime.expires_after_seconds == 600
     assert voice.realtime.session == {"type": "realtime", "model": "gpt-realtime"}
     assert [(lim.requests, lim.per_seconds) for lim in voice.rate_limits] == [(20, 3600)]
 
-    assert chat.kind is RouteKind.CHATKIT_PROXY
+    assert chat.kind == "chatkit_proxy"
     assert chat.target == "http://chatkit-backend:8000/chatkit"
     assert chat.max_body_bytes == 10485760
     assert chat.stream_idle_timeout_seconds == 300

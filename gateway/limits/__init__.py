@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from ..errors import Unavailable
-from ..policy import LimitKey, OnBackendError, RateLimit, Route
+from ..policy import LimitKey, OnBackendError, RateLimit, RouteBase
 from .base import BackendUnavailable, Bucket, LimitStorage, Verdict, tightest
 from .memory import MemoryStorage
 
@@ -32,7 +32,7 @@ class RouteLimit(NamedTuple):
     fixed: Bucket | None
 
 
-def route_limits(route: Route) -> tuple[RouteLimit, ...]:
+def route_limits(route: RouteBase) -> tuple[RouteLimit, ...]:
     out = []
     for i, limit in enumerate(route.rate_limits):
         scope = scope_of(route, i)
@@ -41,7 +41,7 @@ def route_limits(route: Route) -> tuple[RouteLimit, ...]:
     return tuple(out)
 
 
-def scope_of(route: Route, index: int) -> str:
+def scope_of(route: RouteBase, index: int) -> str:
     """Counters live as long as the route name and the limit's definition stay the same."""
     limit = route.rate_limits[index]
     types = ",".join(sorted(limit.types)) if limit.types else "*"

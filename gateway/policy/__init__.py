@@ -1,36 +1,36 @@
-"""The policy file: parsed once into frozen objects, every problem reported with its line."""
+"""The policy file: parsed once into frozen objects, every problem reported with its line.
 
-from .load import load_policy, parse_policy
-from .model import (
+pydantic validates; `source.py` keeps the YAML lines, `document.py` maps pydantic's errors
+onto them. Route kinds add their own keys (`route.py`, `gateway/routes/`).
+"""
+
+from .document import OPS_PATHS, Policy, load_policy, parse_policy, policy_adapter, policy_schema
+from .problems import PolicyError, Problem
+from .render import effective_policy, policy_warnings
+from .route import RouteBase, register_kind, route_kinds
+from .sections import (
+    STRICT,
     Backend,
     LimiterConfig,
     LimitKey,
     MetricsConfig,
     OnBackendError,
-    Policy,
     Rate,
     RateLimit,
-    RealtimeOptions,
-    Route,
-    RouteKind,
-    Secret,
     ServerConfig,
-    SessionOptions,
     UpstreamConfig,
     UserIdConfig,
     UserIdSource,
     whole_seconds,
 )
-from .reader import PolicyError, Problem
-from .render import effective_policy, policy_warnings
-from .routes import CHATKIT_STREAMING_TYPES, CHATKIT_TYPES, HOP_BY_HOP, OPS_PATHS
+from .types import IPNetwork, JsonObject, Secret
 
 __all__ = [
-    "CHATKIT_STREAMING_TYPES",
-    "CHATKIT_TYPES",
-    "HOP_BY_HOP",
     "OPS_PATHS",
+    "STRICT",
     "Backend",
+    "IPNetwork",
+    "JsonObject",
     "LimitKey",
     "LimiterConfig",
     "MetricsConfig",
@@ -40,18 +40,19 @@ __all__ = [
     "Problem",
     "Rate",
     "RateLimit",
-    "RealtimeOptions",
-    "Route",
-    "RouteKind",
+    "RouteBase",
     "Secret",
     "ServerConfig",
-    "SessionOptions",
     "UpstreamConfig",
     "UserIdConfig",
     "UserIdSource",
     "effective_policy",
     "load_policy",
     "parse_policy",
+    "policy_adapter",
+    "policy_schema",
     "policy_warnings",
+    "register_kind",
+    "route_kinds",
     "whole_seconds",
 ]

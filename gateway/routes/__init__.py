@@ -1,1 +1,16 @@
-"""Request handlers: the token routes and the ChatKit proxy, dispatched by the policy."""
+"""The route kinds the gateway ships: one module each, one registration line each.
+
+A kind is a `RouteBase` subclass (policy keys, compile, serve, OpenAPI, warnings); see
+gateway/policy/route.py for the contract. `dispatch.py` and `ops.py` serve them.
+"""
+
+from ..policy import register_kind
+from .chatkit_proxy import ChatKitProxyRoute
+from .chatkit_session import ChatKitSessionRoute
+from .realtime_client_secret import RealtimeClientSecretRoute
+
+register_kind(ChatKitSessionRoute)
+register_kind(RealtimeClientSecretRoute)
+register_kind(ChatKitProxyRoute)
+
+__all__ = ["ChatKitProxyRoute", "ChatKitSessionRoute", "RealtimeClientSecretRoute"]

@@ -60,9 +60,7 @@ async def index(request: web.Request) -> web.StreamResponse:
             "about": "Edge gateway for embedded OpenAI ChatKit and Realtime widgets: "
             "origin checks and rate limits in front of OpenAI and ChatKit servers.",
             "upstream": "stub" if policy.stub_upstream else "openai",
-            "routes": [
-                {"name": r.name, "path": r.path, "kind": r.kind.value} for r in policy.routes
-            ],
+            "routes": [{"name": r.name, "path": r.path, "kind": r.kind} for r in policy.routes],
             "openapi": "/openapi.json",
             "healthz": "/healthz",
             "readyz": "/readyz",

@@ -1,4 +1,6 @@
-"""Token routes: mint a ChatKit session or a Realtime client secret with the server's key.
+"""What token routes share: mint a secret upstream with the server's key, answer
+`{client_secret, expires_at}`. A token kind says which endpoint, with which body, and
+what the stub upstream answers there.
 
 The browser's body may carry only a `device_id` (see identity.py); workflow, model and
 key come from the policy alone.
@@ -6,70 +8,59 @@ key come from the policy alone.
 
 from __future__ import annotations
 
-from typing import Any
+import abc
+from typing import Any, ClassVar
 
 from aiohttp import web
+from pydantic.dataclasses import dataclass
 
-from ..errors import UpstreamError
-from ..identity import end_user_id
-from ..policy import Policy, Route, RouteKind
-from ..requestinfo import INFO
-from ..upstream import CHATKIT_BETA, CHATKIT_SESSIONS, REALTIME_CLIENT_SECRETS, UPSTREAM
+from ..errors import GatewayError, UpstreamError
+from ..limits.spend import spend_limits
+from ..openapi import route_path_item
+from ..policy import STRICT, RouteBase
+from ..requestinfo import INFO, RequestInfo
+from ..upstream import UPSTREAM
 from .body import parse_object, read_capped
 
 
-def session_body(policy: Policy, route: Route, user: str) -> dict[str, Any]:
-    opts = route.session
-    workflow: dict[str, Any] = {"id": route.workflow_id}
-    if opts.workflow_version:
-        workflow["version"] = opts.workflow_version
-    if opts.state_variables:
-        workflow["state_variables"] = opts.state_variables
-    if opts.tracing_enabled is not None:
-        workflow["tracing"] = {"enabled": opts.tracing_enabled}
-    body: dict[str, Any] = {"workflow": workflow, "user": user}
-    if opts.expires_after_seconds:
-        body["expires_after"] = {"anchor": "created_at", "seconds": opts.expires_after_seconds}
-    if opts.max_requests_per_1_minute:
-        body["rate_limits"] = {"max_requests_per_1_minute": opts.max_requests_per_1_minute}
-    if opts.chatkit_configuration:
-        body["chatkit_configuration"] = opts.chatkit_configuration
-    return body
+@dataclass(frozen=True, kw_only=True, config=STRICT)
+class TokenRoute(RouteBase):
+    needs_openai_key: ClassVar[bool] = True
+    no_store: ClassVar[bool] = True  # a secret must never sit in a cache, nor a refusal
+    endpoint: ClassVar[str]  # below upstream.base_url
+    beta: ClassVar[str | None] = None  # the OpenAI-Beta header, if the endpoint needs one
+    not_found: ClassVar[type[GatewayError] | None] = None  # what a 404 there means
 
+    @abc.abstractmethod
+    def upstream_body(self, browser: dict[str, Any], request: web.Request) -> dict[str, Any]:
+        """What is POSTed to `endpoint` for this browser request."""
 
-def realtime_body(route: Route) -> dict[str, Any]:
-    opts = route.realtime
-    body: dict[str, Any] = {}
-    if opts.expires_after_seconds:
-        body["expires_after"] = {"anchor": "created_at", "seconds": opts.expires_after_seconds}
-    if opts.session:
-        body["session"] = opts.session
-    return body
+    @abc.abstractmethod
+    def answer(self, upstream: dict[str, Any]) -> tuple[object, object]:
+        """The client secret and its expiry in the upstream's answer."""
 
+    @staticmethod
+    @abc.abstractmethod
+    def stub_answer(body: dict[str, Any], secret: str, expires_at: int) -> dict[str, Any]:
+        """What the built-in stub upstream (`--stub-upstream`) answers to `body`."""
 
-async def handle_token(request: web.Request) -> web.Response:
-    info = request[INFO]
-    assert info.route is not None
-    route = info.route.route
-    policy = info.runtime.policy
-    browser = parse_object(await read_capped(request, route.max_body_bytes))
-    upstream = request.app[UPSTREAM]
-    if route.kind is RouteKind.CHATKIT_SESSION:
-        user = end_user_id(
-            route,
-            info.route.user_secret,
-            browser,
-            request.headers,
-            info.client_ip,
-            info.runtime.resolver.trusts(request.remote),
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        info: RequestInfo = request[INFO]
+        assert info.route is not None
+        await spend_limits(request, info, info.route)
+        browser = parse_object(await read_capped(request, self.body_limit))
+        data = await request.app[UPSTREAM].create(
+            self.endpoint,
+            self.upstream_body(browser, request),
+            info,
+            beta=self.beta,
+            stub=self.stub_answer,
+            not_found=self.not_found,
         )
-        data = await upstream.create(
-            CHATKIT_SESSIONS, session_body(policy, route, user), info, beta=CHATKIT_BETA
-        )
-        secret, expires_at = data.get("client_secret"), data.get("expires_at")
-    else:
-        data = await upstream.create(REALTIME_CLIENT_SECRETS, realtime_body(route), info)
-        secret, expires_at = data.get("value"), data.get("expires_at")
-    if not isinstance(secret, str) or not secret or not isinstance(expires_at, int):
-        raise UpstreamError("Upstream answered without a client secret")
-    return web.json_response({"client_secret": secret, "expires_at": expires_at})
+        secret, expires_at = self.answer(data)
+        if not isinstance(secret, str) or not secret or not isinstance(expires_at, int):
+            raise UpstreamError("Upstream answered without a client secret")
+        return web.json_response({"client_secret": secret, "expires_at": expires_at})
+
+    def openapi(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        return {self.path: route_path_item(doc, self.KIND, self, rate_headers=True)}

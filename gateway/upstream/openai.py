@@ -26,12 +26,11 @@ from ..errors import (
     UpstreamError,
     UpstreamRateLimited,
     UpstreamTimeout,
-    WorkflowNotFound,
 )
 from ..metrics import Metrics
 from ..policy import UpstreamConfig
 from ..requestinfo import RequestInfo
-from . import CHATKIT_SESSIONS
+from . import StubAnswer
 
 log = logging.getLogger("gateway.upstream")
 _KEYLIKE = re.compile(r"(sk|ek|rk)-[A-Za-z0-9_\-*]{4,}|ek_[A-Za-z0-9_\-]{4,}")
@@ -82,7 +81,14 @@ class OpenAIClient:
         }
 
     async def create(
-        self, path: str, body: dict[str, Any], info: RequestInfo, *, beta: str | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        info: RequestInfo,
+        *,
+        beta: str | None = None,
+        stub: StubAnswer | None = None,
+        not_found: type[GatewayError] | None = None,
     ) -> dict[str, Any]:
         config = self._config
         headers = {
@@ -95,7 +101,7 @@ class OpenAIClient:
         url = config.base_url + path
         for attempt in range(config.retries + 1):
             try:
-                return await self._attempt(url, path, headers, body, info)
+                return await self._attempt(url, path, headers, body, info, not_found)
             except _Retry as retry:
                 if attempt == config.retries:
                     raise retry.final from None
@@ -110,6 +116,7 @@ class OpenAIClient:
         headers: dict[str, str],
         body: dict[str, Any],
         info: RequestInfo,
+        not_found: type[GatewayError] | None,
     ) -> dict[str, Any]:
         route = info.route_label
         timeout = self._timeout
@@ -129,7 +136,7 @@ class OpenAIClient:
                         outcome = "server_error"
                         raise UpstreamError()
                     return data
-                outcome, error = await self._classify(r, path, info)
+                outcome, error = await self._classify(r, info, not_found)
                 raise error
         except TimeoutError:
             outcome = "timeout"
@@ -149,7 +156,7 @@ class OpenAIClient:
             self._metrics.upstream_call(route, outcome, elapsed)
 
     async def _classify(
-        self, r: aiohttp.ClientResponse, path: str, info: RequestInfo
+        self, r: aiohttp.ClientResponse, info: RequestInfo, not_found: type[GatewayError] | None
     ) -> tuple[str, GatewayError]:
         fields = _fields(info, await _error_detail(r))
         if r.status == 429:
@@ -159,9 +166,9 @@ class OpenAIClient:
         if r.status in (401, 403):
             log.error("OpenAI rejected the API key", extra=fields)
             return "auth_failed", UpstreamAuthFailed()
-        if r.status == 404 and path == CHATKIT_SESSIONS:
-            log.error("workflow not found", extra=fields)
-            return "not_found", WorkflowNotFound()
+        if r.status == 404 and not_found is not None:
+            log.error(not_found.message.lower(), extra=fields)
+            return "not_found", not_found()
         if r.status >= 500:
             log.warning("upstream server error", extra=fields)
             return "server_error", UpstreamError()

@@ -29,8 +29,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ..errors import UpstreamError, UpstreamTimeout
+from ..http_fields import HOP_BY_HOP
 from ..metrics import METRICS
-from ..policy import HOP_BY_HOP
 from ..requestinfo import RequestInfo
 
 log = logging.getLogger("gateway.proxy")

@@ -1,32 +1,38 @@
-"""chatkit_proxy routes: the browser's ChatKit traffic passed to the site's own ChatKit server.
+"""`chatkit_proxy`: the browser's ChatKit traffic passed to the site's own ChatKit server.
 
 The route's own path is the ChatKit endpoint: every request there is a JSON object whose
 `type` picks the limits that apply (`types:`), so the body is read — within the route's
-`max_body_bytes` — before any limit is spent (routes/dispatch.py), and handed to the
-handler to forward as is. Paths below the route carry attachment uploads
-(multipart, no type) and are forwarded to the same place below `target`.
+`max_body_bytes` — before any limit is spent, and forwarded as is. Paths below the route
+carry attachment uploads (multipart, no type) and are forwarded to the same place below
+`target`.
 
 Gateway refusals are always 4xx: the widget retries a stream request on 5xx, five times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Annotated, Any, ClassVar, Literal
 
+import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from pydantic import AfterValidator
+from pydantic.dataclasses import dataclass
 
+from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
 from ..errors import NotFound, RateLimited
+from ..http_fields import HOP_BY_HOP
+from ..limits.spend import spend_limits
 from ..metrics import METRICS, chatkit_type_label
-from ..policy import CHATKIT_STREAMING_TYPES, HOP_BY_HOP
+from ..openapi import route_path_item
+from ..policy import STRICT, RouteBase, Secret, UpstreamConfig
+from ..policy.types import HEADER_NAME, Between, HttpUrl, at
 from ..requestinfo import INFO, RequestInfo
+from ..runtime import CompiledRoute
 from ..upstream.stream import PROXY, relay
 from .body import parse_object, read_capped
-
-if TYPE_CHECKING:
-    from ..runtime import CompiledRoute
 
 # Escapes that could turn into a traversal, a different path, or control bytes once a
 # backend decodes them: `.`, `/`, `\`, `%` (double encoding), and C0 controls/DEL.
@@ -40,7 +46,70 @@ _NOT_FORWARDED = HOP_BY_HOP | {
 _STREAM_RETRY_AFTER = "5"
 
 
-@dataclass(frozen=True, slots=True)
+def _upstream_headers(headers: dict[str, Secret]) -> dict[str, Secret]:
+    for key in headers:
+        if not HEADER_NAME.fullmatch(key):
+            raise at((key,), f"bad header name {key!r}")
+        if key.lower() in HOP_BY_HOP or key.lower() in ("host", "content-length"):
+            raise at((key,), f"{key} is set by the proxy itself")
+    return headers
+
+
+_CONNECT_SECONDS = 10.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProxyTarget:
+    """What a chatkit_proxy route needs per request, worked out once per policy."""
+
+    url: str  # the target, no trailing slash; a request's path below the route is appended
+    timeout: aiohttp.ClientTimeout  # no total: streams may last; idle limit between chunks
+    headers: tuple[tuple[str, str], ...] = dataclasses.field(repr=False)  # revealed
+
+
+@dataclass(frozen=True, kw_only=True, config=STRICT)
+class ChatKitProxyRoute(RouteBase):
+    kind: Literal["chatkit_proxy"]
+    target: HttpUrl
+    stream_idle_timeout_seconds: Annotated[float, Between(1, 86400)] = 300.0
+    max_streams_per_client: Annotated[int, Between(1, 10000)] | None = None
+    # Sent to the backend on every request (e.g. a shared key only the gateway knows).
+    upstream_headers: Annotated[dict[str, Secret], AfterValidator(_upstream_headers)] = (
+        dataclasses.field(default_factory=dict)
+    )
+    serves_below: ClassVar[bool] = True
+    takes_types: ClassVar[bool] = True
+    default_max_body_bytes: ClassVar[int | None] = 10 * 1024 * 1024  # attachments
+
+    def compile(self, upstream: UpstreamConfig) -> ProxyTarget:
+        idle = self.stream_idle_timeout_seconds
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=min(_CONNECT_SECONDS, idle), sock_read=idle
+        )
+        headers = tuple((name, value.reveal()) for name, value in self.upstream_headers.items())
+        return ProxyTarget(self.target.rstrip("/"), timeout, headers)
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        info = request[INFO]
+        assert info.route is not None
+        forward = await read_forward(request, info, info.route)
+        await spend_limits(request, info, info.route)
+        return await handle_proxy(request, forward)
+
+    def openapi(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        below = self.path.rstrip("/") + "/{rest}"
+        return {
+            self.path: route_path_item(doc, "chatkit_proxy", self),
+            below: route_path_item(doc, "chatkit_proxy_below", self, below=True),
+        }
+
+
+def target_of(compiled: CompiledRoute) -> ProxyTarget:
+    assert isinstance(compiled.data, ProxyTarget)
+    return compiled.data
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Forward:
     """Where a request goes and the body it carries, worked out before limits are spent."""
 
@@ -78,13 +147,13 @@ def is_endpoint(route_path: str, path: str) -> bool:
 async def read_forward(request: web.Request, info: RequestInfo, compiled: CompiledRoute) -> Forward:
     """Check the path, read the body within the cap and learn the ChatKit type (before the
     limits); refusals here — 404, 413, 400 — cost no quota and never reach the backend."""
-    assert compiled.proxy is not None
     route = compiled.route
+    assert isinstance(route, ChatKitProxyRoute)
     rel = request.rel_url
-    url = upstream_url(route.path, compiled.proxy.url, rel.raw_path, rel.raw_query_string)
+    url = upstream_url(route.path, target_of(compiled).url, rel.raw_path, rel.raw_query_string)
     if url is None:
         raise NotFound()
-    body = await read_capped(request, route.max_body_bytes)
+    body = await read_capped(request, route.body_limit)
     if is_endpoint(route.path, request.path):
         kind = parse_object(body, empty_ok=False).get("type")
         info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
@@ -99,7 +168,7 @@ async def read_forward(request: web.Request, info: RequestInfo, compiled: Compil
 def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -> CIMultiDict[str]:
     """The browser's end-to-end headers (Cookie and Authorization included: the backend is
     the site's own and may authenticate with them), the forwarding headers, the policy's."""
-    assert info.route is not None and info.route.proxy is not None
+    assert info.route is not None
     received = request.headers
     named = {t.strip().lower() for v in received.getall("Connection", ()) for t in v.split(",")}
     out: CIMultiDict[str] = CIMultiDict()
@@ -120,7 +189,7 @@ def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -
     # compressed, passed through untouched with their Content-Encoding.
     asked = received.get("Accept-Encoding", "identity")
     out["Accept-Encoding"] = "identity" if streaming else asked
-    for name, value in info.route.proxy.headers:
+    for name, value in target_of(info.route).headers:
         out[name] = value
     return out
 
@@ -137,13 +206,14 @@ def _too_many_streams(request: web.Request, route_name: str) -> RateLimited:
 async def handle_proxy(request: web.Request, forward: Forward) -> web.StreamResponse:
     info = request[INFO]
     compiled = info.route
-    assert compiled is not None and compiled.proxy is not None
+    assert compiled is not None
     route = compiled.route
+    assert isinstance(route, ChatKitProxyRoute)
     metrics = request.app[METRICS]
     state = request.app[PROXY]
     streaming = info.chatkit_type in CHATKIT_STREAMING_TYPES
     headers = upstream_headers(request, info, streaming)
-    timeout = compiled.proxy.timeout
+    timeout = target_of(compiled).timeout
     if not streaming:
         metrics.chatkit_requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
         return await relay(request, info, forward.url, headers, forward.body, timeout)

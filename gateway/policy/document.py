@@ -1,0 +1,294 @@
+"""gateway.yaml → Policy: read with lines (source.py), validated by pydantic, every problem
+reported with its line (pydantic's error locations mapped onto the YAML keys)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+from pydantic_core import ErrorDetails
+
+from .problems import Loc, PolicyError, Problem, key_path
+from .route import RouteBase, on_kinds_changed, route_kinds
+from .sections import STRICT, LimiterConfig, MetricsConfig, ServerConfig, UpstreamConfig
+from .source import Document, read_document
+
+# Served by the gateway itself on every policy (routes/ops.py); the metrics path too.
+OPS_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
+
+
+@dataclass(frozen=True, kw_only=True, config=STRICT)
+class Policy:
+    """The whole policy. `routes` holds one class per kind (the registry's union)."""
+
+    server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
+    upstream: UpstreamConfig = dataclasses.field(default_factory=UpstreamConfig)
+    limiter: LimiterConfig = dataclasses.field(default_factory=LimiterConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    routes: tuple[RouteBase, ...]
+
+    # Not part of the file: where it came from, and the CLI's --stub-upstream.
+    source: str = Field(default="", exclude=True)
+    stub_upstream: bool = Field(default=False, exclude=True)
+
+    def __post_init__(self) -> None:
+        # A route's body cap defaults to its kind's, else to the server's (resolved once).
+        for route in self.routes:
+            if route.max_body_bytes is None:
+                default = route.default_max_body_bytes or self.server.max_body_bytes
+                object.__setattr__(route, "max_body_bytes", default)
+
+
+@functools.cache
+def policy_adapter() -> TypeAdapter[Any]:
+    """The validator of the file: Policy with `routes` as the union of registered kinds."""
+    kinds = route_kinds()
+    union = Annotated[Union[kinds], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007
+    namespace = {"__annotations__": {"routes": tuple[union, ...]}, "__module__": __name__}
+    file_model = dataclass(frozen=True, kw_only=True, config=STRICT)(
+        type("Policy", (Policy,), namespace)
+    )
+    return TypeAdapter(file_model)
+
+
+on_kinds_changed(policy_adapter.cache_clear)
+
+
+def policy_schema() -> dict[str, Any]:
+    """The JSON Schema of the policy file (`chatkit-gateway schema`)."""
+    schema = policy_adapter().json_schema()
+    for name in ("source", "stub_upstream"):
+        schema.get("properties", {}).pop(name, None)
+    schema["title"] = "chatkit-gateway policy (gateway.yaml)"
+    return schema
+
+
+def load_policy(
+    path: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    stub_upstream: bool = False,
+    read_secret_files: bool = True,
+) -> Policy:
+    """Read, interpolate and validate a policy file; raise PolicyError listing every problem."""
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = Problem(str(path), 1, "(file)", f"cannot read policy file: {exc}")
+        raise PolicyError([problem]) from None
+    return parse_policy(
+        source, file=str(path), env=env, stub_upstream=stub_upstream,
+        read_secret_files=read_secret_files,
+    )  # fmt: skip
+
+
+def parse_policy(
+    source: str,
+    *,
+    file: str = "gateway.yaml",
+    env: Mapping[str, str] | None = None,
+    stub_upstream: bool = False,
+    read_secret_files: bool = True,
+) -> Policy:
+    doc = read_document(file, source, os.environ if env is None else env)
+    problems = dict(doc.problems)
+    data = doc.data
+    if not isinstance(data, dict):
+        problems.setdefault((), Problem(file, 1, "(top)", "expected a mapping"))
+        raise PolicyError(list(problems.values()))
+    for key in ("source", "stub_upstream"):  # the CLI's, not the file's
+        if key in data:
+            problems[(key,)] = Problem(file, doc.line((key,)), key, _unknown_key((key,), {}))
+    for loc, message in _document_checks(data, doc):
+        problems.setdefault(loc, Problem(file, doc.line(loc), key_path(loc), message))
+    policy: Policy | None = None
+    try:
+        policy = policy_adapter().validate_python(
+            {**data, "source": file, "stub_upstream": stub_upstream},
+            context={"secret_files": read_secret_files},
+        )
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            loc, message = _explain(error, data)
+            if not any(loc[: len(seen)] == seen for seen in problems):
+                problems[loc] = Problem(file, doc.line(loc), key_path(loc), _shown(message, doc))
+    if policy is not None and not problems:
+        for loc, message in _policy_checks(policy):
+            problems[loc] = Problem(file, doc.line(loc), key_path(loc), message)
+    if problems:
+        raise PolicyError(sorted(problems.values(), key=lambda p: p.line))
+    assert policy is not None
+    return policy
+
+
+def _document_checks(data: dict[str, Any], doc: Document) -> list[tuple[Loc, str]]:
+    """Checks across routes, on the data as written: they must run even when a route has
+    other problems, so that one run reports all."""
+    found: list[tuple[Loc, str]] = []
+    routes = data.get("routes")
+    if "routes" not in data or (isinstance(routes, list) and not routes):
+        found.append((("routes",), "at least one route is required"))
+    metrics = data.get("metrics")
+    metrics_path = metrics.get("path") if isinstance(metrics, dict) else None
+    reserved = OPS_PATHS | {str(metrics_path or "/metrics").rstrip("/") or "/"}
+    seen: dict[tuple[str, str], int] = {}
+    for i, route in enumerate(routes if isinstance(routes, list) else ()):
+        if not isinstance(route, dict):
+            continue
+        for key in ("name", "path"):
+            value = route.get(key)
+            if not isinstance(value, str) or not value.strip():
+                continue
+            text = value.strip()
+            if key == "path":
+                text = text.rstrip("/") or "/"
+                if text in reserved:
+                    found.append(
+                        (("routes", i, key), f"{text!r} is reserved for operations endpoints")
+                    )
+            first = seen.setdefault((key, text), doc.line(("routes", i, key)))
+            if first != doc.line(("routes", i, key)):
+                found.append(
+                    (("routes", i, key), f"route {key} {text!r} is already used (line {first})")
+                )
+    return found
+
+
+def _policy_checks(policy: Policy) -> list[tuple[Loc, str]]:
+    """Checks of the whole valid policy."""
+    needs_key = any(r.needs_openai_key for r in policy.routes) and not policy.stub_upstream
+    if needs_key and not policy.upstream.api_key:
+        message = (
+            "an OpenAI API key is required by token routes (api_key or api_key_file), "
+            "unless the gateway runs with --stub-upstream"
+        )
+        return [(("upstream", "api_key"), message)]
+    return []
+
+
+def _explain(error: ErrorDetails, data: dict[str, Any]) -> tuple[Loc, str]:
+    """A pydantic error as (location in the file, message in the policy's words)."""
+    loc = _file_loc(error["loc"], data)
+    kind, ctx, given = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "policy_at":
+        return (*loc, *ctx["path"]), str(ctx["message"])
+    if kind == "missing":
+        return loc, "is required"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return loc, _unknown_key(loc, data)
+    if kind == "union_tag_invalid":
+        tags = ", ".join(k.KIND for k in route_kinds())
+        return (*loc, "kind"), f"expected one of {tags}, got {ctx.get('tag')!r}"
+    if kind == "union_tag_not_found":
+        return (*loc, "kind"), "is required"
+    if kind in ("dataclass_type", "dataclass_args_type", "dict_type", "model_type"):
+        return loc, f"expected a mapping, got {_what(given)}"
+    if kind in ("tuple_type", "list_type", "frozen_set_type", "set_type"):
+        return loc, f"expected a list, got {_what(given)}"
+    message = error["msg"]
+    return loc, message.removeprefix("Value error, ")
+
+
+def _file_loc(loc: tuple[int | str, ...], data: Any) -> Loc:
+    """pydantic's location without the union tags it adds (`routes.0.chatkit_proxy.target`)."""
+    out: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part not in node and part == node.get("kind"):
+            continue  # the discriminator's branch, not a key
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part) if isinstance(part, str) else None
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
+def _unknown_key(loc: Loc, data: dict[str, Any]) -> str:
+    key = loc[-1]
+    cls = _class_at(loc[:-1], data)
+    keys = sorted(_field_names(cls)) if cls is not None else []
+    others = [k for k in route_kinds() if k is not cls]
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, RouteBase)
+        and any(key in _field_names(k) for k in others)
+    ):
+        return f"not used by routes of kind {getattr(cls, 'KIND', '?')}"
+    hint = ""
+    if isinstance(key, str) and (close := difflib.get_close_matches(key, keys, n=1)):
+        hint = f"did you mean {close[0]}? "
+    return f"unknown key ({hint}expected one of: {', '.join(keys)})"
+
+
+_ROUTES = object()  # marker: inside `routes`, where the item's kind picks the class
+
+
+def _class_at(loc: Loc, data: Any) -> Any:
+    """The dataclass that reads the mapping at `loc` (keys named in errors come from it)."""
+    cls: Any = Policy
+    node: Any = data
+    for part in loc:
+        node = node.get(part) if isinstance(node, dict) and isinstance(part, str) else (
+            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node)
+            else None
+        )  # fmt: skip
+        if cls is _ROUTES:
+            kinds: dict[object, type[RouteBase]] = {k.KIND: k for k in route_kinds()}
+            tag = node.get("kind") if isinstance(node, dict) else None
+            cls = kinds.get(tag, RouteBase)
+        elif isinstance(part, int):
+            continue
+        elif cls is Policy and part == "routes":
+            cls = _ROUTES
+        else:
+            cls = _dataclass_in(typing.get_type_hints(cls, include_extras=True).get(part))
+            if cls is None:
+                return None
+    return None if cls is _ROUTES else cls
+
+
+def _dataclass_in(hint: Any) -> Any:
+    """The dataclass a field holds (through Optional, tuple and Annotated)."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    for arg in typing.get_args(hint):
+        found = _dataclass_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_names(cls: Any) -> set[str]:
+    """The keys a file may give: the fields (by their YAML names), not the CLI's."""
+    fields = getattr(cls, "__pydantic_fields__", {})
+    return {info.alias or name for name, info in fields.items() if not info.exclude}
+
+
+def _what(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(str(value)) if isinstance(value, str) else repr(value)
+
+
+def _shown(message: str, doc: Document) -> str:
+    """Show `${VAR}` rather than a value the environment gave: it may be a secret."""
+    for value, shown in doc.shown.values():
+        # Short values (ports, counts) are no secrets and help more shown than hidden.
+        variants = {v for v in (value, value.strip(), value.strip().lower()) if len(v) >= 8}
+        for variant in sorted(variants, key=len, reverse=True):
+            message = message.replace(variant, shown)
+    return " ".join(message.splitlines())

@@ -1,0 +1,192 @@
+"""The policy's sections other than routes: frozen, typed, validated by pydantic.
+
+Each field's name, type, default and range are written once, here; `check` output, the
+JSON Schema (`chatkit-gateway schema`) and the error messages all come from these.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import math
+from dataclasses import field
+from typing import Annotated
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import WithJsonSchema
+
+from ..chatkit_protocol import CHATKIT_TYPES
+from .types import (
+    Between,
+    Cidr,
+    Duration,
+    HeaderName,
+    HttpUrl,
+    Name,
+    NonEmpty,
+    OneOf,
+    Secret,
+    SecretFile,
+    SecretUrl,
+    Sorted,
+    UrlPath,
+    at,
+    fmt_duration,
+    strip,
+)
+
+# Unknown keys are errors; values are checked by the types above (strict: no "2" for 2).
+STRICT = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _chatkit_type(value: str) -> str:
+    if value not in CHATKIT_TYPES:
+        raise ValueError(f"unknown ChatKit request type {value!r}")
+    return value
+
+
+ChatKitType = Annotated[
+    str,
+    BeforeValidator(strip),
+    AfterValidator(_chatkit_type),
+    WithJsonSchema({"enum": sorted(CHATKIT_TYPES)}),
+]
+
+
+def whole_seconds(seconds: float) -> int:
+    """Delta-seconds as HTTP fields carry them (Retry-After, RateLimit `t` and `w`): rounded
+    up, at least 1. (The epsilon keeps float noise such as 60.000000001 at 60.)"""
+    return max(1, math.ceil(seconds - 1e-9))
+
+
+class SecretWithFile:
+    """Mixin for a section with `<name>` and `<name>_file` secrets: either, never both."""
+
+    SECRET_KEYS: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretWithFile:
+        for key in self.SECRET_KEYS:
+            from_file = getattr(self, f"{key}_file")
+            if from_file is not None:
+                if getattr(self, key):
+                    raise at((f"{key}_file",), f"give either {key} or {key}_file, not both")
+                object.__setattr__(self, key, from_file)
+        return self
+
+
+@dataclass(frozen=True, config=STRICT)
+class Rate:
+    requests: Annotated[int, Between(1, 10**9)]
+    per_seconds: Annotated[Duration, Field(alias="per")]
+
+
+@dataclass(frozen=True, config=STRICT)
+class ServerConfig:
+    host: NonEmpty = "0.0.0.0"
+    port: Annotated[int, Between(0, 65535)] = 8080
+    trusted_proxies: tuple[Cidr, ...] = ()
+    max_body_bytes: Annotated[int, Between(0, 1 << 30)] = 16384
+    shutdown_grace_seconds: Annotated[float, Between(0, 3600)] = 10.0
+    drain_timeout_seconds: Annotated[float, Between(0, 3600)] = 20.0
+    keepalive_timeout_seconds: Annotated[float, Between(0, 3600)] = 15.0
+    max_header_bytes: Annotated[int, Between(1024, 1 << 20)] = 8190
+    # Slow and greedy clients (gateway/server_limits.py): open connections at most, the
+    # time a request head may take, and the time (plus a minimum rate) a body may take.
+    max_connections: Annotated[int, Between(1, 1_000_000)] = 4096
+    header_timeout_seconds: Annotated[float, Between(0.1, 3600)] = 10.0
+    body_timeout_seconds: Annotated[float, Between(0.1, 3600)] = 20.0
+    body_min_rate_bytes_per_second: Annotated[int, Between(1, 1 << 30)] = 1024
+
+
+@dataclass(frozen=True, config=STRICT)
+class UpstreamConfig(SecretWithFile):
+    SECRET_KEYS = ("api_key",)
+    base_url: HttpUrl = "https://api.openai.com/v1"
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    api_key_file: SecretFile | None = None
+    timeout_seconds: Annotated[float, Between(0.1, 600)] = 10.0
+    retries: Annotated[int, Between(0, 10)] = 2
+    # Outbound smoothing toward OpenAI (aiolimiter); null turns it off.
+    max_rate: Rate | None = field(default_factory=lambda: Rate(50, 1.0))
+    max_connections: Annotated[int, Between(1, 10000)] = 512
+
+
+class Backend(enum.StrEnum):
+    MEMORY = "memory"
+    REDIS = "redis"
+
+
+class OnBackendError(enum.StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True, config=STRICT)
+class LimiterConfig(SecretWithFile):
+    SECRET_KEYS = ("redis_url",)
+    backend: Annotated[Backend, OneOf()] = Backend.MEMORY
+    redis_url: SecretUrl = field(default_factory=lambda: SecretUrl("redis://127.0.0.1:6379/0"))
+    redis_url_file: SecretFile | None = None
+    on_backend_error: Annotated[OnBackendError, OneOf()] = OnBackendError.ALLOW
+    key_prefix: NonEmpty = "ckgw:"
+    timeout_seconds: Annotated[float, Between(0.001, 10)] = 0.05
+    max_tracked_keys: Annotated[int, Between(1000, 100_000_000)] = 1_000_000
+
+
+@dataclass(frozen=True, config=STRICT)
+class MetricsConfig:
+    path: UrlPath = "/metrics"
+
+
+class LimitKey(enum.StrEnum):
+    CLIENT_IP = "client_ip"
+    ORIGIN = "origin"
+    GLOBAL = "global"
+
+
+@dataclass(frozen=True, config=STRICT)
+class RateLimit:
+    key: Annotated[LimitKey, OneOf()]
+    requests: Annotated[int, Between(1, 10**9)]
+    per_seconds: Annotated[Duration, Field(alias="per")]
+    name: Name = ""  # default: `<key>_<requests>_per_<per>`, e.g. client_ip_100_per_1h
+    # Narrows the limit to these ChatKit request types (routes that take them only).
+    types: Annotated[frozenset[ChatKitType], Sorted] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            default = f"{self.key}_{self.requests}_per_{fmt_duration(self.per_seconds)}"
+            object.__setattr__(self, "name", default)
+
+    # Derived once, read per request.
+    @functools.cached_property
+    def interval(self) -> float:
+        """The GCRA emission interval."""
+        return self.per_seconds / self.requests
+
+    @functools.cached_property
+    def policy_header(self) -> str:
+        """The answer's `RateLimit-Policy` field (IETF httpapi draft)."""
+        return f'"{self.name}";q={self.requests};w={whole_seconds(self.per_seconds)}'
+
+    @property
+    def identity(self) -> tuple[object, ...]:
+        """What must stay equal for a reload to keep this limit's counters."""
+        return (self.key, self.requests, self.per_seconds, self.types)
+
+
+class UserIdSource(enum.StrEnum):
+    DEVICE_ID = "device_id"  # body field `device_id` the page keeps, else the client IP
+    HEADER = "header"  # a header set by a trusted auth proxy
+    CLIENT_IP = "client_ip"
+
+
+@dataclass(frozen=True, config=STRICT)
+class UserIdConfig(SecretWithFile):
+    SECRET_KEYS = ("secret",)
+    source: Annotated[UserIdSource, OneOf()] = UserIdSource.DEVICE_ID
+    header: HeaderName = "X-Authenticated-User"
+    secret: Secret | None = None
+    secret_file: SecretFile | None = None

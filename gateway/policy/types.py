@@ -1,0 +1,481 @@
+"""Value types of the policy file, for pydantic: each parses one YAML value or says why not.
+
+Types are strict: `retries: "2"` (a quoted string) is not a number. A value written
+unquoted arrives as a `Scalar` — its text, and what YAML makes of it — so a number field
+takes YAML's number, a text field the text as written (`name: 2026` is the name "2026").
+`${VAR}` is replaced before either (policy/source.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    ValidationInfo,
+)
+from pydantic.json_schema import WithJsonSchema
+from pydantic_core import PydanticCustomError, core_schema
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Scalar(str):
+    """An unquoted YAML scalar: its text (this str) and `typed`, what YAML reads in it."""
+
+    __slots__ = ("typed",)
+    typed: object
+
+
+def at(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
+    """An error about a key below the one being validated (a check that spans keys)."""
+    return PydanticCustomError("policy_at", "{message}", {"path": path, "message": message})
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or `check` output."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        def parse(value: object) -> Secret:
+            if isinstance(value, Secret):
+                return value
+            if isinstance(value, str):
+                return Secret(value.strip())
+            raise ValueError("expected text")
+
+        return core_schema.no_info_plain_validator_function(
+            parse,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda s: "***" if s else ""
+            ),
+        )
+
+
+class FileSecret(Secret):
+    """A secret read from a file (`*_file` keys); `check` shows the path, never the text."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, value: str, path: str) -> None:
+        super().__init__(value)
+        self.path = path
+
+
+class SecretUrl(Secret):
+    """A URL that may carry a password (Redis): `check` shows it with the password masked."""
+
+    __slots__ = ()
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        def parse(value: object) -> SecretUrl:
+            if isinstance(value, Secret):
+                return SecretUrl(value.reveal())
+            return SecretUrl(_text(value).strip())
+
+        return core_schema.no_info_plain_validator_function(
+            parse,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda s: mask_url(s.reveal())
+            ),
+        )
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced, so `check` output can be pasted anywhere."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@" + (f"[{host}]" if ":" in host else host)
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _read_secret_file(value: object, info: ValidationInfo) -> Secret:
+    """`*_file` keys: the file's text, stripped. `check --skip-secret-files` (context
+    `secret_files: False`) checks the path only, for CI without the production secrets."""
+    path = _text(value).strip()
+    if not path:
+        raise ValueError("must not be empty")
+    if info.context is not None and info.context.get("secret_files") is False:
+        return FileSecret(f"(not read: {path})", path)
+    try:
+        return FileSecret(Path(path).read_text(encoding="utf-8").strip(), path)
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {path!r} is not UTF-8 text") from None
+
+
+SecretFile = Annotated[
+    Secret,
+    BeforeValidator(_read_secret_file),
+    PlainSerializer(lambda s: s.path if isinstance(s, FileSecret) else "***"),
+    WithJsonSchema({"type": "string", "description": "path of a file holding the secret"}),
+]
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {_shown(value)}")
+    return str(value)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return repr(str(value)) if isinstance(value, str) else repr(value)
+
+
+def _yaml_value(value: object, what: str) -> object:
+    """What YAML reads in an unquoted scalar; quoted text is refused for a non-text type."""
+    if isinstance(value, Scalar):
+        return value.typed
+    if isinstance(value, str):
+        raise ValueError(f"expected {what}, got the quoted text {value!r} (write it unquoted)")
+    return value
+
+
+def _integer(low: int, high: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        raw = value
+        value = _yaml_value(value, "a whole number")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected a whole number, got {_shown(raw)}")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: float) -> Callable[[object], float]:
+    def parse(value: object) -> float:
+        raw = value
+        value = _yaml_value(value, "a number")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {_shown(raw)}")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, got {value:g}")
+        return float(value)
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Between:
+    """`Annotated[int, Between(0, 10)]`: a whole number (or, on float, a number) in range."""
+
+    low: float
+    high: float
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        if source is int:
+            parse: Callable[[object], object] = _integer(int(self.low), int(self.high))
+        else:
+            parse = _number(self.low, self.high)
+        return core_schema.no_info_before_validator_function(parse, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        out = handler(schema)
+        out.update(minimum=self.low, maximum=self.high)
+        return out
+
+
+def _boolean(value: object) -> bool:
+    raw = value
+    value = _yaml_value(value, "true or false")
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_shown(raw)}")
+    return value
+
+
+Bool = Annotated[bool, BeforeValidator(_boolean), WithJsonSchema({"type": "boolean"})]
+
+
+class OneOf:
+    """`Annotated[SomeEnum, OneOf()]`: one of the enum's values, all named in the error."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        kind = source
+        names = [str(m.value) for m in kind]
+
+        def parse(value: object) -> object:
+            if isinstance(value, kind):
+                return value
+            text = _text(value).strip()
+            if text not in names:
+                raise ValueError(f"expected one of {', '.join(names)}, got {text!r}")
+            return kind(text)
+
+        return core_schema.no_info_before_validator_function(parse, handler(source))
+
+
+def strip(value: object) -> str:
+    return _text(value).strip()
+
+
+def _nonempty(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_text), WithJsonSchema({"type": "string"})]
+NonEmpty = Annotated[
+    str, BeforeValidator(strip), AfterValidator(_nonempty), WithJsonSchema({"type": "string"})
+]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name (lowercase letters, digits, '_' and '-', "
+            "starting with a letter)"
+        )
+    return value
+
+
+Name = Annotated[
+    str,
+    BeforeValidator(strip),
+    AfterValidator(_name),
+    WithJsonSchema({"type": "string", "pattern": _NAME.pattern}),
+]
+
+
+def _url_path(raw: str) -> str:
+    if not raw.startswith("/") or "?" in raw or "#" in raw or "//" in raw:
+        raise ValueError(f"expected an absolute URL path like /api/chatkit, got {raw!r}")
+    if any(part in (".", "..") for part in raw.split("/")):
+        raise ValueError(f"path must not contain '.' or '..' segments: {raw!r}")
+    return raw.rstrip("/") or "/"
+
+
+UrlPath = Annotated[
+    str,
+    BeforeValidator(strip),
+    AfterValidator(_url_path),
+    WithJsonSchema({"type": "string", "pattern": "^/"}),
+]
+
+
+def _http_url(raw: str) -> str:
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"URL must not carry a query or fragment: {raw!r}")
+    return raw.rstrip("/")
+
+
+HttpUrl = Annotated[
+    str,
+    BeforeValidator(strip),
+    AfterValidator(_http_url),
+    WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://"}),
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(value: object) -> float:
+    """`30s`, `10m`, `1h`, `1d` (or a bare number of seconds)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):  # made in code
+        seconds = float(value)
+    else:
+        raw = _text(value)
+        match = _DURATION.match(raw)
+        if not match:
+            raise ValueError(f"expected a duration like 30s, 10m, 1h or 1d, got {raw!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if seconds <= 0:
+        raise ValueError("duration must be greater than zero")
+    return seconds
+
+
+def fmt_duration(seconds: float) -> str:
+    """The shortest policy spelling of a duration: 3600 → `1h`."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    PlainSerializer(fmt_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?(ms|s|m|h|d)?$"}),
+]
+
+HEADER_NAME = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+def _header_name(value: str) -> str:
+    if not HEADER_NAME.fullmatch(value):
+        raise ValueError(f"bad header name {value!r}")
+    return value
+
+
+HeaderName = Annotated[
+    str,
+    BeforeValidator(strip),
+    AfterValidator(_header_name),
+    WithJsonSchema({"type": "string", "pattern": f"^{HEADER_NAME.pattern}$"}),
+]
+
+
+def _cidr(value: object) -> IPNetwork:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return value
+    raw = strip(value)
+    try:
+        return ipaddress.ip_network(raw, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"bad CIDR {raw!r}: {exc}") from None
+
+
+Cidr = Annotated[
+    IPNetwork,
+    BeforeValidator(_cidr),
+    PlainSerializer(str),
+    WithJsonSchema({"type": "string", "description": "an IPv4 or IPv6 network (CIDR)"}),
+]
+
+
+def _origin(value: object) -> str:
+    raw = strip(value)
+    return normalise_origin(raw)
+
+
+def normalise_origin(raw: str) -> str:
+    """A browser origin, normalised the way browsers send it (lowercase, no default port)."""
+    try:
+        parts = urlsplit(raw)
+    except ValueError:
+        raise ValueError(f"expected an origin like https://example.org, got {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an origin like https://example.org, got {raw!r}")
+    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(
+            f"an origin is scheme://host[:port] with no path, got {raw!r}"
+            + (" (drop the trailing '/')" if parts.path == "/" else "")
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port in origin {raw!r}") from None
+    if port == 0:
+        raise ValueError(f"bad port in origin {raw!r}")
+    host = _origin_host(parts.hostname, raw)
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _origin_host(host: str, raw: str) -> str:
+    """The host as a browser writes it in `Origin`: an IP literal or an ASCII (punycode) name."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return f"[{address.compressed}]" if address.version == 6 else address.compressed
+    if "*" in host:
+        raise ValueError(f"wildcards are not supported in origins, list each one: {raw!r}")
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        ascii_host = ""
+    if not _HOSTNAME.fullmatch(ascii_host):
+        raise ValueError(f"bad host name in origin {raw!r}")
+    return ascii_host.lower()
+
+
+Origin = Annotated[
+    str,
+    BeforeValidator(_origin),
+    WithJsonSchema({"type": "string", "format": "uri", "examples": ["https://example.org"]}),
+]
+# Sets written as lists, shown sorted by `check` (a set's order changes from run to run).
+Sorted = PlainSerializer(sorted)
+
+
+def _json_object(value: object) -> dict[str, Any]:
+    """Pass-through objects (sent upstream as JSON): YAML's own types, dates and non-finite
+    numbers kept as their text (they would not encode)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping, got {_shown(value)}")
+    out = _json_ready(value)
+    assert isinstance(out, dict)
+    return out
+
+
+def _json_ready(value: object) -> object:
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, Scalar):
+        typed = value.typed
+        if isinstance(typed, bool | int | str) or (
+            isinstance(typed, float) and typed == typed and abs(typed) != float("inf")
+        ):
+            return typed if typed != "" else str(value)
+        return str(value)
+    return value if value is None or isinstance(value, str | int | float | bool) else str(value)
+
+
+JsonObject = Annotated[
+    dict[str, Any], BeforeValidator(_json_object), WithJsonSchema({"type": "object"})
+]
