@@ -1,10 +1,12 @@
-"""Command line: `serve` runs the gateway, `check` validates a policy. argv → policy → run."""
+"""Command line: `serve` runs the gateway, `check` validates a policy, `schema` prints the
+policy file's JSON Schema. argv → policy → run."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -15,7 +17,14 @@ from .app import create_app
 from .gc_tuning import tune_gc
 from .listener import open_listener
 from .logs import setup_logging
-from .policy import Policy, PolicyError, effective_policy, load_policy, policy_warnings
+from .policy import (
+    Policy,
+    PolicyError,
+    effective_policy,
+    load_policy,
+    policy_schema,
+    policy_warnings,
+)
 from .reload import PolicyFile
 from .routes.ops import LIFECYCLE
 from .runtime import RUNTIME
@@ -43,10 +52,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_p = sub.add_parser("check", help="validate a policy and print the effective one")
     check_p.add_argument("--config", required=True, type=Path)
     check_p.add_argument("--stub-upstream", action="store_true")
+    check_p.add_argument(
+        "--skip-secret-files",
+        action="store_true",
+        help="check everything but that the *_file secrets exist and can be read "
+        "(CI without the production secrets)",
+    )
+    sub.add_parser("schema", help="print the JSON Schema of the policy file")
     args = parser.parse_args(argv)
 
     if args.command == "check":
-        return _check(args.config, args.stub_upstream)
+        return _check(args.config, args.stub_upstream, not args.skip_secret_files)
+    if args.command == "schema":
+        sys.stdout.write(json.dumps(policy_schema(), indent=2) + "\n")
+        return 0
     setup_logging(args.log_level)
     if args.stub_upstream:
         log.warning(
@@ -65,9 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return asyncio.run(serve(policy, args.config))
 
 
-def _check(path: Path, stub: bool) -> int:
+def _check(path: Path, stub: bool, read_secret_files: bool) -> int:
     try:
-        policy = load_policy(path, stub_upstream=stub)
+        policy = load_policy(path, stub_upstream=stub, read_secret_files=read_secret_files)
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -906,3 +906,30 @@ def test_mutated_policies_parse_or_fail_cleanly(
         assert isinstance(policy, Policy) and policy.routes
         # A valid policy renders, and the rendering is a valid policy again.
         effective_policy(policy)
+
+
+# --- strict types, typos, interpolated values in problems --------------------------------
+
+
+def test_a_quoted_number_is_text_not_a_number() -> None:
+    text = with_site(head='upstream:\n  api_key: sk-test\n  retries: "2"  # <-\nroutes:\n')
+    found = assert_one_problem(text, "upstream.retries", "expected a whole number")
+    assert "quoted" in found
+    # Unquoted, or from the environment (which YAML types as if written there), it is one.
+    assert parse(text.replace('"2"', "2")).upstream.retries == 2
+    env_text = text.replace('"2"', "${RETRIES:-3}")
+    assert parse(env_text).upstream.retries == 3
+    assert parse(env_text, env={**ENV, "RETRIES": "1"}).upstream.retries == 1
+
+
+def test_a_typo_gets_a_did_you_mean() -> None:
+    text = "server:\n  max_conections: 10  # <-\n" + with_site()
+    found = assert_one_problem(text, "server.max_conections", "did you mean max_connections?")
+    assert "expected one of:" in found
+
+
+def test_a_problem_shows_the_default_a_file_wrote_but_not_what_the_environment_gave() -> None:
+    text = "server:\n  port: ${PORT:-80x}  # <-\n" + with_site()
+    assert_one_problem(text, "server.port", "expected a whole number, got '80x'")
+    found = problems(text, env={**ENV, "PORT": "secret-ish-value"})
+    assert found == ["gw.yaml:2: server.port: expected a whole number, got '${PORT}'"]

@@ -7,7 +7,7 @@ onto them. Route kinds add their own keys (`route.py`, `gateway/routes/`).
 from .document import OPS_PATHS, Policy, load_policy, parse_policy, policy_adapter, policy_schema
 from .problems import PolicyError, Problem
 from .render import effective_policy, policy_warnings
-from .route import RouteBase, register_kind, route_kinds
+from .route import RouteBase, register_kind, route_kinds, unregister_kind
 from .sections import (
     STRICT,
     Backend,
@@ -54,5 +54,6 @@ __all__ = [
     "policy_warnings",
     "register_kind",
     "route_kinds",
+    "unregister_kind",
     "whole_seconds",
 ]

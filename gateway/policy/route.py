@@ -113,6 +113,14 @@ def register_kind(cls: R) -> R:
     return cls
 
 
+def unregister_kind(cls: type[RouteBase]) -> None:
+    """Remove a kind added by `register_kind` (a plugin unloaded, a test's own kind)."""
+    if _KINDS.get(cls.KIND) is cls:
+        del _KINDS[cls.KIND]
+        for listener in _listeners:
+            listener()
+
+
 def route_kinds() -> tuple[type[RouteBase], ...]:
     """Every registered kind, the shipped ones loaded on first use (as entry points are)."""
     if not _KINDS:

@@ -30,6 +30,11 @@ from pydantic_core import PydanticCustomError, core_schema
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+# In the JSON Schema, a number or a boolean may also be written as `${VAR}` (or with a
+# default), replaced when the file is read: an editor must not flag `port: ${PORT:-8080}`.
+ENV_REFERENCE = {"type": "string", "pattern": r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"}
+
+
 class Scalar(str):
     """An unquoted YAML scalar: its text (this str) and `typed`, what YAML reads in it."""
 
@@ -218,7 +223,7 @@ class Between:
     def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
         out = handler(schema)
         out.update(minimum=self.low, maximum=self.high)
-        return out
+        return {"anyOf": [out, ENV_REFERENCE]}
 
 
 def _boolean(value: object) -> bool:
@@ -229,7 +234,11 @@ def _boolean(value: object) -> bool:
     return value
 
 
-Bool = Annotated[bool, BeforeValidator(_boolean), WithJsonSchema({"type": "boolean"})]
+Bool = Annotated[
+    bool,
+    BeforeValidator(_boolean),
+    WithJsonSchema({"anyOf": [{"type": "boolean"}, ENV_REFERENCE]}),
+]
 
 
 class OneOf:
@@ -248,6 +257,9 @@ class OneOf:
             return kind(text)
 
         return core_schema.no_info_before_validator_function(parse, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
+        return {"anyOf": [handler(schema), ENV_REFERENCE]}
 
 
 def strip(value: object) -> str:
