@@ -107,7 +107,7 @@ def test_a_registered_kind_parses_and_validates_its_own_keys(echo_kind: type[Ech
                 "allowed_origins": [ALLOWED],
                 "greeting": "x",
             }
-        ]  # fmt: skip
+        ]
     )
     with pytest.raises(PolicyError) as caught:
         parse_policy(proxy, env=ENV)
