@@ -30,6 +30,7 @@ from gateway.policy import (
     load_policy,
     parse_policy,
 )
+from gateway.routes import ChatKitProxyRoute, ChatKitSessionRoute, RealtimeClientSecretRoute
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "gateway.yaml"
@@ -682,6 +683,9 @@ def test_the_spec_example_parses_into_the_right_objects() -> None:
     assert policy.metrics.path == "/metrics"
 
     site, voice, chat = policy.routes
+    assert isinstance(site, ChatKitSessionRoute)
+    assert isinstance(voice, RealtimeClientSecretRoute)
+    assert isinstance(chat, ChatKitProxyRoute)
     assert (site.name, site.path, site.kind) == (
         "site",
         "/api/chatkit/session",
@@ -784,7 +788,9 @@ def test_pass_through_values_are_json_ready() -> None:
     text = with_site(
         "session:\n  state_variables: {day: 2026-01-02, n: 3, big: .inf, on: true, s: '7'}"
     )
-    state = parse(text).routes[0].session.state_variables
+    route = parse(text).routes[0]
+    assert isinstance(route, ChatKitSessionRoute)
+    state = route.session.state_variables
     assert state == {"day": "2026-01-02", "n": 3, "big": ".inf", "on": True, "s": "7"}
 
 
