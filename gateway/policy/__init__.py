@@ -8,6 +8,7 @@ from .document import OPS_PATHS, Policy, load_policy, parse_policy, policy_adapt
 from .problems import PolicyError, Problem
 from .render import effective_policy, policy_warnings
 from .route import RouteBase, register_kind, route_kinds, unregister_kind
+from .secrets import Secret
 from .sections import (
     STRICT,
     Backend,
@@ -23,7 +24,7 @@ from .sections import (
     UserIdSource,
     whole_seconds,
 )
-from .types import IPNetwork, JsonObject, Secret
+from .types import IPNetwork, JsonObject
 
 __all__ = [
     "OPS_PATHS",

@@ -17,6 +17,7 @@ from pydantic.dataclasses import dataclass
 from pydantic.json_schema import WithJsonSchema
 
 from ..chatkit_protocol import CHATKIT_TYPES
+from .secrets import Secret, SecretFile, SecretUrl
 from .types import (
     Between,
     Cidr,
@@ -26,9 +27,6 @@ from .types import (
     Name,
     NonEmpty,
     OneOf,
-    Secret,
-    SecretFile,
-    SecretUrl,
     Sorted,
     UrlPath,
     at,

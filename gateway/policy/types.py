@@ -12,9 +12,8 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -22,7 +21,6 @@ from pydantic import (
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     PlainSerializer,
-    ValidationInfo,
 )
 from pydantic.json_schema import WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
@@ -47,117 +45,8 @@ def at(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
     return PydanticCustomError("policy_at", "{message}", {"path": path, "message": message})
 
 
-class Secret:
-    """A string that never shows itself in repr, str, logs or `check` output."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
-        def parse(value: object) -> Secret:
-            if isinstance(value, Secret):
-                return value
-            if isinstance(value, str):
-                return Secret(value.strip())
-            raise ValueError("expected text")
-
-        return core_schema.no_info_plain_validator_function(
-            parse,
-            json_schema_input_schema=core_schema.str_schema(),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda s: "***" if s else ""
-            ),
-        )
-
-
-class FileSecret(Secret):
-    """A secret read from a file (`*_file` keys); `check` shows the path, never the text."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, value: str, path: str) -> None:
-        super().__init__(value)
-        self.path = path
-
-
-class SecretUrl(Secret):
-    """A URL that may carry a password (Redis): `check` shows it with the password masked."""
-
-    __slots__ = ()
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
-        def parse(value: object) -> SecretUrl:
-            if isinstance(value, Secret):
-                return SecretUrl(value.reveal())
-            return SecretUrl(_text(value).strip())
-
-        return core_schema.no_info_plain_validator_function(
-            parse,
-            json_schema_input_schema=core_schema.str_schema(),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda s: mask_url(s.reveal())
-            ),
-        )
-
-
-def mask_url(url: str) -> str:
-    """A URL with its password replaced, so `check` output can be pasted anywhere."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@" + (f"[{host}]" if ":" in host else host)
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _read_secret_file(value: object, info: ValidationInfo) -> Secret:
-    """`*_file` keys: the file's text, stripped. `check --skip-secret-files` (context
-    `secret_files: False`) checks the path only, for CI without the production secrets."""
-    path = _text(value).strip()
-    if not path:
-        raise ValueError("must not be empty")
-    if info.context is not None and info.context.get("secret_files") is False:
-        return FileSecret(f"(not read: {path})", path)
-    try:
-        return FileSecret(Path(path).read_text(encoding="utf-8").strip(), path)
-    except OSError as exc:
-        raise ValueError(f"cannot read secret file {path!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"secret file {path!r} is not UTF-8 text") from None
-
-
-SecretFile = Annotated[
-    Secret,
-    BeforeValidator(_read_secret_file),
-    PlainSerializer(lambda s: s.path if isinstance(s, FileSecret) else "***"),
-    WithJsonSchema({"type": "string", "description": "path of a file holding the secret"}),
-]
-
-
-def _text(value: object) -> str:
+def text(value: object) -> str:
+    """The value as text, or a ValueError saying what it was instead."""
     if not isinstance(value, str):
         raise ValueError(f"expected text, got {_shown(value)}")
     return str(value)
@@ -251,10 +140,10 @@ class OneOf:
         def parse(value: object) -> object:
             if isinstance(value, kind):
                 return value
-            text = _text(value).strip()
-            if text not in names:
-                raise ValueError(f"expected one of {', '.join(names)}, got {text!r}")
-            return kind(text)
+            given = text(value).strip()
+            if given not in names:
+                raise ValueError(f"expected one of {', '.join(names)}, got {given!r}")
+            return kind(given)
 
         return core_schema.no_info_before_validator_function(parse, handler(source))
 
@@ -263,7 +152,7 @@ class OneOf:
 
 
 def strip(value: object) -> str:
-    return _text(value).strip()
+    return text(value).strip()
 
 
 def _nonempty(value: str) -> str:
@@ -272,7 +161,7 @@ def _nonempty(value: str) -> str:
     return value
 
 
-Text = Annotated[str, BeforeValidator(_text), WithJsonSchema({"type": "string"})]
+Text = Annotated[str, BeforeValidator(text), WithJsonSchema({"type": "string"})]
 NonEmpty = Annotated[
     str, BeforeValidator(strip), AfterValidator(_nonempty), WithJsonSchema({"type": "string"})
 ]
@@ -342,7 +231,7 @@ def _duration(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):  # made in code
         seconds = float(value)
     else:
-        raw = _text(value)
+        raw = text(value)
         match = _DURATION.match(raw)
         if not match:
             raise ValueError(f"expected a duration like 30s, 10m, 1h or 1d, got {raw!r}")

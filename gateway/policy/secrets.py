@@ -1,0 +1,127 @@
+"""Secrets in the policy: never shown in repr, logs or `check`; read from `*_file` keys.
+
+`check` shows a secret as `***`, a secret file by its path, a URL (Redis) with its
+password masked, so its output can be pasted into an issue.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BeforeValidator, GetCoreSchemaHandler, PlainSerializer, ValidationInfo
+from pydantic.json_schema import WithJsonSchema
+from pydantic_core import core_schema
+
+from .types import text
+
+
+class Secret:
+    """A string that never shows itself in repr, str, logs or `check` output."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        def parse(value: object) -> Secret:
+            if isinstance(value, Secret):
+                return value
+            if isinstance(value, str):
+                return Secret(value.strip())
+            raise ValueError("expected text")
+
+        return core_schema.no_info_plain_validator_function(
+            parse,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda s: "***" if s else ""
+            ),
+        )
+
+
+class FileSecret(Secret):
+    """A secret read from a file (`*_file` keys); `check` shows the path, never the text."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, value: str, path: str) -> None:
+        super().__init__(value)
+        self.path = path
+
+
+class SecretUrl(Secret):
+    """A URL that may carry a password (Redis): `check` shows it with the password masked."""
+
+    __slots__ = ()
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
+        def parse(value: object) -> SecretUrl:
+            if isinstance(value, Secret):
+                return SecretUrl(value.reveal())
+            return SecretUrl(text(value).strip())
+
+        return core_schema.no_info_plain_validator_function(
+            parse,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda s: mask_url(s.reveal())
+            ),
+        )
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password replaced, so `check` output can be pasted anywhere."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@" + (f"[{host}]" if ":" in host else host)
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _read_secret_file(value: object, info: ValidationInfo) -> Secret:
+    """`*_file` keys: the file's text, stripped. `check --skip-secret-files` (context
+    `secret_files: False`) checks the path only, for CI without the production secrets."""
+    path = text(value).strip()
+    if not path:
+        raise ValueError("must not be empty")
+    if info.context is not None and info.context.get("secret_files") is False:
+        return FileSecret(f"(not read: {path})", path)
+    try:
+        return FileSecret(Path(path).read_text(encoding="utf-8").strip(), path)
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {path!r} is not UTF-8 text") from None
+
+
+SecretFile = Annotated[
+    Secret,
+    BeforeValidator(_read_secret_file),
+    PlainSerializer(lambda s: s.path if isinstance(s, FileSecret) else "***"),
+    WithJsonSchema({"type": "string", "description": "path of a file holding the secret"}),
+]
