@@ -137,7 +137,7 @@ async def serve(policy: Policy, path: Path) -> int:
     server = policy.server
     _raise_open_files_limit(server.max_connections)
     # Connections are aiohttp's, plus a connection cap and head/body deadlines; their
-    # keep-alive and header-size settings come from the policy too (server_limits.py).
+    # keep-alive and header-size settings come from the policy too (http_protocol.py).
     # After the grace the listener closes; in-flight requests and streams get
     # drain_timeout_seconds.
     try:

@@ -1,10 +1,32 @@
 """The TCP listener `serve` runs: aiohttp's server, one guarded handler per connection.
 
 `ConnectionGuard` is the listener's protocol factory: it makes each connection's
-`GuardedRequestHandler` (server_limits.py, with the policy's `server:` limits in force when
-the connection opens) and keeps the books of `server.max_connections` — which connections
-are open, and which of them are idle, longest idle first, to be evicted at the cap.
+`GuardedRequestHandler` (http_protocol.py, with the policy's `server:` limits in force
+when the connection opens) and keeps the books of `server.max_connections` — which
+connections are open, and which of them are idle, longest idle first, to be evicted at
+the cap. The handler sees the guard only through http_protocol's `Guard` protocol, so the
+import goes one way: this module → http_protocol.
 """
+
+# Private aiohttp names used, written against 3.14 (pyproject pins aiohttp>=3.14,<3.15).
+# GuardedSite is a web.BaseSite that listens through a ConnectionGuard instead of the
+# runner's web.Server, as aiohttp's TCPSite does; it uses BaseSite's state:
+#
+# - BaseSite._runner: the runner whose web.Server the guard's handlers report to (start).
+# - BaseSite._backlog: the listen backlog given to the constructor (start).
+# - BaseSite._server: the asyncio server; set here so that BaseSite.stop, called by
+#   runner.cleanup(), closes it, and read for the bound port (port).
+#
+# Covered by real TCP listeners: tests/test_hostile.py's stack (`serving`) listens through
+# open_listener on port 0 and connects to `site.port`; tests/test_lifecycle.py's
+# test_listener_closes_after_the_grace checks that a real `serve` stops listening, and
+# test_sigterm_during_a_slow_upstream_call_still_answers_it that runner.cleanup() still
+# drains the guarded connections (they register with web.Server through
+# RequestHandler.connection_made). The handler factory bypasses web.Server.__call__, so
+# the app's handler_args reach a connection only where RequestHandler reads them from its
+# manager (handler_cancellation); its own settings come from the policy, in
+# GuardedRequestHandler. `_app`, `_host` and `_port` in GuardedSite.__slots__ are this
+# class's own.
 
 from __future__ import annotations
 
@@ -17,10 +39,10 @@ from aiohttp import web
 from yarl import URL
 
 from .context import REQUEST_IDS
+from .http_protocol import GuardedRequestHandler
 from .metrics import METRICS, Metrics
 from .policy import ServerConfig
 from .runtime import RUNTIME
-from .server_limits import GuardedRequestHandler
 
 
 class ConnectionGuard:

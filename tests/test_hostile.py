@@ -1,7 +1,7 @@
 """Hostile input: fuzzed headers, bodies, methods and paths; floods; leaks; security headers.
 
 The properties run against the stack `serve` runs — create_app behind the guarded
-listener of gateway/server_limits.py — in this process, in front of the fake OpenAI and a
+listener of gateway/listener.py — in this process, in front of the fake OpenAI and a
 healthy fake ChatKit server, so any 5xx is the gateway's own. Requests go over raw
 sockets (CR/LF in header values, garbage request lines, odd percent-encoding), which no
 client library would send. Hypothesis runs in a worker thread and hands each request to

@@ -17,9 +17,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.web import RequestHandler
 from multidict import CIMultiDict
 
+from gateway.http_protocol import GuardedRequestHandler
 from tests.conftest import ALLOWED, TEST_KEY
+from tests.fake_openai import FakeOpenAI
 from tests.processes import Gateway, base_env, free_port, start_gateway, write_policy
 from tests.rawhttp import Answer, closed_by_peer, read_answer, request_bytes
 
@@ -30,15 +33,31 @@ LOTS = [{"key": "client_ip", "requests": 10**9, "per": "1h"}]
 BOUND = 8.0  # seconds any single step may take before the test fails
 
 
-async def serve(tmp_path: Path, gateways: list[Gateway], **server: Any) -> Gateway:
+async def serve(
+    tmp_path: Path,
+    gateways: list[Gateway],
+    *,
+    upstream: FakeOpenAI | None = None,
+    max_body_bytes: int | None = None,
+    **server: Any,
+) -> Gateway:
+    """A `serve` process with one session route: the built-in stub upstream, or `upstream`."""
     port = free_port()
-    routes = [
-        {"name": "site", "path": SESSION, "kind": "chatkit_session", "workflow_id": "wf_test",
-         "allowed_origins": [ALLOWED], "rate_limits": LOTS},
-    ]  # fmt: skip
-    config = write_policy(tmp_path / "gateway.yaml", port=port, server=server, routes=routes)
+    route: dict[str, Any] = {
+        "name": "site", "path": SESSION, "kind": "chatkit_session", "workflow_id": "wf_test",
+        "allowed_origins": [ALLOWED], "rate_limits": LOTS,
+    }  # fmt: skip
+    if max_body_bytes is not None:
+        route["max_body_bytes"] = max_body_bytes
+    extra: dict[str, Any] = {}
+    if upstream is not None:  # long enough for the delays the tests ask of it
+        extra = {"base_url": upstream.base_url, "upstream": {"timeout_seconds": 10}}
+    config = write_policy(
+        tmp_path / "gateway.yaml", port=port, server=server, routes=[route], **extra
+    )
     env = base_env(OPENAI_API_KEY=TEST_KEY)
-    return await start_gateway(config, port, "--stub-upstream", env=env, gateways=gateways)
+    stub = () if upstream is not None else ("--stub-upstream",)
+    return await start_gateway(config, port, *stub, env=env, gateways=gateways)
 
 
 def port_of(gateway: Gateway) -> int:
@@ -286,3 +305,146 @@ async def test_pipelined_requests_and_broken_http(tmp_path: Path, gateways: Any)
         == 2
     )
     await normal_request(gateway)
+
+
+# The tests below pin the aiohttp internals gateway/http_protocol.py relies on (its comment
+# block lists them): each fails if an aiohttp release changes what one of them means.
+
+
+async def test_time_the_gateway_stops_reading_is_not_held_against_the_client(
+    tmp_path: Path, gateways: Any, fake_openai: FakeOpenAI
+) -> None:
+    """A body waits behind a slow request on its connection, unread: aiohttp has paused
+    reading, so the body deadline waits too (`_reading_paused`: the body buffered past its
+    high-water mark; `_buffer_paused`: the queue of pipelined requests full)."""
+    gateway = await serve(
+        tmp_path, gateways, upstream=fake_openai, max_body_bytes=1 << 20,
+        body_timeout_seconds=1, body_min_rate_bytes_per_second=1000,
+    )  # fmt: skip
+    fake_openai.delay_next(3.0, times=2)  # each connection's first request: well past 1 s
+    first = head(length=2) + b"{}"
+    big = json.dumps({"device_id": "dev-1", "pad": "a" * 600_000}).encode()
+    small = json.dumps({"device_id": "dev-1", "pad": "a" * 2000}).encode()
+    async with (
+        connection(gateway) as (buffered, buffered_w),
+        connection(gateway) as (
+            queued,
+            queued_w,
+        ),
+    ):
+        # A body far past the read buffer's high-water mark, at full speed, behind the
+        # slow first request: aiohttp reads some, then stops until a handler reads it.
+        buffered_w.write(first + head(length=len(big)) + big)
+        # 30 more requests behind the slow one fill the queue (32 in 3.14.5) with the
+        # head of a 32nd, part of its body with it; the rest comes once reading stopped.
+        fill = request_bytes("GET", "/healthz", close=False) * 30
+        queued_w.write(first + fill + head(length=len(small)) + small[:1000])
+        await queued_w.drain()
+        await asyncio.sleep(0.5)  # for that to be read (ordering, not timing)
+        queued_w.write(small[1000:])
+        sending = asyncio.create_task(buffered_w.drain())
+        for reader, count in ((buffered, 2), (queued, 32)):
+            statuses = []
+            for _ in range(count):
+                answer = await read_answer(reader, timeout=BOUND)
+                assert answer is not None
+                statuses.append(answer.status)
+            assert statuses == [200] * count
+        await sending
+    assert (
+        await metric(gateway, "chatkit_gateway_connections_closed_total", reason="body_timeout")
+        == 0
+    )
+
+
+async def test_a_head_stalled_behind_a_request_in_progress_closes_the_connection_after_it(
+    tmp_path: Path, gateways: Any, fake_openai: FakeOpenAI
+) -> None:
+    """The next head trickles in while a request is being answered: at the header timeout
+    the connection is closed (`close()`: `_close`) after that answer, and what the client
+    sends meanwhile is ignored, not taken for yet another head to time."""
+    gateway = await serve(
+        tmp_path, gateways, upstream=fake_openai, header_timeout_seconds=1,
+        keepalive_timeout_seconds=30,
+    )  # fmt: skip
+    fake_openai.delay_next(3.0)
+    lines = [head(length=2)[:-2]] + [f"X-Pad-{i}: x\r\n".encode() for i in range(100)]
+    async with connection(gateway) as (reader, writer):
+        writer.write(head(length=2) + b"{}")
+        await writer.drain()
+        while not fake_openai.received:  # the first request is in progress (upstream)
+            await asyncio.sleep(0.02)
+        dripping = asyncio.create_task(trickle(writer, lines, 0.1))
+        answer = await read_answer(reader, timeout=BOUND)
+        assert answer is not None and answer.status == 200  # the request in progress
+        assert await closed_by_peer(reader, BOUND) == b""  # and no 408 for the stalled head
+        dripping.cancel()
+    assert (
+        await metric(gateway, "chatkit_gateway_connections_closed_total", reason="header_timeout")
+        == 1
+    )
+
+
+async def test_at_the_cap_a_kept_alive_connection_between_requests_gives_way(
+    tmp_path: Path, gateways: Any
+) -> None:
+    """Answered, a kept-alive connection is idle again (the finish_response hook), so at the
+    cap a new client takes its place instead of being refused."""
+    gateway = await serve(
+        tmp_path, gateways, max_connections=2, body_timeout_seconds=30,
+        body_min_rate_bytes_per_second=1, keepalive_timeout_seconds=60,
+    )  # fmt: skip
+    body = b'{"device_id": "dev-1"}'
+    async with connection(gateway) as (kept, kept_w), connection(gateway) as (busy, busy_w):
+        kept_w.write(head(length=2) + b"{}")
+        answer = await read_answer(kept, timeout=BOUND)
+        assert answer is not None and answer.status == 200
+        busy_w.write(head(length=len(body)) + body[:5])  # a request in progress
+        await busy_w.drain()
+        await asyncio.sleep(0.5)  # for the head to be read (ordering, not timing)
+        await normal_request(gateway)  # in the kept-alive connection's place
+        assert await closed_by_peer(kept, BOUND) == b""
+        busy_w.write(body[5:])
+        answer = await read_answer(busy, timeout=BOUND)
+        assert answer is not None and answer.status == 200
+    assert await metric(gateway, "chatkit_gateway_connections_closed_total", reason="evicted") == 1
+    assert await metric(gateway, "chatkit_gateway_connections_closed_total", reason="refused") == 0
+
+
+async def test_heads_and_request_lines_over_max_header_bytes_get_400_json(
+    tmp_path: Path, gateways: Any
+) -> None:
+    """`max_header_bytes` reaches aiohttp's parser through the handler's constructor
+    (aiohttp's own default, 8190, would let these through)."""
+    gateway = await serve(tmp_path, gateways, max_header_bytes=2048)
+    fits = request_bytes("GET", "/healthz", [("X-Pad", "a" * 1500)])
+    for request in (
+        request_bytes("GET", "/healthz", [("X-Pad", "a" * 3000)]),
+        request_bytes("GET", "/healthz?" + "a" * 3000),
+    ):
+        async with connection(gateway) as (reader, writer):
+            writer.write(request)
+            answer = await read_answer(reader, timeout=BOUND)
+            assert answer is not None and answer.status == 400
+            assert answer.error_code() == "bad_request"
+            assert answer.headers["Server"] == "chatkit-gateway"
+    async with connection(gateway) as (reader, writer):
+        writer.write(fits)
+        answer = await read_answer(reader, timeout=BOUND)
+        assert answer is not None and answer.status == 200
+    assert (
+        await metric(
+            gateway, "chatkit_gateway_connections_closed_total", reason="malformed_request"
+        )
+        == 2
+    )
+
+
+def test_guarded_handler_slots_do_not_shadow_aiohttps() -> None:
+    """GuardedRequestHandler's own `_`-names must not be names aiohttp's handler uses."""
+    theirs = {
+        name
+        for cls in RequestHandler.__mro__
+        for name in (*getattr(cls, "__slots__", ()), *vars(cls))
+    }
+    assert not set(GuardedRequestHandler.__slots__) & theirs

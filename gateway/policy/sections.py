@@ -90,7 +90,7 @@ class ServerConfig:
     drain_timeout_seconds: Annotated[float, Between(0, 3600)] = 20.0
     keepalive_timeout_seconds: Annotated[float, Between(0, 3600)] = 15.0
     max_header_bytes: Annotated[int, Between(1024, 1 << 20)] = 8190
-    # Slow and greedy clients (gateway/server_limits.py): open connections at most, the
+    # Slow and greedy clients (gateway/http_protocol.py): open connections at most, the
     # time a request head may take, and the time (plus a minimum rate) a body may take.
     max_connections: Annotated[int, Between(1, 1_000_000)] = 4096
     header_timeout_seconds: Annotated[float, Between(0.1, 3600)] = 10.0
@@ -125,7 +125,7 @@ class OnBackendError(enum.StrEnum):
 class LimiterConfig(SecretWithFile):
     SECRET_KEYS = ("redis_url",)
     backend: Annotated[Backend, OneOf()] = Backend.MEMORY
-    redis_url: SecretUrl = field(default_factory=lambda: SecretUrl("redis://127.0.0.1:6379/0"))
+    redis_url: SecretUrl = field(default_factory=lambda: Secret("redis://127.0.0.1:6379/0"))
     redis_url_file: SecretFile | None = None
     on_backend_error: Annotated[OnBackendError, OneOf()] = OnBackendError.ALLOW
     key_prefix: NonEmpty = "ckgw:"

@@ -33,13 +33,42 @@ The limits in force when a connection opens apply to it, so a reload reaches new
 connections. Counted in `chatkit_gateway_connections_closed_total{reason}`, with
 `chatkit_gateway_open_connections` alongside.
 
-This subclasses aiohttp's RequestHandler (written against 3.14) and reads some of its state:
-`_request_count` (request heads parsed on the connection), `_messages` (heads parsed, not
-yet handled: the newest one's body is the one arriving), and its `_close`,
-`_force_close` and `_reading_paused` flags. tests/test_slow_clients.py
-pins every rule against a real `serve` process, so an aiohttp upgrade that changes them
-fails there rather than in production.
+This module is one connection's protocol. The books across connections (which are open,
+which idle) are the listener's `ConnectionGuard` (listener.py), which makes a
+`GuardedRequestHandler` per connection; the handler knows it only as a `Guard`, below, so
+the import goes one way: listener → http_protocol.
 """
+
+# Private aiohttp names used, written against 3.14 (pyproject pins aiohttp>=3.14,<3.15).
+# Each is exercised by a real `chatkit-gateway serve` in tests/test_slow_clients.py, so an
+# upgrade that renames one or changes what it means fails there, not in production:
+#
+# - RequestHandler._request_count: request heads parsed on this connection; a change
+#   means a head completed (data_received, the head timer, finish_response).
+#   test_slow_heads_are_cut_at_the_header_timeout, test_pipelined_requests_and_broken_http.
+# - RequestHandler._messages: heads parsed, not yet handled, as (message, payload); the
+#   newest one's payload is the body now arriving (_head_done).
+#   test_slow_bodies_are_cut_and_steady_slow_uploads_are_not.
+# - RequestHandler._close, RequestHandler._force_close: set by close()/force_close();
+#   bytes arriving after them are not a next head (data_received).
+#   test_a_head_stalled_behind_a_request_in_progress_closes_the_connection_after_it.
+# - BaseProtocol._reading_paused (a body buffered past its high-water mark) and
+#   BaseProtocol._buffer_paused (the pipelined-message queue full; absent in 3.14.0, which
+#   has no such queue, hence getattr): aiohttp has stopped reading, so that time is not
+#   the client's (_body_check).
+#   test_time_the_gateway_stops_reading_is_not_held_against_the_client (one connection
+#   for each flag).
+# - BaseProtocol._loop: the connection's event loop, for the head and body timers.
+#   Every test above.
+#
+# Not underscored, but aiohttp internals all the same: the RequestHandler constructor
+# (manager, loop, keepalive_timeout, max_line_size, max_field_size, access_log;
+# test_heads_and_request_lines_over_max_header_bytes_get_400_json and the keep-alive
+# tests), the finish_response hook (a connection is idle again once every head on it is
+# answered; test_at_the_cap_a_kept_alive_connection_between_requests_gives_way) and the
+# handle_error hook (test_pipelined_requests_and_broken_http). The `_`-names in __slots__
+# below are this class's own; they must not collide with RequestHandler's
+# (test_guarded_handler_slots_do_not_shadow_aiohttps).
 
 from __future__ import annotations
 
@@ -47,21 +76,29 @@ import asyncio
 import email.utils
 import json
 import logging
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable
+from typing import Protocol, cast
 
-from aiohttp import web
-from aiohttp.streams import StreamReader
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
+from aiohttp import StreamReader, web
+from aiohttp.web import BaseRequest, RequestHandler
 
 from .context import SERVER_HEADER
 from .errors import RequestTimeout
 from .policy import ServerConfig
 
-if TYPE_CHECKING:
-    from .listener import ConnectionGuard
-
 log = logging.getLogger("gateway.server")
+
+
+class Guard(Protocol):
+    """What a connection's handler needs from the listener (listener.ConnectionGuard)."""
+
+    server: web.Server  # aiohttp's, which a RequestHandler reports to
+    new_id: Callable[[], str]  # request ids for the answers written here
+
+    def admit(self, conn: GuardedRequestHandler, cap: int) -> bool: ...
+    def release(self, conn: GuardedRequestHandler) -> None: ...
+    def set_idle(self, conn: GuardedRequestHandler, idle: bool) -> None: ...
+    def count(self, reason: str) -> None: ...
 
 
 def _json_error(code: str, message: str) -> bytes:
@@ -98,7 +135,7 @@ class GuardedRequestHandler(RequestHandler):
         "_guard", "_head_bytes", "_head_count", "_head_timer",
     )  # fmt: skip
 
-    def __init__(self, guard: ConnectionGuard, config: ServerConfig) -> None:
+    def __init__(self, guard: Guard, config: ServerConfig) -> None:
         super().__init__(
             guard.server,
             loop=asyncio.get_running_loop(),
