@@ -70,27 +70,6 @@ class FileSecret(Secret):
         self.path = path
 
 
-class SecretUrl(Secret):
-    """A URL that may carry a password (Redis): `check` shows it with the password masked."""
-
-    __slots__ = ()
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> Any:
-        def parse(value: object) -> SecretUrl:
-            if isinstance(value, Secret):
-                return SecretUrl(value.reveal())
-            return SecretUrl(text(value).strip())
-
-        return core_schema.no_info_plain_validator_function(
-            parse,
-            json_schema_input_schema=core_schema.str_schema(),
-            serialization=core_schema.plain_serializer_function_ser_schema(
-                lambda s: mask_url(s.reveal())
-            ),
-        )
-
-
 def mask_url(url: str) -> str:
     """A URL with its password replaced, so `check` output can be pasted anywhere."""
     parts = urlsplit(url)
@@ -101,6 +80,19 @@ def mask_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _url_secret(value: object) -> Secret:
+    return value if isinstance(value, Secret) else Secret(text(value).strip())
+
+
+# A URL that may carry a password (Redis): `check` shows it with the password masked.
+SecretUrl = Annotated[
+    Secret,
+    BeforeValidator(_url_secret),
+    PlainSerializer(lambda s: mask_url(s.reveal())),
+    WithJsonSchema({"type": "string", "format": "uri"}),
+]
 
 
 def _read_secret_file(value: object, info: ValidationInfo) -> Secret:
