@@ -60,6 +60,32 @@ class ClientIPResolver:
         return chosen
 
 
+class ClientKey:
+    """The key a client's `client_ip` limits count: its address's network at the policy's
+    prefix (`limiter.ipv4_prefix`, `limiter.ipv6_prefix`), e.g. `2001:db8:1:2::/64`."""
+
+    __slots__ = ("_v4", "_v6")
+
+    def __init__(self, ipv4_prefix: int, ipv6_prefix: int) -> None:
+        self._v4, self._v6 = ipv4_prefix, ipv6_prefix
+
+    def __call__(self, client_ip: str) -> str:
+        return _network_key(client_ip, self._v4, self._v6)
+
+
+@functools.lru_cache(maxsize=4096)
+def _network_key(client_ip: str, v4: int, v6: int) -> str:
+    """Memoised like `_parse`; a whole address (/32, /128) is its own canonical text."""
+    parsed = _parse(client_ip)
+    if parsed is None:
+        return client_ip
+    addr = parsed[0]
+    bits = v4 if addr.version == 4 else v6
+    if bits == addr.max_prefixlen:
+        return parsed[1]
+    return str(ipaddress.ip_network((addr, bits), strict=False))
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse(raw: str | None) -> tuple[IPAddress, str] | None:
     """An address as proxies write it (bare, `[v6]`, `[v6]:port` or `v4:port`), and its

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from .clientip import ClientIPResolver
+from .clientip import ClientIPResolver, ClientKey
 from .limits import RouteLimit, route_limits
 from .policy import OPS_PATHS, Policy, RouteBase
 
@@ -52,6 +52,7 @@ class Runtime:
     exact: dict[str, CompiledRoute]
     prefixes: tuple[tuple[str, CompiledRoute], ...]  # serves_below routes, longest first
     ops_paths: frozenset[str]
+    client_key: ClientKey  # what `client_ip` limits count: the client's network
 
     @classmethod
     def build(cls, policy: Policy) -> Runtime:
@@ -67,7 +68,9 @@ class Runtime:
         ops = OPS_PATHS | {policy.metrics.path}
         if "/" not in exact:
             ops |= {INDEX_PATH}  # the index (routes/ops.py), unless a route owns `/`
-        return cls(policy, ClientIPResolver.from_config(policy.server), exact, prefixes, ops)
+        resolver = ClientIPResolver.from_config(policy.server)
+        key = ClientKey(policy.limiter.ipv4_prefix, policy.limiter.ipv6_prefix)
+        return cls(policy, resolver, exact, prefixes, ops, key)
 
     def match(self, path: str) -> CompiledRoute | None:
         route = self.exact.get(path)

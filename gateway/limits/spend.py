@@ -37,7 +37,8 @@ async def spend_limits(request: web.Request, info: RequestInfo, compiled: Compil
     limit's RateLimit fields on the answer to come."""
     if not compiled.limits:
         return
-    buckets = Limiter.buckets(compiled.limits, info.client_ip, info.origin, info.chatkit_type)
+    client = info.runtime.client_key(info.client_ip)
+    buckets = Limiter.buckets(compiled.limits, client, info.origin, info.chatkit_type)
     if not buckets:
         return
     limiter = request.app[LIMITER]

@@ -131,6 +131,10 @@ class LimiterConfig(SecretWithFile):
     key_prefix: NonEmpty = "ckgw:"
     timeout_seconds: Annotated[float, Between(0.001, 10)] = 0.05
     max_tracked_keys: Annotated[int, Between(1000, 100_000_000)] = 1_000_000
+    # `client_ip` limits count a network, not one address: an IPv6 /64 is what one VM or
+    # one home line gets, so a client could otherwise take a fresh bucket per address.
+    ipv4_prefix: Annotated[int, Between(8, 32)] = 32
+    ipv6_prefix: Annotated[int, Between(16, 128)] = 64
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -212,6 +212,14 @@ def _http_url(raw: str) -> str:
         raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
     if parts.query or parts.fragment:
         raise ValueError(f"URL must not carry a query or fragment: {raw!r}")
+    if parts.username is not None or parts.password is not None:
+        # `check` would print it, and the client would send it with every request; the
+        # message names the URL without it.
+        shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        raise ValueError(
+            f"URL must not carry a user or password ({shown}): give credentials as a "
+            "secret (api_key, or upstream_headers on a proxy route)"
+        )
     return raw.rstrip("/")
 
 

@@ -1,0 +1,96 @@
+"""Hostile input, round two: who a client is — limits per network, request ids that say
+nothing, and `check` output that can be pasted anywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import ALLOWED, site_route
+
+SESSION = "/api/chatkit/session"
+
+
+def through_proxy(address: str) -> dict[str, str]:
+    return {"Origin": ALLOWED, "X-Forwarded-For": address}
+
+
+async def statuses(client: Any, addresses: list[str]) -> list[int]:
+    out = []
+    for address in addresses:
+        resp = await client.post(SESSION, headers=through_proxy(address))
+        out.append(resp.status)
+    return out
+
+
+ONE_64 = [f"2001:db8:1:2::{i:x}" for i in range(1, 31)] + [
+    f"2001:db8:1:2:{i:x}:ffff:0:1" for i in range(1, 5)
+]
+LIMIT = {"key": "client_ip", "requests": 3, "per": "1h"}
+TRUSTED = {"trusted_proxies": ["127.0.0.1/32"]}
+
+
+async def test_an_ipv6_slash_64_is_one_client(gateway: Any) -> None:
+    """30 addresses of one /64 (what one VM or one home line gets) share one bucket."""
+    client = await gateway(routes=[site_route(LIMIT)], server=TRUSTED)
+    got = await statuses(client, ONE_64)
+    assert got == [200] * 3 + [429] * (len(ONE_64) - 3)
+    # Another /64 has its own.
+    assert await statuses(client, ["2001:db8:1:3::1"]) == [200]
+
+
+async def test_the_prefix_is_configurable(gateway: Any) -> None:
+    client = await gateway(
+        routes=[site_route(LIMIT)],
+        server=TRUSTED,
+        limiter={"backend": "memory", "ipv6_prefix": 128},
+    )
+    assert await statuses(client, ONE_64[:10]) == [200] * 10
+    client = await gateway(
+        routes=[site_route(LIMIT)], server=TRUSTED, limiter={"backend": "memory", "ipv4_prefix": 24}
+    )
+    v4 = [f"198.51.100.{i}" for i in range(1, 6)]
+    assert await statuses(client, v4) == [200, 200, 200, 429, 429]
+
+
+async def test_ipv4_addresses_are_counted_one_by_one_by_default(gateway: Any) -> None:
+    client = await gateway(routes=[site_route(LIMIT)], server=TRUSTED)
+    v4 = [f"198.51.100.{i}" for i in range(1, 6)]
+    assert await statuses(client, v4) == [200] * 5
+
+
+async def test_request_ids_do_not_count_requests(gateway: Any) -> None:
+    """Two ids a client sees must not tell how many requests came in between."""
+    client = await gateway()
+    ids = [(await client.get("/healthz")).headers["X-Request-ID"] for _ in range(50)]
+    assert len(set(ids)) == 50 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    # A shared prefix and a counter (what they were) would leave most of each id equal.
+    assert len({i[:16] for i in ids}) == 50
+    assert len({i[16:] for i in ids}) == 50
+
+
+def test_urls_with_a_password_are_refused_and_never_printed(tmp_path: Any) -> None:
+    import contextlib
+    import io
+
+    from gateway import cli
+    from tests.conftest import policy_yaml
+
+    for routes in (
+        [site_route()],
+        [{"name": "chat", "path": "/chatkit", "kind": "chatkit_proxy",
+          "target": "http://admin:hunter2-secret@backend:8000/chatkit",
+          "allowed_origins": [ALLOWED]}],
+    ):  # fmt: skip
+        text = policy_yaml(base_url="https://user:hunter2-secret@api.example/v1", routes=routes)
+        config = tmp_path / "gateway.yaml"
+        config.write_text(text)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            assert cli.main(["check", "--config", str(config), "--stub-upstream"]) == 1
+        assert "hunter2" not in out.getvalue() + err.getvalue()
+        problems = err.getvalue().splitlines()
+        assert any(
+            ": upstream.base_url: URL must not carry a user or password" in p for p in problems
+        )
+        if routes[0]["kind"] == "chatkit_proxy":
+            assert any(": routes[0].target: URL must not carry a user" in p for p in problems)
