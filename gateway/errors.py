@@ -4,20 +4,20 @@ Handlers and middlewares raise a GatewayError subclass; `error_middleware` turns
 aiohttp's own HTTP exceptions, and anything unexpected) into `{"error": {code, message}}`.
 Headers that must reach the client even on errors (CORS, RateLimit, Retry-After) ride on
 the exception, added by the step that knows them.
+
+Information flows one way, outward: the answer is an `ErrorResponse`, which carries its
+code (and, for an unexpected exception, the exception) for the access log and the error
+line, both written by observe.py around this middleware. Nothing here reads or writes the
+request's state, so this module imports nothing else of the gateway.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-
-from .requestinfo import INFO
-
-log = logging.getLogger("gateway")
 
 
 class GatewayError(Exception):
@@ -103,12 +103,17 @@ _BY_STATUS: dict[int, type[GatewayError]] = {
 }
 
 
-def error_response(err: GatewayError) -> web.Response:
-    body = json.dumps({"error": {"code": err.code, "message": err.text}})
-    resp = web.Response(
-        status=err.status, text=body, content_type="application/json", headers=err.headers
-    )
-    return resp
+class ErrorResponse(web.Response):
+    """`{"error": {code, message}}` with the error's status and headers; `code` is the
+    access log's `error_code`, `unhandled` the unexpected exception behind a 500, if any."""
+
+    def __init__(self, err: GatewayError, unhandled: BaseException | None = None) -> None:
+        body = json.dumps({"error": {"code": err.code, "message": err.text}})
+        super().__init__(
+            status=err.status, text=body, content_type="application/json", headers=err.headers
+        )
+        self.code = err.code
+        self.unhandled = unhandled
 
 
 @web.middleware
@@ -116,7 +121,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except GatewayError as err:
-        return _record(request, err)
+        return ErrorResponse(err)
     except web.HTTPException as exc:
         # aiohttp's own refusals (a malformed request, a body over client_max_size).
         if exc.status < 400:
@@ -125,18 +130,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         mapped = cls() if cls else GatewayError(exc.reason)
         if cls is None:
             mapped.status, mapped.code = exc.status, "http_error"
-        return _record(request, mapped)
+        return ErrorResponse(mapped)
     except Exception as exc:
         transport = request.transport
         if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
-            return _record(request, ClientClosed())  # e.g. the body stopped: peer gone
-        info = request.get(INFO)
-        log.exception("unhandled error", extra={"request_id": info.request_id if info else None})
-        return _record(request, GatewayError())
-
-
-def _record(request: web.Request, err: GatewayError) -> web.Response:
-    info = request.get(INFO)
-    if info is not None:
-        info.error_code = err.code
-    return error_response(err)
+            return ErrorResponse(ClientClosed())  # e.g. the body stopped: peer gone
+        return ErrorResponse(GatewayError(), unhandled=exc)  # logged by observe.py

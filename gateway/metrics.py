@@ -12,13 +12,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
 
 from . import __version__
 from .chatkit_protocol import CHATKIT_TYPES
-from .request_metrics import CounterTable, GaugeValue, HistogramTable, RequestMetricsCollector
 
 # Upstream outcomes: the one fixed vocabulary shared by code, alerts and dashboard.
 OUTCOMES = (
@@ -49,36 +49,32 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         p = "chatkit_gateway_"
-        # Updated by every request: plain numbers behind one collector (request_metrics.py).
-        self.requests = CounterTable(
-            p + "requests_total", "HTTP answers by route and status.", ["route", "status"]
-        )
-        self.request_duration = HistogramTable(
-            p + "request_duration_seconds", "Time to answer, by route.", "route", _LATENCY_BUCKETS
-        )
-        self.upstream_requests = CounterTable(
+        # Updated by every request. `answered` and `upstream_call` keep the child of each
+        # label pair they have seen: `labels()` per update would take a lock and rebuild
+        # the key each time (these series are never removed, so the children stay valid).
+        self.requests = Counter(
+            p + "requests_total", "HTTP answers by route and status.", ["route", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            p + "request_duration_seconds", "Time to answer, by route.", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstream_requests = Counter(
             p + "upstream_requests_total", "Upstream calls by route and outcome.",
-            ["route", "outcome"],
+            ["route", "outcome"], registry=r,
         )  # fmt: skip
-        self.upstream_duration = HistogramTable(
-            p + "upstream_duration_seconds", "Upstream call time (to the last byte).", "route",
-            _LATENCY_BUCKETS,
+        self.upstream_duration = Histogram(
+            p + "upstream_duration_seconds", "Upstream call time (to the last byte).", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.upstream_first_byte = HistogramTable(
+        self.upstream_first_byte = Histogram(
             p + "upstream_first_byte_seconds", "Time to the upstream's response headers.",
-            "route", _LATENCY_BUCKETS,
+            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.in_flight = GaugeValue(p + "in_flight_requests", "Requests being answered now.")
-        r.register(
-            RequestMetricsCollector(
-                self.requests,
-                self.request_duration,
-                self.upstream_requests,
-                self.upstream_duration,
-                self.upstream_first_byte,
-                self.in_flight,
-            )
-        )
+        self.in_flight = Gauge(p + "in_flight_requests", "Requests being answered now.", registry=r)
+        self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._upstream_calls: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.rate_limited = Counter(
             p + "rate_limited_total", "Requests refused by a limit, by route and limit key.",
             ["route", "key"], registry=r,
@@ -123,19 +119,26 @@ class Metrics:
         ProcessCollector(registry=r)
         GCCollector(registry=r)
         PlatformCollector(registry=r)
-        # Status codes as label text, made once per code rather than once per answer.
-        self._status_text: dict[int, str] = {}
 
     def answered(self, route: str, status: int, seconds: float) -> None:
-        text = self._status_text.get(status)
-        if text is None:
-            text = self._status_text[status] = str(status)
-        self.requests.inc((route, text))
-        self.request_duration.observe(route, seconds)
+        children = self._answered.get((route, status))
+        if children is None:
+            children = self._answered[route, status] = (
+                self.requests.labels(route, str(status)),
+                self.request_duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def upstream_call(self, route: str, outcome: str, seconds: float) -> None:
-        self.upstream_requests.inc((route, outcome))
-        self.upstream_duration.observe(route, seconds)
+        children = self._upstream_calls.get((route, outcome))
+        if children is None:
+            children = self._upstream_calls[route, outcome] = (
+                self.upstream_requests.labels(route, outcome),
+                self.upstream_duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def set_upstream_mode(self, stub: bool) -> None:
         self.build_info.clear()

@@ -1,4 +1,11 @@
-"""Metrics and the access log for every answer, measured around everything inside."""
+"""Metrics and the access log for every answer, measured around everything inside.
+
+The access log is a `logging` INFO line on `gateway.access` (accesslog.py: rendered straight
+into the gateway's JSON handler when nothing else would see it). Error answers come from
+error_middleware (errors.py), inside this one, as `ErrorResponse`s that name their code:
+the access log's `error_code`, and the "unhandled error" line for an unexpected exception,
+are written here, where the request's id and fields are at hand.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +17,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from .accesslog import AccessLog
+from .errors import ErrorResponse
 from .metrics import METRICS
 from .requestinfo import INFO, RequestInfo
 
+log = logging.getLogger("gateway")
 access_log = AccessLog(logging.getLogger("gateway.access"))
 _CLIENT_CLOSED = 499  # nginx's code for a client that went away before the answer
 
@@ -24,9 +33,19 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     metrics.in_flight.inc()
     started = time.perf_counter()
     status = 500
+    # An answer already under way (a stream) that broke records its code on the info.
+    error_code: str | None = None
     try:
         response = await handler(request)
         status = response.status
+        if isinstance(response, ErrorResponse):
+            error_code = response.code
+            if response.unhandled is not None:
+                log.error(
+                    "unhandled error",
+                    exc_info=response.unhandled,
+                    extra={"request_id": info.request_id},
+                )
         return response
     except asyncio.CancelledError:
         status = _CLIENT_CLOSED
@@ -36,10 +55,12 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.in_flight.dec()
         metrics.answered(info.route_label, status, elapsed)
         if access_log.enabled():
-            _log_access(request, info, status, elapsed)
+            _log_access(request, info, status, elapsed, error_code or info.error_code)
 
 
-def _log_access(request: web.Request, info: RequestInfo, status: int, elapsed: float) -> None:
+def _log_access(
+    request: web.Request, info: RequestInfo, status: int, elapsed: float, error_code: str | None
+) -> None:
     access_log.write(
         {
             "request_id": info.request_id,
@@ -53,6 +74,6 @@ def _log_access(request: web.Request, info: RequestInfo, status: int, elapsed: f
             "chatkit_type": info.chatkit_type,
             "upstream_status": info.upstream_status,
             "upstream_ms": info.upstream_ms,
-            "error_code": info.error_code,
+            "error_code": error_code,
         }
     )

@@ -22,6 +22,8 @@ class RequestInfo:
     chatkit_type: str | None = None
     upstream_status: int | None = None
     upstream_ms: float | None = None
+    # An answer already begun that broke (a proxied stream, upstream/stream.py): the code
+    # for the access log. Error answers carry theirs on the response (errors.py).
     error_code: str | None = None
     # Added to the answer when it is prepared, streamed answers and errors included.
     response_headers: dict[str, str] = field(default_factory=dict)

@@ -1,60 +1,102 @@
-"""The lock-free request metrics expose exactly what prometheus_client's own types would."""
+"""The metrics every request updates, as a scrape shows them: prometheus-client's own
+Counter, Histogram and Gauge on the app's registry, `_created` samples included."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import time
 
-from gateway.request_metrics import (
-    CounterTable,
-    GaugeValue,
-    HistogramTable,
-    RequestMetricsCollector,
-)
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-BOUNDS = (0.005, 0.01, 0.1, 1.0, 10.0)
+from gateway.metrics import Metrics
+
+P = "chatkit_gateway_"
 # On a bound (le is inclusive), between bounds, below the first, above the last.
-SAMPLES = [0.0, 0.005, 0.0050001, 0.01, 0.05, 0.1, 1.0, 2.5, 10.0, 10.5, 99.0]
+DURATIONS = [0.0, 0.005, 0.0050001, 0.01, 0.05, 0.1, 1.0, 2.5, 10.0, 10.5, 99.0]
 
 
-def exposition(registry: CollectorRegistry) -> list[str]:
-    lines = generate_latest(registry).decode().splitlines()
-    return sorted(line for line in lines if "_created" not in line)
+def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition text, keyed by name and sorted labels."""
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith(P)
+    }
 
 
-def test_histogram_counter_and_gauge_render_like_the_library() -> None:
-    ours, theirs = CollectorRegistry(), CollectorRegistry()
-    hist = HistogramTable("t_seconds", "Doc.", "route", BOUNDS)
-    count = CounterTable("t_answers_total", "Doc.", ["route", "status"])
-    gauge = GaugeValue("t_in_flight", "Doc.")
-    ours.register(RequestMetricsCollector(hist, count, gauge))
-    lib_hist = Histogram("t_seconds", "Doc.", ["route"], buckets=BOUNDS, registry=theirs)
-    lib_count = Counter("t_answers", "Doc.", ["route", "status"], registry=theirs)
-    lib_gauge = Gauge("t_in_flight", "Doc.", registry=theirs)
+def test_answers_upstream_calls_and_in_flight_as_a_scrape_shows_them() -> None:
+    metrics = Metrics()
+    before = time.time()
+    for seconds in DURATIONS:
+        metrics.answered("site", 200, seconds)
+    metrics.answered("site", 429, 0.02)
+    metrics.answered("voice", 200, 0.3)
+    metrics.upstream_call("site", "ok", 0.2)
+    metrics.upstream_call("site", "ok", 0.7)
+    metrics.upstream_call("site", "timeout", 10.0)
+    metrics.in_flight.inc()
+    metrics.in_flight.inc()
+    metrics.in_flight.dec()
+    after = time.time()
+    got = scrape(metrics)
 
-    for route in ("site", "voice"):
-        for value in SAMPLES:
-            hist.observe(route, value)
-            lib_hist.labels(route).observe(value)
-    for key in [("site", "200"), ("site", "200"), ("site", "429"), ("voice", "502")]:
-        count.inc(key)
-        lib_count.labels(*key).inc()
-    gauge.inc()
-    gauge.inc()
-    gauge.dec()
-    lib_gauge.inc(1)
+    def value(name: str, **labels: str) -> float:
+        return got.pop((P + name, tuple(sorted(labels.items()))))
 
-    assert exposition(ours) == exposition(theirs)
-    assert count.get(("site", "200")) == 2.0
-    assert count.get(("nobody", "200")) == 0.0
+    assert value("requests_total", route="site", status="200") == len(DURATIONS)
+    assert value("requests_total", route="site", status="429") == 1
+    assert value("requests_total", route="voice", status="200") == 1
+    assert value("upstream_requests_total", route="site", outcome="ok") == 2
+    assert value("upstream_requests_total", route="site", outcome="timeout") == 1
+    assert value("in_flight_requests") == 1
+    site = [*DURATIONS, 0.02]
+    bounds = ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0"]
+    bounds += ["10.0", "30.0", "60.0"]
+    for le in bounds:
+        expected = sum(1 for d in site if d <= float(le))
+        assert value("request_duration_seconds_bucket", route="site", le=le) == expected, le
+        assert value("request_duration_seconds_bucket", route="voice", le=le) == (
+            1 if float(le) >= 0.3 else 0
+        )
+        assert value("upstream_duration_seconds_bucket", route="site", le=le) == sum(
+            1 for d in (0.2, 0.7, 10.0) if d <= float(le)
+        )
+    assert value("request_duration_seconds_bucket", route="site", le="+Inf") == len(site)
+    assert value("request_duration_seconds_count", route="site") == len(site)
+    assert value("request_duration_seconds_sum", route="site") == sum(site)
+    assert value("request_duration_seconds_bucket", route="voice", le="+Inf") == 1
+    assert value("request_duration_seconds_count", route="voice") == 1
+    assert value("request_duration_seconds_sum", route="voice") == 0.3
+    assert value("upstream_duration_seconds_bucket", route="site", le="+Inf") == 3
+    assert value("upstream_duration_seconds_count", route="site") == 3
+    assert value("upstream_duration_seconds_sum", route="site") == 0.2 + 0.7 + 10.0
+    # Each labelled series has its `_created` sample: when its first value arrived.
+    created = [
+        ("requests_created", {"route": "site", "status": "200"}),
+        ("requests_created", {"route": "site", "status": "429"}),
+        ("requests_created", {"route": "voice", "status": "200"}),
+        ("request_duration_seconds_created", {"route": "site"}),
+        ("request_duration_seconds_created", {"route": "voice"}),
+        ("upstream_requests_created", {"route": "site", "outcome": "ok"}),
+        ("upstream_requests_created", {"route": "site", "outcome": "timeout"}),
+        ("upstream_duration_seconds_created", {"route": "site"}),
+    ]
+    for name, labels in created:
+        assert before - 1 <= value(name, **labels) <= after + 1, name
+    # Nothing else: no series for what was not observed (first-byte times come from the
+    # proxy route only).
+    per_request = ("request", "upstream_requests", "upstream_duration", "upstream_first_byte")
+    assert not [k for k in got if k[0].removeprefix(P).startswith((*per_request, "in_flight"))]
 
 
-def test_inclusive_bounds_put_a_sample_on_a_bound_in_that_bucket() -> None:
-    registry = CollectorRegistry()
-    hist = HistogramTable("h", "Doc.", "route", BOUNDS)
-    registry.register(RequestMetricsCollector(hist))
-    hist.observe("r", 0.1)
-    text = generate_latest(registry).decode()
-    assert 'h_bucket{le="0.01",route="r"} 0.0' in text
-    assert 'h_bucket{le="0.1",route="r"} 1.0' in text
-    assert 'h_bucket{le="+Inf",route="r"} 1.0' in text
-    assert 'h_sum{route="r"} 0.1' in text
+def test_a_duration_on_a_bound_is_counted_in_that_bucket() -> None:
+    metrics = Metrics()
+    metrics.answered("r", 200, 0.1)
+    text = generate_latest(metrics.registry).decode()
+    assert P + 'request_duration_seconds_bucket{le="0.05",route="r"} 0.0' in text
+    assert P + 'request_duration_seconds_bucket{le="0.1",route="r"} 1.0' in text
+    assert P + 'request_duration_seconds_bucket{le="+Inf",route="r"} 1.0' in text
+    assert P + 'request_duration_seconds_sum{route="r"} 0.1' in text
+    assert P + 'requests_total{route="r",status="200"} 1.0' in text

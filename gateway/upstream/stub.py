@@ -33,7 +33,7 @@ class StubUpstream:
         stub: StubAnswer,
         not_found: type[GatewayError] | None = None,
     ) -> dict[str, Any]:
-        self._metrics.upstream_requests.inc((info.route_label, "ok"))
+        self._metrics.upstream_requests.labels(info.route_label, "ok").inc()
         info.upstream_status = 200
         info.upstream_ms = 0.0
         lifetime = int((body.get("expires_after") or {}).get("seconds", 600))
