@@ -23,7 +23,7 @@ import math
 import time
 from typing import Any
 
-from .logs import ENCODER, REQUEST_FIELDS, JsonStreamHandler, clock
+from .logs import ENCODER, REDACTOR, REQUEST_FIELDS, JsonStreamHandler, clock
 
 _encode_str = json.encoder.encode_basestring_ascii  # what JSONEncoder uses for str
 
@@ -43,7 +43,7 @@ class AccessLog:
         if handler is None:
             self._logger.info("request", extra=fields)
             return
-        line = self.line(time.time(), fields)
+        line = REDACTOR.redact(self.line(time.time(), fields))
         handler.acquire()
         try:
             handler.write_line(line)

@@ -16,7 +16,7 @@ from pathlib import Path
 from .app import create_app
 from .gc_tuning import tune_gc
 from .listener import open_listener
-from .logs import setup_logging
+from .logs import redact_secrets, setup_logging
 from .policy import (
     Policy,
     PolicyError,
@@ -24,6 +24,7 @@ from .policy import (
     load_policy,
     policy_schema,
     policy_warnings,
+    secrets_in,
 )
 from .reload import PolicyFile
 from .routes.ops import LIFECYCLE
@@ -77,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in exc.problems:
             log.error("invalid policy", extra={"detail": str(problem)})
         return 2
+    redact_secrets(secrets_in(policy))  # from here on, no log line shows them
     for warning in policy_warnings(policy):
         log.warning("policy warning", extra={"detail": warning})
     _use_uvloop()

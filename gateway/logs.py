@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import sys
 import time
+from collections.abc import Iterable
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 REQUEST_FIELDS = (
     "request_id",
@@ -31,6 +34,44 @@ REQUEST_FIELDS = (
 )
 
 
+class Redactor:
+    """Masks the policy's secrets in a finished line, whatever field they ended up in and
+    however they were spelled there (any case, percent-encoded, JSON-escaped): the one
+    place a key echoed by an upstream, a password in a URL or a header value is stopped."""
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self) -> None:
+        self._pattern: re.Pattern[str] | None = None
+
+    def set_secrets(self, secrets: Iterable[str]) -> None:
+        variants: set[str] = set()
+        for secret in secrets:
+            if len(secret) < _MIN_SECRET:  # "1" or "on" would mask half the log
+                continue
+            for form in (secret, quote(secret, safe=""), quote_plus(secret)):
+                variants |= {form, json.dumps(form)[1:-1]}
+        alternatives = sorted(variants, key=len, reverse=True)
+        self._pattern = (
+            re.compile("|".join(map(re.escape, alternatives)), re.IGNORECASE)
+            if alternatives
+            else None
+        )
+
+    def redact(self, line: str) -> str:
+        pattern = self._pattern
+        return line if pattern is None else pattern.sub("***", line)
+
+
+_MIN_SECRET = 6
+# The process's log boundary: `serve` gives it the policy's secrets at start and reload.
+REDACTOR = Redactor()
+
+
+def redact_secrets(secrets: Iterable[str]) -> None:
+    REDACTOR.set_secrets(secrets)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -48,7 +89,7 @@ class JsonFormatter(logging.Formatter):
             # The exception's type only: a traceback's locals may hold a request's secrets.
             exc_type = record.exc_info[0]
             out["exception"] = exc_type.__name__ if exc_type else "unknown"
-        return ENCODER.encode(out)
+        return REDACTOR.redact(ENCODER.encode(out))
 
 
 # One encoder for every line: json.dumps with options builds a new one per call.

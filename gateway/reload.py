@@ -16,8 +16,9 @@ from pathlib import Path
 from aiohttp import web
 
 from .limits.spend import LIMITER
+from .logs import redact_secrets
 from .metrics import METRICS
-from .policy import Policy, PolicyError, load_policy
+from .policy import Policy, PolicyError, load_policy, secrets_in
 from .runtime import RUNTIME, Runtime
 from .upstream import UPSTREAM
 from .upstream.openai import OpenAIClient
@@ -35,6 +36,7 @@ def apply_policy(app: web.Application, policy: Policy) -> list[str]:
     if isinstance(upstream, OpenAIClient):
         upstream.configure(policy.upstream)
     holder.current = runtime
+    redact_secrets(secrets_in(policy))
     return describe_changes(old, policy)
 
 

@@ -94,3 +94,62 @@ def test_urls_with_a_password_are_refused_and_never_printed(tmp_path: Any) -> No
         )
         if routes[0]["kind"] == "chatkit_proxy":
             assert any(": routes[0].target: URL must not carry a user" in p for p in problems)
+
+
+async def test_the_key_never_reaches_the_log_in_any_field_or_spelling(
+    tmp_path: Any, fake_openai: Any, gateways: list[Any], http: Any
+) -> None:
+    """An upstream that echoes the key in `error.type` and `error.code` (upper case,
+    percent-encoded): one redaction at the log boundary masks every spelling."""
+    from urllib.parse import quote
+
+    from tests.conftest import TEST_KEY
+    from tests.processes import base_env, free_port, poll, start_gateway, write_policy
+
+    port = free_port()
+    config = write_policy(tmp_path / "gateway.yaml", port=port, base_url=fake_openai.base_url)
+    gw = await start_gateway(config, port, env=base_env(OPENAI_API_KEY=TEST_KEY), gateways=gateways)
+    echoed = {
+        "error": {
+            "message": f"bad key {TEST_KEY.swapcase()}",
+            "type": TEST_KEY.upper(),
+            "code": quote(TEST_KEY, safe=""),
+            "param": TEST_KEY,
+        }
+    }
+    fake_openai.fail_next(400, body=echoed)
+    async with http.post(f"{gw.url}{SESSION}", json={}, headers={"Origin": ALLOWED}) as resp:
+        assert resp.status == 502
+        assert TEST_KEY.lower() not in (await resp.text()).lower()
+
+    async def logged_it() -> bool:
+        return "upstream refused the request" in gw.stdout
+
+    await poll(logged_it, 5, "the upstream error's log line")
+    logged = gw.stdout
+    assert "upstream refused the request" in logged and "***" in logged
+    for spelling in (TEST_KEY, TEST_KEY.upper(), quote(TEST_KEY, safe=""), TEST_KEY[4:]):
+        assert spelling.lower() not in logged.lower(), spelling
+
+
+def test_the_redactor_covers_every_secret_the_policy_holds() -> None:
+    from gateway.logs import Redactor
+    from gateway.policy import parse_policy, secrets_in
+    from tests.conftest import TEST_KEY, policy_yaml
+
+    text = policy_yaml(
+        limiter={"backend": "memory", "redis_url": "redis://gw:redis-pass-777@r:6379/0"},
+        routes=[
+            site_route(user_id={"secret": "user-id-secret-555"}),
+            {"name": "chat", "path": "/chatkit", "kind": "chatkit_proxy",
+             "target": "http://backend:8000/chatkit", "allowed_origins": [ALLOWED],
+             "upstream_headers": {"X-Backend-Key": "backend-key-333"}},
+        ],
+    )  # fmt: skip
+    secrets = secrets_in(parse_policy(text, env={"OPENAI_API_KEY": TEST_KEY}))
+    assert {TEST_KEY, "redis-pass-777", "user-id-secret-555", "backend-key-333"} <= secrets
+    redactor = Redactor()
+    redactor.set_secrets(secrets | {"p@ss/word+1"})
+    line = f'{{"detail":"{TEST_KEY.upper()} redis-pass-777 BACKEND-KEY-333 p%40ss%2Fword%2B1"}}'
+    assert redactor.redact(line) == '{"detail":"*** *** *** ***"}'
+    assert redactor.redact('{"detail":"nothing here"}') == '{"detail":"nothing here"}'

@@ -8,7 +8,7 @@ from .document import OPS_PATHS, Policy, load_policy, parse_policy, policy_adapt
 from .problems import PolicyError, Problem
 from .render import effective_policy, policy_warnings
 from .route import RouteBase, register_kind, route_kinds, unregister_kind
-from .secrets import Secret
+from .secrets import Secret, secrets_in
 from .sections import (
     STRICT,
     Backend,
@@ -55,6 +55,7 @@ __all__ = [
     "policy_warnings",
     "register_kind",
     "route_kinds",
+    "secrets_in",
     "unregister_kind",
     "whole_seconds",
 ]

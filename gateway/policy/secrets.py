@@ -6,6 +6,7 @@ password masked, so its output can be pasted into an issue.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -80,6 +81,30 @@ def mask_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def secrets_in(value: object) -> set[str]:
+    """Every secret a policy holds (and a URL secret's password alone): what the log
+    boundary masks (logs.py). Walks the dataclasses, so a new secret key is covered."""
+    found: set[str] = set()
+    if isinstance(value, Secret):
+        revealed = value.reveal()
+        if revealed:
+            found.add(revealed)
+            if "://" in revealed:
+                password = urlsplit(revealed).password
+                if password:
+                    found.add(password)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            found |= secrets_in(getattr(value, f.name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            found |= secrets_in(item)
+    elif isinstance(value, list | tuple | frozenset):
+        for item in value:
+            found |= secrets_in(item)
+    return found
 
 
 def _url_secret(value: object) -> Secret:
