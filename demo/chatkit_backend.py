@@ -44,7 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from examples.chatkit_server.store import Context, MemoryStore
 from examples.chatkit_server.streaming import EVENT_STREAM, event_stream
 
-VISITOR: Context = {"user": "anonymous"}  # one visitor: the store keeps threads per user
+# The store keeps threads per user: the gateway's X-ChatKit-User (the page's X-Device-Id,
+# hashed). A request without one — the demo page called directly with --cors-origin, or a
+# page that sends no X-Device-Id — shares the "anonymous" namespace: acceptable for an
+# echo demo with nothing to leak; examples/chatkit_server refuses such requests instead.
+USER_HEADER = "X-ChatKit-User"
+
+
+def visitor(request: web.Request) -> Context:
+    return {"user": request.headers.get(USER_HEADER) or "anonymous"}
 
 
 class EchoServer(ChatKitServer[Context]):
@@ -114,7 +122,7 @@ def make_app(
         try:
             kind = json.loads(raw).get("type")
             server.seen.append(kind if isinstance(kind, str) else "?")
-            result = await server.process(raw, VISITOR)
+            result = await server.process(raw, visitor(request))
         except (ValueError, AttributeError, ValidationError, NotFoundError) as exc:
             error = {"error": {"code": "bad_request", "message": type(exc).__name__}}
             return web.json_response(error, status=400, headers=cors)

@@ -25,6 +25,17 @@ function showThread() {
   setText("send-type", threadId ? "(threads.add_user_message)" : "(threads.create)");
 }
 
+/** The visitor's opaque id, kept in localStorage: the gateway derives the backend's
+ * X-ChatKit-User from it (a keyed hash), so each browser has its own threads. */
+function deviceId() {
+  let id = localStorage.getItem("chatkit-device-id");
+  if (!id) {
+    id = crypto.randomUUID();
+    localStorage.setItem("chatkit-device-id", id);
+  }
+  return id;
+}
+
 /** POST one ChatKit request; returns the Response, or throws a GatewayError. */
 async function post(request, signal) {
   let response;
@@ -34,7 +45,7 @@ async function post(request, signal) {
       mode: "cors",
       credentials: "omit",
       cache: "no-store",
-      headers: { "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json", "X-Device-Id": deviceId() },
       body: JSON.stringify(request),
       signal,
     });

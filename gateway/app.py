@@ -18,7 +18,7 @@ from .limits.spend import LIMITER
 from .metrics import METRICS, Metrics
 from .observe import observe_middleware
 from .policy import Backend, Policy
-from .routes.dispatch import dispatch
+from .routes.dispatch import defer_continue, dispatch
 from .routes.ops import LIFECYCLE, Lifecycle, setup_ops
 from .runtime import RUNTIME, Runtime, RuntimeHolder
 from .upstream import UPSTREAM, TokenUpstream
@@ -63,10 +63,11 @@ def create_app(
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(proxy_context)  # chatkit_proxy: its own session, no total timeout
     app.cleanup_ctx.append(_limiter_storage)
-    setup_ops(app, policy.metrics.path)
+    setup_ops(app, policy.metrics.path, ops_port=policy.server.ops_port)
     # Every path, control characters included (`.` alone stops at a newline): the policy
     # decides, not the router.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch)
+    # No `100 Continue` before dispatch has checked the request (routes/dispatch.py).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch, expect_handler=defer_continue)
     return app
 
 

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiohttp import web
+
 from .app import create_app
 from .gc_tuning import tune_gc
 from .listener import open_listener
@@ -27,10 +29,12 @@ from .policy import (
     secrets_in,
 )
 from .reload import PolicyFile
-from .routes.ops import LIFECYCLE
+from .routes.ops import LIFECYCLE, ops_app
 from .runtime import RUNTIME
 
 log = logging.getLogger("gateway")
+# The ops listener's in-flight requests (probes, scrapes) are short.
+_OPS_SHUTDOWN_SECONDS = 2.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,15 +146,23 @@ async def serve(policy: Policy, path: Path) -> int:
     # keep-alive and header-size settings come from the policy too (http_protocol.py).
     # After the grace the listener closes; in-flight requests and streams get
     # drain_timeout_seconds.
+    # With server.ops_port, the probes and metrics have a listener (and connection caps)
+    # of their own, opened first: they answer before the public port does.
+    ops_runner: web.AppRunner | None = None
     try:
+        if server.ops_port is not None:
+            port = server.ops_port
+            ops_runner, _ = await open_listener(
+                ops_app(app), server.host, port, shutdown_timeout=_OPS_SHUTDOWN_SECONDS
+            )
+        port = server.port
         runner, _ = await open_listener(
-            app, server.host, server.port, shutdown_timeout=server.drain_timeout_seconds
+            app, server.host, port, shutdown_timeout=server.drain_timeout_seconds
         )
     except OSError as exc:
-        log.error(
-            "cannot listen",
-            extra={"detail": f"{server.host}:{server.port}: {exc.strerror or exc}"},
-        )
+        log.error("cannot listen", extra={"detail": f"{server.host}:{port}: {exc.strerror or exc}"})
+        if ops_runner is not None:
+            await ops_runner.cleanup()
         return 1
     log.info(
         "listening",
@@ -158,6 +170,7 @@ async def serve(policy: Policy, path: Path) -> int:
             "detail": f"http://{server.host}:{server.port} routes="
             + ",".join(f"{r.name}:{r.path}" for r in policy.routes)
             + (" upstream=stub" if policy.stub_upstream else " upstream=openai")
+            + (f" ops=http://{server.host}:{server.ops_port}" if ops_runner is not None else "")
         },
     )
     loop = asyncio.get_running_loop()
@@ -180,5 +193,7 @@ async def serve(policy: Policy, path: Path) -> int:
     finally:
         watcher.cancel()
         await runner.cleanup()
+        if ops_runner is not None:  # probes and scrapes answered through the whole drain
+            await ops_runner.cleanup()
         log.info("stopped")
     return 0

@@ -18,16 +18,22 @@ are handled by `GuardedRequestHandler` — aiohttp's own handler, plus these rul
   rate below the minimum, ends the request: the handler's read fails with RequestTimeout
   → `408 request_timeout` (JSON), and the connection is closed after that answer. Time in
   which the gateway itself stopped reading (backpressure) is not held against the client.
-- `max_connections`: at the cap, a new connection takes the place of the connection that
-  has been idle longest — idle meaning no request in progress: a kept-alive connection
-  between requests, or one whose head is still arriving — which is closed. When every
-  connection has a request in progress, the new one gets `503 unavailable` (JSON,
-  `Connection: close`) and is closed without its request being read. A request in
-  progress is never cut short by the cap, and idle attackers cannot lock clients out.
+- `max_connections`, and `max_connections_per_client` for the connections of one peer
+  address: at a cap, a new connection takes the place of the connection (of that peer, or
+  of all) that has been idle longest — idle meaning no request in progress: a kept-alive
+  connection between requests, or one whose head is still arriving — which is closed.
+  When every such connection has a request in progress, the new one gets `503
+  unavailable` (JSON, `Connection: close`) and is closed without its request being read.
+  A request in progress is never cut short by a cap, idle attackers cannot lock clients
+  out, and busy ones can hold no more than their own share (the books: listener.py).
 - Malformed requests (a garbage request line, a header over `max_header_bytes`, a bad
   Content-Length): aiohttp answers these itself, as text/plain carrying its version in
   `Server` and pieces of the request in the body. Here they are `400 bad_request` JSON
-  with the headers every answer carries.
+  with the headers every answer carries. So are two kinds of request aiohttp would serve:
+  a request line naming another major version than HTTP/1 (`HTTP/2.0`, `HTTP/0.9`) is
+  `505 http_version_not_supported` (llhttp itself refuses `HTTP/1.2` or `HTTP/3.0` with
+  the 400), and an HTTP/1.0 request with Transfer-Encoding, whose framing RFC 9112 §6.1
+  calls faulty, is `400 bad_request`; the connection is closed after either.
 
 The limits in force when a connection opens apply to it, so a reload reaches new
 connections. Counted in `chatkit_gateway_connections_closed_total{reason}`, with
@@ -60,6 +66,11 @@ the import goes one way: listener → http_protocol.
 #   for each flag).
 # - BaseProtocol._loop: the connection's event loop, for the head and body timers.
 #   Every test above.
+# - aiohttp.web_protocol._ErrInfo, and assigning into RequestHandler._messages: a parsed
+#   head the gateway refuses becomes the error entry aiohttp's own parser would have
+#   queued, answered by handle_error in its turn (_vet_heads). tests/test_hostile_connections
+#   .py: test_http_major_versions_other_than_1_get_505_and_a_close,
+#   test_http_1_0_with_transfer_encoding_is_refused_and_closed.
 #
 # Not underscored, but aiohttp internals all the same: the RequestHandler constructor
 # (manager, loop, keepalive_timeout, max_line_size, max_field_size, access_log;
@@ -79,14 +90,33 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from aiohttp import StreamReader, web
+from aiohttp import StreamReader, hdrs, web
+from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
+from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web import BaseRequest, RequestHandler
+from aiohttp.web_protocol import _ErrInfo
 
 from .context import SERVER_HEADER
 from .errors import RequestTimeout
 from .policy import ServerConfig
 
 log = logging.getLogger("gateway.server")
+
+_VERSIONS = (HttpVersion10, HttpVersion11)
+_TE_IN_HTTP10 = BadHttpMessage("Transfer-Encoding in an HTTP/1.0 request")
+_UNKNOWN_MINOR = BadHttpMessage("HTTP/1.x other than 1.0 and 1.1")
+# The refusals' messages by the guard's reason (listener.py).
+_BUSY = {
+    "": "Too many connections; try again shortly",
+    "refused_per_client": "Too many connections from this address; try again shortly",
+}
+
+
+def peer_address(transport: asyncio.BaseTransport) -> str:
+    """The TCP peer's address, which `server.max_connections_per_client` counts by."""
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if isinstance(peer, tuple) and peer else ""
 
 
 class Guard(Protocol):
@@ -95,7 +125,9 @@ class Guard(Protocol):
     server: web.Server  # aiohttp's, which a RequestHandler reports to
     new_id: Callable[[], str]  # request ids for the answers written here
 
-    def admit(self, conn: GuardedRequestHandler, cap: int) -> bool: ...
+    def admit(self, conn: GuardedRequestHandler, peer: str, config: ServerConfig) -> str | None:
+        """None: admitted; else the reason it was refused."""
+
     def release(self, conn: GuardedRequestHandler) -> None: ...
     def set_idle(self, conn: GuardedRequestHandler, idle: bool) -> None: ...
     def count(self, reason: str) -> None: ...
@@ -158,9 +190,10 @@ class GuardedRequestHandler(RequestHandler):
     # --- connection -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not self._guard.admit(self, self._config.max_connections):
+        refused = self._guard.admit(self, peer_address(transport), self._config)
+        if refused is not None:
             tcp = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
-            busy = "Too many connections; try again shortly"
+            busy = _BUSY.get(refused, _BUSY[""])
             tcp.write(
                 canned_answer(503, "Service Unavailable", "unavailable", busy, self._guard.new_id())
             )
@@ -185,6 +218,7 @@ class GuardedRequestHandler(RequestHandler):
         in_body = self._body is not None  # a body was still due: these bytes are its
         super().data_received(data)
         if self._request_count != count:
+            self._vet_heads(self._request_count - count)
             self._head_done()
         elif in_body:
             self._body_received(len(data))
@@ -228,6 +262,30 @@ class GuardedRequestHandler(RequestHandler):
             self._body = payload
             self._body_deadline = self._loop.time() + self._config.body_timeout_seconds
             self._body_timer = self._loop.call_at(self._body_deadline, self._body_check)
+
+    def _vet_heads(self, new: int) -> None:
+        """What aiohttp's parser lets through but the gateway must not serve: an HTTP
+        major version other than 1 (`HTTP/2.0` or `HTTP/0.9` in a request line: 505), an
+        HTTP/1.x other than 1.0 and 1.1 (400, as llhttp answers those itself), and
+        Transfer-Encoding in an HTTP/1.0 request, whose framing RFC 9112 §6.1 calls faulty
+        (400, as nginx does). The newly parsed heads, the last `new` in the queue, become
+        the errors aiohttp answers through handle_error, in their turn (after the requests
+        before them on the connection); then the connection closes."""
+        queue = self._messages
+        for i in range(max(0, len(queue) - new), len(queue)):
+            message = queue[i][0]
+            if isinstance(message, _ErrInfo):
+                continue
+            if message.version.major != 1:
+                version = f"HTTP/{message.version.major}.{message.version.minor}"
+                error = _ErrInfo(505, HttpProcessingError(code=505, message=version), version)
+            elif message.version not in _VERSIONS:  # aiohttp's pure-Python parser only
+                error = _ErrInfo(400, _UNKNOWN_MINOR, str(_UNKNOWN_MINOR))
+            elif message.version == HttpVersion10 and hdrs.TRANSFER_ENCODING in message.headers:
+                error = _ErrInfo(400, _TE_IN_HTTP10, str(_TE_IN_HTTP10))
+            else:
+                continue
+            queue[i] = (error, EMPTY_PAYLOAD)
 
     def _head_expired(self) -> None:
         self._head_timer = None
@@ -297,7 +355,14 @@ class GuardedRequestHandler(RequestHandler):
         """Protocol errors (and anything that escaped the app) as JSON, never text/plain."""
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was already started; cannot send an error")
-        if status >= 500:
+        if status == 505:
+            self._guard.count("malformed_request")
+            log.info(
+                "HTTP version not supported",
+                extra={"status": status, "client_ip": request.remote},
+            )
+            code, text = "http_version_not_supported", "HTTP version not supported; use HTTP/1.1"
+        elif status >= 500:
             self.log_exception("error handling request", exc_info=exc)
             code, text = "internal_error", "Internal error"
         else:

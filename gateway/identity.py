@@ -8,6 +8,11 @@ replica and across restarts. We send `u_` + HMAC-SHA256(secret, source:value) tr
   `{"device_id": "…"}`; without one, the client IP stands in (hashed, never raw).
 - `header`: a header set by a trusted auth proxy (believed only from a trusted peer).
 - `client_ip`: the client address alone (users behind one NAT share history).
+A `chatkit_proxy` route sends the same value to the site's backend as `X-ChatKit-User`
+(`proxy_user_id`), from the page's `X-Device-Id` header — 16 to 128 characters of
+`[A-Za-z0-9_-]`, the same hash as a `device_id` in a session body, so one device is one
+user on both kinds — and never from the client IP unless the policy says `client_ip`: a
+request without a valid device id gets no user, and the backend serves it no history.
 The secret is `user_id.secret` if set, else derived from the OpenAI API key, so a fleet
 agrees without extra configuration; rotating the key then re-scopes history, which is why
 an explicit secret is recommended in production.
@@ -26,6 +31,9 @@ from .errors import BadRequest
 from .policy import UpstreamConfig, UserIdConfig, UserIdSource
 
 _DEVICE_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# A header a page sets: random enough to be a bearer token for the visitor's history.
+_DEVICE_HEADER = re.compile(r"[A-Za-z0-9_-]{16,128}")
+DEVICE_HEADER = "X-Device-Id"
 _DERIVE = b"chatkit-gateway/user-id/v1\x00"
 
 
@@ -59,6 +67,29 @@ def end_user_id(
     else:
         material = f"ip:{client_ip}"
     return _user_id(secret, material)
+
+
+def proxy_user_id(
+    config: UserIdConfig,
+    secret: bytes,
+    headers: Mapping[str, str],
+    client_ip: str,
+    from_trusted_proxy: bool,
+) -> str | None:
+    """The X-ChatKit-User of a proxied request, or None when the request names no user
+    (no valid `X-Device-Id`, or the trusted header is missing or not from a trusted peer)."""
+    source = config.source
+    if source is UserIdSource.HEADER:
+        value = headers.get(config.header) if from_trusted_proxy else None
+        if not value or not _DEVICE_ID.fullmatch(value):
+            return None
+        return _user_id(secret, f"header:{value}")
+    if source is UserIdSource.CLIENT_IP:
+        return _user_id(secret, f"ip:{client_ip}")
+    device = headers.get(DEVICE_HEADER)
+    if device is None or not _DEVICE_HEADER.fullmatch(device):
+        return None
+    return _user_id(secret, f"device:{device}")
 
 
 @functools.lru_cache(maxsize=8192)

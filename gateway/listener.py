@@ -1,11 +1,22 @@
-"""The TCP listener `serve` runs: aiohttp's server, one guarded handler per connection.
+"""The TCP listeners `serve` runs: aiohttp's server, one guarded handler per connection.
 
-`ConnectionGuard` is the listener's protocol factory: it makes each connection's
+`ConnectionGuard` is a listener's protocol factory: it makes each connection's
 `GuardedRequestHandler` (http_protocol.py, with the policy's `server:` limits in force
-when the connection opens) and keeps the books of `server.max_connections` — which
-connections are open, and which of them are idle, longest idle first, to be evicted at
-the cap. The handler sees the guard only through http_protocol's `Guard` protocol, so the
-import goes one way: this module → http_protocol.
+when the connection opens) and keeps the books of the connection caps — which connections
+are open, from which peer address, and which of them are idle, longest idle first, to be
+evicted at a cap:
+
+- `server.max_connections_per_client`: a peer address at its cap makes room by closing
+  its own longest-idle connection; with every one of them busy, the new connection gets
+  `503 unavailable` and is closed (`connections_closed_total{reason="refused_per_client"}`).
+  The peer is the TCP peer: behind a proxy, every client is the proxy's address.
+- `server.max_connections`: then the listener's cap, the same way, across all peers
+  (`reason="evicted"`, `reason="refused"`).
+
+So one address cannot take every connection of the listener, and with `server.ops_port`
+the operations endpoints have a listener, and books, of their own (`serve` in cli.py).
+The handler sees the guard only through http_protocol's `Guard` protocol, so the import
+goes one way: this module → http_protocol.
 """
 
 # Private aiohttp names used, written against 3.14 (pyproject pins aiohttp>=3.14,<3.15).
@@ -33,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -44,10 +56,24 @@ from .metrics import METRICS, Metrics
 from .policy import ServerConfig
 from .runtime import RUNTIME
 
+# Reasons in chatkit_gateway_connections_closed_total: at the listener's cap with every
+# connection busy, and at one peer's cap with each of its connections busy.
+REFUSED = "refused"
+REFUSED_PER_CLIENT = "refused_per_client"
+
+
+@dataclass(slots=True)
+class _Peer:
+    """One peer address's books: its open connections, and the idle ones among them."""
+
+    open: int = 0
+    idle: dict[GuardedRequestHandler, None] = field(default_factory=dict)
+
 
 class ConnectionGuard:
     """The listener's protocol factory: one GuardedRequestHandler per connection, and the
-    bookkeeping of the cap. `_idle` is ordered by when each connection became idle."""
+    books of the caps: every open connection with its peer, and the idle ones, overall and
+    per peer, each ordered by when the connection became idle (longest idle first)."""
 
     def __init__(
         self,
@@ -61,8 +87,9 @@ class ConnectionGuard:
         self.config = config
         self.metrics = metrics
         self.new_id = new_id
-        self._open: set[GuardedRequestHandler] = set()
+        self._open: dict[GuardedRequestHandler, str] = {}  # → its peer
         self._idle: dict[GuardedRequestHandler, None] = {}
+        self._peers: dict[str, _Peer] = {}
 
     def __call__(self) -> GuardedRequestHandler:
         return GuardedRequestHandler(self, self.config())
@@ -75,34 +102,62 @@ class ConnectionGuard:
         if self.metrics is not None:
             self.metrics.connections_closed.labels(reason).inc()
 
-    def admit(self, conn: GuardedRequestHandler, cap: int) -> bool:
-        if len(self._open) >= cap:
+    def admit(self, conn: GuardedRequestHandler, peer: str, config: ServerConfig) -> str | None:
+        """Take the connection on, making room by evicting an idle one if need be: first
+        at the peer's own cap (one of its idle connections), then at the listener's (the
+        longest idle of all). None when admitted, else the refusal's reason."""
+        books = self._peers.get(peer)
+        if books is not None and books.open >= config.max_connections_per_client:
+            victim = next(iter(books.idle), None)
+            if victim is None:
+                self.count(REFUSED_PER_CLIENT)
+                return REFUSED_PER_CLIENT
+            self._evict(victim)
+        if len(self._open) >= config.max_connections:
             victim = next(iter(self._idle), None)
             if victim is None:
-                self.count("refused")
-                return False
-            self.release(victim)
-            victim.force_close()
-            self.count("evicted")
-        self._open.add(conn)
+                self.count(REFUSED)
+                return REFUSED
+            self._evict(victim)
+        books = self._peers.get(peer)
+        if books is None:
+            books = self._peers[peer] = _Peer()
+        books.open += 1
+        books.idle[conn] = None
+        self._open[conn] = peer
         self._idle[conn] = None
         if self.metrics is not None:
-            self.metrics.open_connections.set(len(self._open))
-        return True
+            self.metrics.open_connections.inc()
+        return None
+
+    def _evict(self, victim: GuardedRequestHandler) -> None:
+        self.release(victim)
+        victim.force_close()
+        self.count("evicted")
 
     def release(self, conn: GuardedRequestHandler) -> None:
+        peer = self._open.pop(conn, None)
+        if peer is None:
+            return
         self._idle.pop(conn, None)
-        if conn in self._open:
-            self._open.discard(conn)
-            if self.metrics is not None:
-                self.metrics.open_connections.set(len(self._open))
+        books = self._peers[peer]
+        books.idle.pop(conn, None)
+        books.open -= 1
+        if not books.open:
+            del self._peers[peer]
+        if self.metrics is not None:
+            self.metrics.open_connections.dec()
 
     def set_idle(self, conn: GuardedRequestHandler, idle: bool) -> None:
-        if not idle:
-            self._idle.pop(conn, None)
-        elif conn in self._open:
-            self._idle.pop(conn, None)
-            self._idle[conn] = None  # to the end: idle since now
+        peer = self._open.get(conn)
+        if peer is None:
+            return
+        books = self._peers[peer]
+        self._idle.pop(conn, None)
+        books.idle.pop(conn, None)
+        if idle:  # to the end: idle since now
+            self._idle[conn] = None
+            books.idle[conn] = None
 
 
 class GuardedSite(web.BaseSite):

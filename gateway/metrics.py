@@ -34,7 +34,10 @@ OUTCOMES = (
 OPS_ROUTE = "ops"
 UNMATCHED_ROUTE = "unmatched"
 # Why the listener closed or refused a connection (listener.py, server_limits.py).
-CLOSE_REASONS = ("header_timeout", "body_timeout", "evicted", "refused", "malformed_request")
+CLOSE_REASONS = (
+    "header_timeout", "body_timeout", "evicted", "refused", "refused_per_client",
+    "malformed_request",
+)  # fmt: skip
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 

@@ -65,6 +65,7 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
         ("upstream.max_connections", old.upstream.max_connections,
          new.upstream.max_connections),
         ("metrics.path", old.metrics.path, new.metrics.path),
+        ("server.ops_port", old.server.ops_port, new.server.ops_port),
         ("limiter", old.limiter, new.limiter),
     ]  # fmt: skip
     for name, before, after in restart_only:

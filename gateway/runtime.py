@@ -37,7 +37,7 @@ def compile_route(policy: Policy, route: RouteBase) -> CompiledRoute:
     allow = ", ".join([*sorted(methods), "OPTIONS"])
     preflight = (
         ("Access-Control-Allow-Methods", ", ".join(sorted(methods))),
-        ("Access-Control-Allow-Headers", "Content-Type, X-Request-ID, Authorization"),
+        ("Access-Control-Allow-Headers", "Content-Type, X-Request-ID, Authorization, X-Device-Id"),
         ("Access-Control-Max-Age", str(route.cors_max_age_seconds)),
     )
     return CompiledRoute(

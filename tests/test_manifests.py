@@ -41,6 +41,7 @@ CONFIG_PATH = "/etc/chatkit-gateway/gateway.yaml"
 API_KEY_FILE = "/run/secrets/openai/api-key"
 IMAGE = "ghcr.io/example/chatkit-gateway:0.1.0"
 RUN_AS_USER = 10001
+OPS_PORT = 8081  # server.ops_port: probes and the ServiceMonitor's scrapes
 
 # Kubernetes versions whose schemas the manifests must pass: the oldest supported (the
 # preStop `sleep` action is on by default from 1.30) and the newest kubernetes-validate has.
@@ -549,14 +550,25 @@ def test_deployment_runs_the_gateway() -> None:
     assert "--stub-upstream" not in container["args"]
 
 
-def test_container_port_is_the_policy_port() -> None:
+def test_container_ports_are_the_policy_ports() -> None:
     docs = rendered()
     ports = gateway_container(docs)["ports"]
-    assert [(p["name"], p["containerPort"]) for p in ports] == [("http", 8080)]
+    assert [(p["name"], p["containerPort"]) for p in ports] == [("http", 8080), ("ops", OPS_PORT)]
     assert policy(docs)["server"]["port"] == 8080
+    assert policy(docs)["server"]["ops_port"] == OPS_PORT
 
 
-def test_probes_hit_healthz_and_readyz_on_the_container_port() -> None:
+def test_behind_the_ingress_the_per_client_cap_is_the_listeners() -> None:
+    """The TCP peers are the ingress controller's pods: a per-client cap below the
+    listener's would refuse browsers by the ingress pod they came through."""
+    server = policy(rendered())["server"]
+    assert server["trusted_proxies"], "the manifests sit behind an ingress"
+    total = server.get("max_connections", ServerConfig.max_connections)
+    assert server["max_connections_per_client"] == total
+
+
+def test_probes_hit_healthz_and_readyz_on_the_ops_port() -> None:
+    """Not on the public port, where clients holding every connection would fail them."""
     container = gateway_container(rendered())
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     expected = {
@@ -570,7 +582,7 @@ def test_probes_hit_healthz_and_readyz_on_the_container_port() -> None:
         get = container[probe]["httpGet"]
         assert get["path"] == path, probe
         port = ports.get(get["port"], get["port"])
-        assert port == 8080, f"{probe} port {get['port']}"
+        assert port == OPS_PORT, f"{probe} port {get['port']}"
 
 
 def test_pod_security_is_restricted() -> None:
@@ -716,12 +728,13 @@ def test_policy_passes_gateway_check(variant: str, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- other objects
 
 
-def test_service_exposes_http_on_port_80() -> None:
+def test_service_exposes_http_on_port_80_and_ops_for_the_servicemonitor() -> None:
     docs = rendered()
     service = one(docs, "Service", "chatkit-gateway")
     assert selects(service["spec"]["selector"], pod_labels(docs))
     assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
-        ("http", 80, "http")
+        ("http", 80, "http"),
+        ("ops", OPS_PORT, "ops"),
     ]
 
 
@@ -750,7 +763,7 @@ def test_pdb_keeps_one_pod() -> None:
     assert one(docs, "HorizontalPodAutoscaler")["spec"]["minReplicas"] > 1
 
 
-def test_servicemonitor_scrapes_metrics_on_http() -> None:
+def test_servicemonitor_scrapes_metrics_on_the_ops_port() -> None:
     docs = rendered()
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service", "chatkit-gateway")
@@ -759,8 +772,11 @@ def test_servicemonitor_scrapes_metrics_on_http() -> None:
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     assert "namespaceSelector" not in monitor["spec"] or monitor["spec"]["namespaceSelector"]
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
-    assert endpoint["port"] == "http"
+    by_name = {p["name"]: p for p in service["spec"]["ports"]}
+    assert endpoint["port"] == "ops"
+    container_ports = {p["name"]: p["containerPort"] for p in gateway_container(docs)["ports"]}
+    target = by_name[endpoint["port"]]["targetPort"]
+    assert container_ports.get(target, target) == policy(docs)["server"]["ops_port"]
     assert endpoint["path"] == policy(docs)["metrics"]["path"] == "/metrics"
     for field in ("interval", "scrapeTimeout"):
         assert re.fullmatch(r"\d+[smh]", endpoint.get(field, "30s")), field
@@ -774,14 +790,14 @@ def _policy_ports(rule: Mapping[str, Any]) -> set[tuple[str, int]]:
     return {(p.get("protocol", "TCP"), p["port"]) for p in rule.get("ports", [])}
 
 
-def test_networkpolicy_allows_http_in_and_dns_https_redis_out() -> None:
+def test_networkpolicy_allows_http_and_ops_in_and_dns_https_redis_out() -> None:
     docs = rendered()
     netpol = one(docs, "NetworkPolicy", "chatkit-gateway")
     assert selects(netpol["spec"]["podSelector"]["matchLabels"], pod_labels(docs))
     assert set(netpol["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     ingress = set().union(*(_policy_ports(r) for r in netpol["spec"]["ingress"]))
     container_ports = {("TCP", p["containerPort"]) for p in gateway_container(docs)["ports"]}
-    assert ingress == {("TCP", 8080)} == container_ports
+    assert ingress == {("TCP", 8080), ("TCP", OPS_PORT)} == container_ports
     egress = set().union(*(_policy_ports(r) for r in netpol["spec"]["egress"]))
     assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6379)} <= egress
     redis_url = str(policy(docs)["limiter"]["redis_url"])

@@ -297,7 +297,7 @@ async def _disconnect_mid_stream(
 
 
 async def test_oversize_bodies_get_413(gateway: Any, backend: Backend) -> None:
-    client, _ = await start(gateway, backend, max_body_bytes=1024)
+    client, _ = await start(gateway, backend, max_json_bytes=1024)  # the endpoint's own cap
     big = create_req("x" * 2000)
     resp = await client.post("/chatkit", json=big, headers=ORIGIN)
     assert resp.status == 413

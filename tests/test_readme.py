@@ -468,7 +468,8 @@ async def test_example_chatkit_server_as_the_readme_runs_it(readme: Path, tmp_pa
         url = f"http://127.0.0.1:{port}/chatkit"
         body = {"type": "threads.list", "params": {}}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
-            async with http.post(url, json=body, headers={"X-Backend-Key": key}) as resp:
+            as_gateway = {"X-Backend-Key": key, "X-ChatKit-User": "u_readme"}
+            async with http.post(url, json=body, headers=as_gateway) as resp:
                 assert resp.status == 200, await resp.text()
                 listed = await resp.json(content_type=None)
             assert listed["data"] == [] and listed["has_more"] is False, listed

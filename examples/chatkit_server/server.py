@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import hashlib
 import hmac
+import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -131,14 +132,33 @@ SERVER = web.AppKey("server", Assistant)
 BACKEND_KEY = web.AppKey("backend_key", str)
 
 
+# Who the visitor is, as the gateway's chatkit_proxy route says: `u_` + a keyed hash of
+# the page's X-Device-Id (or of a trusted auth proxy's header). Never the raw device id.
+USER_HEADER = "X-ChatKit-User"
+_USER = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _refuse(status: type[web.HTTPException], code: str, message: str) -> web.HTTPException:
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return status(text=body, content_type="application/json")
+
+
 def context_of(request: web.Request) -> Context:
-    """Who is asking. The page adds `Authorization` in the widget's `api.fetch`; a real
-    backend verifies it (a session, a JWT). Here it is only hashed into a store namespace."""
+    """Whose threads these are: the gateway's X-ChatKit-User, one store namespace each.
+    Without it there is no one to file threads under, so nothing is served: sharing one
+    "anonymous" namespace would show every visitor everyone's history. A real backend
+    with logins would verify its own session (Cookie, Authorization) here instead."""
     expected = request.app[BACKEND_KEY]
     if expected and not hmac.compare_digest(request.headers.get("X-Backend-Key", ""), expected):
-        raise web.HTTPUnauthorized(text='{"error": "not from the gateway"}')
-    auth = request.headers.get("Authorization", "")
-    user = hashlib.sha256(auth.encode()).hexdigest()[:16] if auth else "anonymous"
+        raise _refuse(web.HTTPUnauthorized, "not_from_gateway", "not from the gateway")
+    user = request.headers.get(USER_HEADER, "")
+    if not _USER.fullmatch(user):
+        raise _refuse(
+            web.HTTPBadRequest,
+            "no_user",
+            f"no {USER_HEADER}: the page must send an X-Device-Id header (16-128 "
+            "characters of A-Z a-z 0-9 _ -, kept in localStorage) through the gateway",
+        )
     return {"user": user}
 
 
@@ -147,9 +167,9 @@ async def chatkit(request: web.Request) -> web.StreamResponse:
     try:
         result = await request.app[SERVER].process(await request.read(), context)
     except ValidationError:
-        raise web.HTTPBadRequest(text='{"error": "not a ChatKit request"}') from None
+        raise _refuse(web.HTTPBadRequest, "bad_request", "not a ChatKit request") from None
     except NotFoundError:
-        raise web.HTTPNotFound(text='{"error": "not found"}') from None
+        raise _refuse(web.HTTPNotFound, "not_found", "not found") from None
     return await chatkit_response(request, result)
 
 
@@ -161,7 +181,7 @@ async def _bytes_of(request: web.Request) -> bytes:
     for value in form.values():
         if isinstance(value, web.FileField):
             return value.file.read()
-    raise web.HTTPBadRequest(text='{"error": "no file in the form"}')
+    raise _refuse(web.HTTPBadRequest, "bad_request", "no file in the form")
 
 
 async def upload(request: web.Request) -> web.Response:
@@ -172,7 +192,7 @@ async def upload(request: web.Request) -> web.Response:
     try:
         attachment = await server.store.load_attachment(attachment_id, context)
     except NotFoundError:
-        raise web.HTTPNotFound(text='{"error": "unknown attachment"}') from None
+        raise _refuse(web.HTTPNotFound, "not_found", "unknown attachment") from None
     server.files.blobs[attachment_id] = await _bytes_of(request)
     done = attachment.model_copy(update={"upload_descriptor": None})
     await server.store.save_attachment(done, context)

@@ -96,6 +96,18 @@ class ServerConfig:
     header_timeout_seconds: Annotated[float, Between(0.1, 3600)] = 10.0
     body_timeout_seconds: Annotated[float, Between(0.1, 3600)] = 20.0
     body_min_rate_bytes_per_second: Annotated[int, Between(1, 1 << 30)] = 1024
+    # Open connections from one TCP peer address at most (gateway/listener.py). Behind a
+    # proxy every client is the proxy's address: raise it there, or leave this to the proxy.
+    max_connections_per_client: Annotated[int, Between(1, 1_000_000)] = 64
+    # The operations endpoints (/healthz, /readyz, metrics) on a listener of their own, and
+    # not on `port`; null: on `port` with everything else (gateway/routes/ops.py).
+    ops_port: Annotated[int, Between(0, 65535)] | None = None
+
+    @model_validator(mode="after")
+    def _ops_port_of_its_own(self) -> ServerConfig:
+        if self.ops_port is not None and self.ops_port == self.port and self.port != 0:
+            raise at(("ops_port",), f"must differ from server.port ({self.port})")
+        return self
 
 
 @dataclass(frozen=True, config=STRICT)

@@ -1,10 +1,21 @@
 """`chatkit_proxy`: the browser's ChatKit traffic passed to the site's own ChatKit server.
 
-The route's own path is the ChatKit endpoint: every request there is a JSON object whose
-`type` picks the limits that apply (`types:`), so the body is read — within the route's
-`max_body_bytes` — before any limit is spent, and forwarded as is. Paths below the route
-carry attachment uploads (multipart, no type) and are forwarded to the same place below
-`target`.
+The route's own path is the ChatKit endpoint: every request there is a small JSON object
+whose `type` picks the limits that apply (`types:`). So, in order, each step cheaper
+than the next and none reading more than it must:
+1. the path is checked (404) and a declared Content-Length over `max_json_bytes` refused
+   (413) — nothing read, nothing spent;
+2. the limits that need no body (no `types:`) are spent: a client over them is refused
+   (429) before one byte of its body is read or parsed;
+3. the body is read within `max_json_bytes` (256 KiB by default: far above any message a
+   person types, far below what makes parsing cost a pod) and parsed (400; nesting is
+   bounded by the interpreter's recursion guard), the type learnt, the per-client stream
+   cap checked, and the limits narrowed to that type spent;
+4. the body is forwarded as is.
+Paths below the route carry attachment uploads (multipart, no type): after the path and
+Content-Length checks and the limits, they are streamed to the same place below `target`
+as they arrive — never held whole — counted against `max_body_bytes`, at most
+`max_uploads_per_client` at a time per client.
 
 Gateway refusals are always 4xx: the widget retries a stream request on 5xx, five times.
 """
@@ -13,47 +24,104 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import unquote_to_bytes, urlsplit
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from pydantic.dataclasses import dataclass
+from pydantic.json_schema import WithJsonSchema
 
 from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
-from ..errors import NotFound, RateLimited
+from ..errors import ClientClosed, NotFound, PayloadTooLarge, RateLimited, RequestTimeout
 from ..http_fields import HOP_BY_HOP
-from ..limits.spend import spend_limits
+from ..identity import proxy_user_id, user_secret
+from ..limits import Limiter, RouteLimit, Verdict, tightest
+from ..limits.spend import LIMITER, rate_headers
 from ..metrics import METRICS, chatkit_type_label
 from ..openapi import route_path_item
-from ..policy import STRICT, RouteBase, Secret, UpstreamConfig
-from ..policy.types import HEADER_NAME, Between, HttpUrl, at
+from ..policy import (
+    STRICT,
+    RouteBase,
+    Secret,
+    UpstreamConfig,
+    UserIdConfig,
+    UserIdSource,
+    whole_seconds,
+)
+from ..policy.types import HEADER_NAME, Between, HttpUrl, at, strip
 from ..requestinfo import INFO, RequestInfo
 from ..runtime import CompiledRoute
 from ..upstream.stream import PROXY, relay
 from .body import parse_object, read_capped
 
 # Escapes that could turn into a traversal, a different path, or control bytes once a
-# backend decodes them: `.`, `/`, `\`, `%` (double encoding), and C0 controls/DEL.
-_SUSPECT_ESCAPE = re.compile(r"%(?:2e|2f|5c|25|[01][0-9a-f]|7f)", re.IGNORECASE)
-# Set by the gateway from what it knows, never copied from the browser.
+# backend decodes them: `.`, `/`, `\`, `%` (double encoding), and C0 controls/DEL; and a
+# `%` that is not an escape at all (IIS reads `%u002e` as `.`).
+_SUSPECT_ESCAPE = re.compile(r"%(?:2e|2f|5c|25|[01][0-9a-f]|7f)|%(?![0-9a-f]{2})", re.IGNORECASE)
+# Set by the gateway from what it knows, never copied from the browser: framing, the
+# forwarding headers, and what a client could claim about earlier hops, the original URL
+# or method (a backend or framework behind us may believe them), or its ChatKit user.
 _NOT_FORWARDED = HOP_BY_HOP | {
-    "host", "content-length", "expect", "forwarded", "x-forwarded-for", "x-forwarded-proto",
-    "x-forwarded-host", "x-request-id", "accept-encoding",
+    "host", "content-length", "expect", "accept-encoding", "x-request-id",
+    "forwarded", "via", "x-real-ip", "true-client-ip", "cf-connecting-ip", "fastly-client-ip",
+    "x-client-ip", "x-cluster-client-ip", "x-original-forwarded-for", "x-originating-ip",
+    "x-original-url", "x-original-uri", "x-original-host", "x-original-method",
+    "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override",
+    "x-envoy-external-address", "x-envoy-internal", "x-envoy-original-path",
+    "x-chatkit-user", "x-device-id",
 }  # fmt: skip
+# ... and every X-Forwarded-* (For, Proto, Host, Port, Prefix, Server, Ssl, Scheme, …).
+_FORWARDED_PREFIX = "x-forwarded-"
 # Open streams end when an answer does (seconds to minutes): a short, honest guess.
 _STREAM_RETRY_AFTER = "5"
+_UPLOAD_RETRY_AFTER = "5"
+_CHUNK = 65536
 
 
 def _upstream_headers(headers: dict[str, Secret]) -> dict[str, Secret]:
-    for key in headers:
+    for key, value in headers.items():
         if not HEADER_NAME.fullmatch(key):
             raise at((key,), f"bad header name {key!r}")
-        if key.lower() in HOP_BY_HOP or key.lower() in ("host", "content-length"):
+        lower = key.lower()
+        if lower in HOP_BY_HOP or lower in ("host", "content-length", "x-chatkit-user"):
             raise at((key,), f"{key} is set by the proxy itself")
+        if any(c in value.reveal() for c in "\r\n\0"):
+            # aiohttp would refuse it on every request (a 500 each): refuse it here, once.
+            raise at((key,), "the value contains a line break or NUL")
     return headers
 
+
+def _no_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(
+            "target must not carry credentials (user:password@): they would show in "
+            "logs and errors; send them with upstream_headers (e.g. Authorization) instead"
+        )
+    return url
+
+
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+(?::\d{1,5})?")
+_HOST_V6 = re.compile(r"\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
+
+
+def _host(value: str) -> str:
+    if not (_HOST.fullmatch(value) or _HOST_V6.fullmatch(value)) or len(value) > 255:
+        raise ValueError(f"expected a host name like example.org (or host:port), got {value!r}")
+    return value
+
+
+ForwardedHost = Annotated[
+    str,
+    BeforeValidator(strip),
+    AfterValidator(_host),
+    WithJsonSchema({"type": "string", "examples": ["example.org"]}),
+]
 
 _CONNECT_SECONDS = 10.0
 
@@ -65,14 +133,27 @@ class ProxyTarget:
     url: str  # the target, no trailing slash; a request's path below the route is appended
     timeout: aiohttp.ClientTimeout  # no total: streams may last; idle limit between chunks
     headers: tuple[tuple[str, str], ...] = dataclasses.field(repr=False)  # revealed
+    user_secret: bytes = dataclasses.field(repr=False)  # the key of X-ChatKit-User
 
 
 @dataclass(frozen=True, kw_only=True, config=STRICT)
 class ChatKitProxyRoute(RouteBase):
     kind: Literal["chatkit_proxy"]
-    target: HttpUrl
+    target: Annotated[HttpUrl, AfterValidator(_no_userinfo)]
     stream_idle_timeout_seconds: Annotated[float, Between(1, 86400)] = 300.0
+    # A write to the browser that does not complete within this ends the stream (and the
+    # backend's request): a client that stops reading does not hold a stream forever.
+    stream_write_timeout_seconds: Annotated[float, Between(1, 3600)] = 30.0
     max_streams_per_client: Annotated[int, Between(1, 10000)] | None = None
+    # The ChatKit endpoint's JSON body; max_body_bytes is for uploads below the route.
+    max_json_bytes: Annotated[int, Between(1024, 16 << 20)] = 256 * 1024
+    # Uploads (paths below the route) one client may have in flight at once.
+    max_uploads_per_client: Annotated[int, Between(1, 10000)] = 4
+    # X-Forwarded-Host sent to the backend (the public host it builds URLs with); unset:
+    # not sent. Never the Host a client wrote.
+    forwarded_host: ForwardedHost | None = None
+    # The end user sent to the backend as X-ChatKit-User (identity.py).
+    user_id: UserIdConfig = dataclasses.field(default_factory=UserIdConfig)
     # Sent to the backend on every request (e.g. a shared key only the gateway knows).
     upstream_headers: Annotated[dict[str, Secret], AfterValidator(_upstream_headers)] = (
         dataclasses.field(default_factory=dict)
@@ -87,21 +168,55 @@ class ChatKitProxyRoute(RouteBase):
             total=None, connect=None, sock_connect=min(_CONNECT_SECONDS, idle), sock_read=idle
         )
         headers = tuple((name, value.reveal()) for name, value in self.upstream_headers.items())
-        return ProxyTarget(self.target.rstrip("/"), timeout, headers)
+        secret = user_secret(self.user_id, upstream)
+        return ProxyTarget(self.target.rstrip("/"), timeout, headers, secret)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         info = request[INFO]
-        assert info.route is not None
-        forward = await read_forward(request, info, info.route)
-        await spend_limits(request, info, info.route)
-        return await handle_proxy(request, forward)
+        compiled = info.route
+        assert compiled is not None
+        rel = request.rel_url
+        url = upstream_url(self.path, target_of(compiled).url, rel.raw_path, rel.raw_query_string)
+        if url is None:
+            raise NotFound()
+        if not is_endpoint(self.path, request.path):
+            return await handle_upload(request, info, compiled, url)
+        declared = request.content_length
+        if declared is not None and declared > self.max_json_bytes:
+            raise PayloadTooLarge()
+        # Limits that need no body first: a client over them costs a dict lookup.
+        earlier = await spend(request, info, compiled, untyped=True)
+        body = await read_capped(request, self.max_json_bytes)
+        kind = parse_object(body, empty_ok=False).get("type")
+        info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
+        # Refused before the typed limits spend anything; the handler's check is binding.
+        cap = self.max_streams_per_client
+        full = request.app[PROXY].streams_full(_stream_key(self.name, info), cap)
+        if full and info.chatkit_type in CHATKIT_STREAMING_TYPES:
+            raise _too_many_streams(request, self.name)
+        await spend(request, info, compiled, untyped=False, earlier=earlier)
+        return await handle_proxy(request, url, body)
 
     def openapi(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         below = self.path.rstrip("/") + "/{rest}"
+        endpoint = route_path_item(doc, "chatkit_proxy", self)
+        post = endpoint["post"]
+        post["description"] = post["description"].replace(
+            f"Body at most {self.body_limit} bytes.", f"Body at most {self.max_json_bytes} bytes."
+        )
         return {
-            self.path: route_path_item(doc, "chatkit_proxy", self),
+            self.path: endpoint,
             below: route_path_item(doc, "chatkit_proxy_below", self, below=True),
         }
+
+    def warnings(self) -> list[str]:
+        if self.user_id.source is UserIdSource.CLIENT_IP:
+            return [
+                f"route {self.name!r}: user_id.source client_ip gives everyone behind one "
+                "address (an office, a mobile carrier's NAT) the same X-ChatKit-User, so "
+                "the same thread history"
+            ]
+        return []
 
 
 def target_of(compiled: CompiledRoute) -> ProxyTarget:
@@ -109,18 +224,13 @@ def target_of(compiled: CompiledRoute) -> ProxyTarget:
     return compiled.data
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Forward:
-    """Where a request goes and the body it carries, worked out before limits are spent."""
-
-    url: str
-    body: bytes
-
-
 def upstream_url(route_path: str, target: str, raw_path: str, raw_query: str) -> str | None:
     """`target` + the part of the (still percent-encoded) path below the route, or None
-    when that part could step outside the target: dot segments, empty segments, encoded
-    dots/slashes/backslashes, double encoding."""
+    when that part could step outside the target or name something else once a backend
+    normalises it: dot segments (also with `;params`, which Tomcat and Spring drop),
+    empty segments, encoded dots/slashes/backslashes, double encoding, `%u` escapes,
+    bytes that are not UTF-8 (overlong `%c0%ae`), and characters that Unicode
+    compatibility folds into others (full-width dot U+FF0E, solidus U+FF0F)."""
     base = route_path.rstrip("/")
     if raw_path != base and not raw_path.startswith(base + "/"):
         return None  # matched only after decoding: the raw form is not ours to trust
@@ -128,68 +238,105 @@ def upstream_url(route_path: str, target: str, raw_path: str, raw_query: str) ->
     if suffix in ("", "/"):
         url = target
     else:
+        if _SUSPECT_ESCAPE.search(suffix) or "\\" in suffix or not _plain(suffix):
+            return None
         parts = suffix[1:].split("/")
-        if (
-            _SUSPECT_ESCAPE.search(suffix)
-            or "\\" in suffix
-            or any(p in (".", "..") for p in parts)
-            or "" in parts[:-1]
-        ):
+        if any(p.split(";", 1)[0] in (".", "..") for p in parts) or "" in parts[:-1]:
             return None
         url = target + suffix
     return f"{url}?{raw_query}" if raw_query else url
+
+
+def _plain(raw: str) -> bool:
+    """The path decodes to UTF-8 that Unicode compatibility normalisation leaves alone."""
+    if raw.isascii() and "%" not in raw:
+        return True
+    try:
+        text = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return unicodedata.is_normalized("NFKC", text)
 
 
 def is_endpoint(route_path: str, path: str) -> bool:
     return path.rstrip("/") == route_path.rstrip("/")
 
 
-async def read_forward(request: web.Request, info: RequestInfo, compiled: CompiledRoute) -> Forward:
-    """Check the path, read the body within the cap and learn the ChatKit type (before the
-    limits); refusals here — 404, 413, 400 — cost no quota and never reach the backend."""
-    route = compiled.route
-    assert isinstance(route, ChatKitProxyRoute)
-    rel = request.rel_url
-    url = upstream_url(route.path, target_of(compiled).url, rel.raw_path, rel.raw_query_string)
-    if url is None:
-        raise NotFound()
-    body = await read_capped(request, route.body_limit)
-    if is_endpoint(route.path, request.path):
-        kind = parse_object(body, empty_ok=False).get("type")
-        info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
-        # Refused before the limits spend anything; the handler's check is the binding one.
-        cap = route.max_streams_per_client
-        full = request.app[PROXY].streams_full(_stream_key(route.name, info), cap)
-        if full and info.chatkit_type in CHATKIT_STREAMING_TYPES:
-            raise _too_many_streams(request, route.name)
-    return Forward(url, body)
+async def spend(
+    request: web.Request,
+    info: RequestInfo,
+    compiled: CompiledRoute,
+    *,
+    untyped: bool,
+    earlier: Verdict | None = None,
+) -> Verdict | None:
+    """Spends the route's limits without `types:` (`untyped`) or those narrowed to the
+    request's type (429 when one is exhausted); the RateLimit fields report the tightest
+    of these and `earlier`'s. Returns that tightest."""
+    limits: list[RouteLimit] = [
+        lim for lim in compiled.limits if (lim.limit.types is None) is untyped
+    ]
+    if not limits:
+        return earlier
+    buckets = Limiter.buckets(limits, info.client_ip, info.origin, info.chatkit_type)
+    if not buckets:
+        return earlier
+    limiter = request.app[LIMITER]
+    verdicts = limiter.acquire_now(buckets) or await limiter.acquire(buckets)
+    report = tightest([*verdicts, earlier] if earlier is not None else verdicts)
+    assert report is not None
+    info.response_headers.update(rate_headers(report))
+    if not report.allowed:
+        request.app[METRICS].rate_limited.labels(compiled.name, report.limit.key.value).inc()
+        raise RateLimited(headers={"Retry-After": str(whole_seconds(report.retry_after))})
+    return report
 
 
 def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -> CIMultiDict[str]:
     """The browser's end-to-end headers (Cookie and Authorization included: the backend is
-    the site's own and may authenticate with them), the forwarding headers, the policy's."""
-    assert info.route is not None
+    the site's own and may authenticate with them), the forwarding headers, the end user,
+    the policy's. Dropped: hop-by-hop headers, what a client claims about earlier hops or
+    the original URL, and every name with `_` (nginx drops those too: many frameworks
+    read `X_Forwarded_For` as `X-Forwarded-For`)."""
+    compiled = info.route
+    assert compiled is not None
+    route = compiled.route
+    assert isinstance(route, ChatKitProxyRoute)
+    target = target_of(compiled)
     received = request.headers
     named = {t.strip().lower() for v in received.getall("Connection", ()) for t in v.split(",")}
+    trusted = info.runtime.resolver.trusts(request.remote)
+    auth_header = route.user_id.header.lower()
+    by_header = route.user_id.source is UserIdSource.HEADER
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in received.items():
         lower = name.lower()
-        if lower not in _NOT_FORWARDED and lower not in named:
-            out.add(name, value)
+        if (
+            lower in _NOT_FORWARDED
+            or lower in named
+            or "_" in lower
+            or lower.startswith(_FORWARDED_PREFIX)
+            or (by_header and lower == auth_header and not trusted)
+        ):
+            continue
+        out.add(name, value)
     # What an untrusted peer claims about earlier hops is dropped, not passed on.
-    trusted = info.runtime.resolver.trusts(request.remote)
     peer = request.remote or "unknown"
     prior = ", ".join(received.getall("X-Forwarded-For", ())) if trusted else ""
     out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
     proto = received.get("X-Forwarded-Proto", "").lower() if trusted else ""
     out["X-Forwarded-Proto"] = proto if proto in ("http", "https") else request.scheme
-    out["X-Forwarded-Host"] = (trusted and received.get("X-Forwarded-Host")) or request.host
+    if route.forwarded_host is not None:
+        out["X-Forwarded-Host"] = route.forwarded_host
     out["X-Request-ID"] = info.request_id
+    user = proxy_user_id(route.user_id, target.user_secret, received, info.client_ip, trusted)
+    if user is not None:
+        out["X-ChatKit-User"] = user
     # A compressor buffers; event streams are asked for plain. Other answers may come
     # compressed, passed through untouched with their Content-Encoding.
     asked = received.get("Accept-Encoding", "identity")
     out["Accept-Encoding"] = "identity" if streaming else asked
-    for name, value in target_of(info.route).headers:
+    for name, value in target.headers:
         out[name] = value
     return out
 
@@ -198,12 +345,86 @@ def _stream_key(route_name: str, info: RequestInfo) -> str:
     return f"{route_name}\x00{info.client_ip}"
 
 
+def _upload_key(route_name: str, info: RequestInfo) -> str:
+    return f"{route_name}\x00upload\x00{info.client_ip}"
+
+
 def _too_many_streams(request: web.Request, route_name: str) -> RateLimited:
     request.app[METRICS].rate_limited.labels(route_name, "streams").inc()
     return RateLimited("Too many open streams", headers={"Retry-After": _STREAM_RETRY_AFTER})
 
 
-async def handle_proxy(request: web.Request, forward: Forward) -> web.StreamResponse:
+class _Overflow(Exception):
+    """The upload went past max_body_bytes mid-stream (aborts the upstream request)."""
+
+
+class _Upload:
+    """The client's body as an async iterator for aiohttp's `data=`: chunks passed on as
+    they arrive (the backend sees the first before the client has sent the last), counted
+    against the cap; over it, the upstream request is aborted and the client gets 413."""
+
+    __slots__ = ("_content", "_limit", "failure", "sent")
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self._content = request.content
+        self._limit = limit
+        self.sent = 0
+        self.failure: BaseException | None = None  # what ended the upload early
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await self._content.readany():
+                self.sent += len(chunk)
+                if self.sent > self._limit:
+                    raise _Overflow()
+                yield chunk
+        except (_Overflow, RequestTimeout, ConnectionError, aiohttp.EofStream) as exc:
+            self.failure = exc
+            raise
+
+    def refusal(self) -> Exception | None:
+        """The answer for an upload that ended early, if that is why the backend call failed."""
+        if isinstance(self.failure, _Overflow):
+            return PayloadTooLarge()
+        if isinstance(self.failure, RequestTimeout):
+            return RequestTimeout()
+        if self.failure is not None:
+            return ClientClosed()
+        return None
+
+
+async def handle_upload(
+    request: web.Request, info: RequestInfo, compiled: CompiledRoute, url: str
+) -> web.StreamResponse:
+    route = compiled.route
+    assert isinstance(route, ChatKitProxyRoute)
+    declared = request.content_length
+    if declared is not None and declared > route.body_limit:
+        raise PayloadTooLarge()
+    await spend(request, info, compiled, untyped=True)
+    state = request.app[PROXY]
+    key = _upload_key(route.name, info)
+    if not state.take_stream(key, route.max_uploads_per_client):
+        request.app[METRICS].rate_limited.labels(route.name, "uploads").inc()
+        raise RateLimited("Too many uploads at once", headers={"Retry-After": _UPLOAD_RETRY_AFTER})
+    try:
+        metrics = request.app[METRICS]
+        metrics.chatkit_requests.labels(route.name, chatkit_type_label(None)).inc()
+        headers = upstream_headers(request, info, streaming=False)
+        if declared is not None:
+            headers["Content-Length"] = str(declared)  # else chunked, as it came
+        upload = _Upload(request, route.body_limit)
+        body: bytes | AsyncIterator[bytes] = upload.chunks() if declared != 0 else b""
+        timeout = target_of(compiled).timeout
+        write_timeout = route.stream_write_timeout_seconds
+        return await relay(
+            request, info, url, headers, body, timeout, write_timeout, upload.refusal
+        )
+    finally:
+        state.release_stream(key)
+
+
+async def handle_proxy(request: web.Request, url: str, body: bytes) -> web.StreamResponse:
     info = request[INFO]
     compiled = info.route
     assert compiled is not None
@@ -214,9 +435,10 @@ async def handle_proxy(request: web.Request, forward: Forward) -> web.StreamResp
     streaming = info.chatkit_type in CHATKIT_STREAMING_TYPES
     headers = upstream_headers(request, info, streaming)
     timeout = target_of(compiled).timeout
+    write_timeout = route.stream_write_timeout_seconds
     if not streaming:
         metrics.chatkit_requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
-        return await relay(request, info, forward.url, headers, forward.body, timeout)
+        return await relay(request, info, url, headers, body, timeout, write_timeout)
     key = _stream_key(route.name, info)
     if not state.take_stream(key, route.max_streams_per_client):
         raise _too_many_streams(request, route.name)
@@ -224,7 +446,7 @@ async def handle_proxy(request: web.Request, forward: Forward) -> web.StreamResp
     open_streams = metrics.open_streams.labels(route.name)
     open_streams.inc()
     try:
-        return await relay(request, info, forward.url, headers, forward.body, timeout)
+        return await relay(request, info, url, headers, body, timeout, write_timeout)
     finally:
         open_streams.dec()
         state.release_stream(key)

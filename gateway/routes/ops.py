@@ -3,6 +3,14 @@
 No origin checks, no limits. The OpenAPI document may be read from any origin (a docs
 viewer on another site, a code generator in a browser): its resource is the one place where
 aiohttp-cors applies — a fixed path with a fixed rule, unlike the policy's routes.
+
+Where: on the public port, unless `server.ops_port` is set; then /healthz, /readyz and the
+metrics path are served only by `ops_app`, on a listener of its own (`serve`, cli.py) with
+its own connection caps, so that no client of the public port can starve a probe or a
+scrape; on the public port they are unknown paths (404). The index and the OpenAPI
+document stay public. Each endpoint answers its exact path as the client wrote it:
+`/%6detrics` is not `/metrics` (aiohttp's router would decode it), and no endpoint sends
+`100 Continue` (none reads a body; dispatch.py).
 """
 
 from __future__ import annotations
@@ -10,16 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiohttp_cors
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from ..context import REQUEST_IDS, add_response_headers, request_id_of
+from ..errors import NotFound, error_middleware
 from ..limits.spend import LIMITER
-from ..metrics import METRICS
+from ..metrics import METRICS, OPS_ROUTE, UNMATCHED_ROUTE
+from ..observe import observe_middleware
 from ..openapi import DocumentCache
 from ..policy import OnBackendError
+from ..requestinfo import INFO, RequestInfo
 from ..runtime import INDEX_PATH, RUNTIME
-from .dispatch import dispatch
+from .dispatch import SERVED_OPS_PATHS, defer_continue, dispatch, target_path
 
 
 @dataclass(slots=True)
@@ -65,6 +77,7 @@ async def index(request: web.Request) -> web.StreamResponse:
             "healthz": "/healthz",
             "readyz": "/readyz",
             "metrics": request.app[METRICS_PATH],
+            **({"ops_port": ops_port} if (ops_port := policy.server.ops_port) is not None else {}),
             "docs": "README.md of chatkit-gateway; under `make run` the demo pages are at "
             "http://localhost:8000/",
         },
@@ -88,14 +101,76 @@ def openapi_handler(metrics_path: str) -> Handler:
 METRICS_PATH = web.AppKey("metrics_path", str)
 
 
-def setup_ops(app: web.Application, metrics_path: str) -> None:
+def _exact(path: str, handler: Handler) -> Handler:
+    """The handler, for `path` exactly as written: not for a percent-encoded spelling."""
+
+    async def exact(request: web.Request) -> web.StreamResponse:
+        if target_path(request) != path:
+            raise NotFound()
+        return await handler(request)
+
+    return exact
+
+
+def _add_get(app: web.Application, path: str, handler: Handler) -> web.AbstractRoute:
+    return app.router.add_get(path, _exact(path, handler), expect_handler=defer_continue)
+
+
+def _add_probes_and_metrics(app: web.Application, metrics_path: str) -> frozenset[str]:
+    _add_get(app, "/healthz", healthz)
+    _add_get(app, "/readyz", readyz)
+    _add_get(app, metrics_path, make_aiohttp_handler(app[METRICS].registry))
+    return frozenset({"/healthz", "/readyz", metrics_path})
+
+
+def setup_ops(app: web.Application, metrics_path: str, *, ops_port: int | None = None) -> None:
+    """The operations endpoints of the public port: all of them, or with `ops_port` only
+    the index and the OpenAPI document (the rest is `ops_app`'s)."""
     app[METRICS_PATH] = metrics_path
-    app.router.add_get(INDEX_PATH, index)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get(metrics_path, make_aiohttp_handler(app[METRICS].registry))
+    served = {INDEX_PATH, "/openapi.json"}
+    _add_get(app, INDEX_PATH, index)
+    if ops_port is None:
+        served |= _add_probes_and_metrics(app, metrics_path)
+    app[SERVED_OPS_PATHS] = frozenset(served)
     cors = aiohttp_cors.setup(app)
     anyone = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
         expose_headers=("X-Request-ID",), max_age=3600
     )
-    cors.add(app.router.add_get("/openapi.json", openapi_handler(metrics_path)), {"*": anyone})
+    openapi = _add_get(app, "/openapi.json", openapi_handler(metrics_path))
+    cors.add(openapi, {"*": anyone})
+
+
+@web.middleware
+async def ops_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """context.py's first middleware, for a listener that serves no policy route: the
+    request's id, runtime snapshot and client, under the route label `ops` (`unmatched`
+    for any other path, whatever route of the public port it names)."""
+    runtime = request.app[RUNTIME].current
+    served = target_path(request) in request.app[SERVED_OPS_PATHS]
+    rid = request_id_of(request)
+    forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
+    client_ip = runtime.resolver.resolve(request.remote, forwarded)
+    info = RequestInfo(rid, runtime, None, OPS_ROUTE if served else UNMATCHED_ROUTE, client_ip)
+    info.response_headers["X-Request-ID"] = rid
+    request[INFO] = info
+    return await handler(request)
+
+
+def ops_app(main: web.Application) -> web.Application:
+    """The application of the `server.ops_port` listener: /healthz, /readyz and metrics
+    of the gateway `main` (its policy, lifecycle, limiter and registry), 404 for anything
+    else. The middlewares are the main app's but the first, which would match the
+    policy's routes."""
+    middlewares = [ops_context_middleware, observe_middleware, error_middleware]
+    app = web.Application(middlewares=middlewares)
+    app[METRICS] = main[METRICS]
+    app[RUNTIME] = main[RUNTIME]  # the holder: reloads reach both
+    app[REQUEST_IDS] = main[REQUEST_IDS]
+    app[LIFECYCLE] = main[LIFECYCLE]  # draining: /readyz answers 503
+    app[LIMITER] = main[LIMITER]  # readiness asks its backend
+    app[METRICS_PATH] = main[METRICS_PATH]
+    app[SERVED_OPS_PATHS] = _add_probes_and_metrics(app, main[METRICS_PATH])
+    app.on_response_prepare.append(add_response_headers)
+    # Every other path and method: 404, or 405 on the paths above (dispatch, no route).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", dispatch, expect_handler=defer_continue)
+    return app

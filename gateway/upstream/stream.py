@@ -2,9 +2,13 @@
 
 Answers are copied chunk by chunk as the socket yields them — never buffered, never
 compressed — so each Server-Sent Event leaves as soon as it arrives. The only read
-timeout is `stream_idle_timeout_seconds` between chunks. A client that goes away cancels
-the handler (the app turns on aiohttp's `handler_cancellation`, off by default), and the
-upstream response is closed on the way out, so the backend sees its request end.
+timeout is `stream_idle_timeout_seconds` between chunks. Writes toward the browser have a
+deadline of their own (`stream_write_timeout_seconds`): a client that stops reading fills
+its socket, the write stalls, and at the deadline the connection is dropped and the
+backend's request closed, instead of holding the stream (and the backend) forever. A
+client that goes away cancels the handler (the app turns on aiohttp's
+`handler_cancellation`, off by default), and the upstream response is closed on the way
+out, so the backend sees its request end.
 
 A backend failing mid-stream cannot be answered with an error status any more (200 went
 out with the first byte). What the browser then sees:
@@ -18,10 +22,11 @@ out with the first byte). What the browser then sees:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -101,10 +106,14 @@ async def relay(
     info: RequestInfo,
     url: str,
     headers: CIMultiDict[str],
-    body: bytes,
+    body: bytes | AsyncIterator[bytes],
     limits: aiohttp.ClientTimeout,
+    write_timeout: float,
+    refusal: Callable[[], Exception | None] = lambda: None,
 ) -> web.StreamResponse:
-    """POST to the backend and copy its answer to the client as it arrives."""
+    """POST to the backend and copy its answer to the client as it arrives. `body` may be
+    an iterator (an upload streamed as it comes); when the backend call fails because the
+    body ended early, `refusal()` says how to answer instead (413, 408, 499)."""
     metrics = request.app[METRICS]
     route = info.route_label
     started = time.perf_counter()
@@ -125,11 +134,15 @@ async def relay(
             _warn("upstream timeout", info, f"no answer within {limits.sock_read:g}s")
             raise UpstreamTimeout() from None
         except aiohttp.ClientError as exc:
+            refused = refusal()
+            if refused is not None:
+                outcome = "client_error"
+                raise refused from None
             outcome = "connection_error"
             _warn("upstream connection failed", info, type(exc).__name__)
             raise UpstreamError() from None
         first = time.perf_counter() - started
-        metrics.upstream_first_byte.observe(route, first)
+        metrics.upstream_first_byte.labels(route).observe(first)
         info.upstream_status = upstream.status
         info.upstream_ms = round(first * 1000, 1)
         outcome = outcome_of(upstream.status)
@@ -139,7 +152,7 @@ async def relay(
             raise UpstreamError()
         response = _start(upstream)
         await response.prepare(request)
-        outcome = await _pump(request, info, upstream, response)
+        outcome = await _pump(request, info, upstream, response, write_timeout)
         return response
     finally:
         if upstream is not None:
@@ -176,6 +189,7 @@ async def _pump(
     info: RequestInfo,
     upstream: aiohttp.ClientResponse,
     response: web.StreamResponse,
+    write_timeout: float,
 ) -> str:
     """Copy chunks until the backend ends; returns the upstream outcome."""
     sse = upstream.content_type == "text/event-stream"
@@ -203,9 +217,15 @@ async def _pump(
         if not chunk:
             return "ok"
         try:
-            await response.write(chunk)
+            async with asyncio.timeout(write_timeout):
+                await response.write(chunk)  # waits only when the socket is full
         except ConnectionError:
             return "ok"  # the client left; finishing the response notices it too
+        except TimeoutError:
+            info.error_code = "client_write_timeout"
+            _warn("client stopped reading", info, f"a write stalled {write_timeout:g}s")
+            _drop_connection(request)
+            return "ok"  # the backend did nothing wrong; closing it ends its request
         sent += len(chunk)
         tail = chunk if len(chunk) >= 4 else (tail + chunk)[-4:]
 
