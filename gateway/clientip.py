@@ -70,6 +70,8 @@ class ClientKey:
         self._v4, self._v6 = ipv4_prefix, ipv6_prefix
 
     def __call__(self, client_ip: str) -> str:
+        if self._v4 == 32 and ":" not in client_ip:  # an IPv4 address counted alone
+            return client_ip
         return _network_key(client_ip, self._v4, self._v6)
 
 

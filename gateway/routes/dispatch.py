@@ -81,5 +81,6 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return preflight
     if request.method not in compiled.methods:
         raise MethodNotAllowed(headers={"Allow": compiled.allow_header})
-    await send_continue(request, compiled.route.body_limit)
+    if hdrs.EXPECT in request.headers:  # nearly never: no coroutine for the rest
+        await send_continue(request, compiled.route.body_limit)
     return await compiled.route.serve(request)
