@@ -10,17 +10,17 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from .context import REQUEST_IDS, RequestIds, add_response_headers, context_middleware
+from .compiled_policy import ACTIVE_POLICY, ActivePolicy, CompiledPolicy
 from .errors import error_middleware
+from .instrumentation import instrumentation_middleware
 from .limits import Limiter, LimitStorage, MemoryStorage
+from .limits.enforcement import LIMITER
 from .limits.redis import RedisStorage
-from .limits.spend import LIMITER
 from .metrics import METRICS, Metrics
-from .observe import observe_middleware
 from .policy import Backend, Policy
+from .request_context import REQUEST_IDS, RequestIds, add_response_headers, context_middleware
 from .routes.dispatch import defer_continue, dispatch
 from .routes.ops import LIFECYCLE, Lifecycle, setup_ops
-from .runtime import RUNTIME, Runtime, RuntimeHolder
 from .upstream import UPSTREAM, TokenUpstream
 from .upstream.openai import OpenAIClient
 from .upstream.stream import proxy_context
@@ -39,8 +39,8 @@ def create_app(
     # Order matters; each step may rely on those before it:
     app = web.Application(
         middlewares=[
-            context_middleware,  # 1. request id, runtime snapshot, route match, client IP
-            observe_middleware,  # 2. metrics and access log around everything below
+            context_middleware,  # 1. request id, compiled snapshot, route match, client IP
+            instrumentation_middleware,  # 2. metrics and access log around everything below
             error_middleware,  # 3. every refusal below becomes a JSON answer here
             # Then the handler: ops routes, or `dispatch`, which runs a policy route's
             # checks (origin, method, proxy body, limits) in order; see routes/dispatch.py.
@@ -55,7 +55,7 @@ def create_app(
     )
     app[METRICS] = metrics
     app[REQUEST_IDS] = RequestIds()
-    app[RUNTIME] = RuntimeHolder(Runtime.build(policy))
+    app[ACTIVE_POLICY] = ActivePolicy(CompiledPolicy.build(policy))
     app[LIFECYCLE] = Lifecycle()
     app[LIMITER] = _limiter(policy, metrics, storage)
     metrics.set_upstream_mode(policy.stub_upstream)
@@ -87,7 +87,7 @@ def _limiter(policy: Policy, metrics: Metrics, storage: LimitStorage | None) -> 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:
     """One pooled client session for the app's life; the upstream client is built on it."""
-    policy = app[RUNTIME].current.policy
+    policy = app[ACTIVE_POLICY].current.policy
     upstream: TokenUpstream
     if policy.stub_upstream:
         upstream = StubUpstream(app[METRICS])

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .app import create_app
+from .compiled_policy import ACTIVE_POLICY
 from .gc_tuning import tune_gc
 from .listener import open_listener
 from .logs import redact_secrets, setup_logging
@@ -30,7 +31,6 @@ from .policy import (
 )
 from .reload import PolicyFile
 from .routes.ops import LIFECYCLE, ops_app
-from .runtime import RUNTIME
 
 log = logging.getLogger("gateway")
 # The ops listener's in-flight requests (probes, scrapes) are short.
@@ -185,7 +185,7 @@ async def serve(policy: Policy, path: Path) -> int:
         stop.clear()
         app[LIFECYCLE].draining = True
         # The grace of the policy in force now: a reload may have changed it.
-        grace = app[RUNTIME].current.policy.server.shutdown_grace_seconds
+        grace = app[ACTIVE_POLICY].current.policy.server.shutdown_grace_seconds
         log.info("draining", extra={"detail": f"not ready; serving {grace:g}s more"})
         # A second SIGTERM/SIGINT cuts the drain short.
         with contextlib.suppress(TimeoutError):

@@ -7,7 +7,7 @@ the exception, added by the step that knows them.
 
 Information flows one way, outward: the answer is an `ErrorResponse`, which carries its
 code (and, for an unexpected exception, the exception) for the access log and the error
-line, both written by observe.py around this middleware. Nothing here reads or writes the
+line, both written by instrumentation.py around this middleware. Nothing here reads or writes the
 request's state, so this module imports nothing else of the gateway.
 """
 
@@ -135,4 +135,4 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         transport = request.transport
         if isinstance(exc, ConnectionError) and (transport is None or transport.is_closing()):
             return ErrorResponse(ClientClosed())  # e.g. the body stopped: peer gone
-        return ErrorResponse(GatewayError(), unhandled=exc)  # logged by observe.py
+        return ErrorResponse(GatewayError(), unhandled=exc)  # logged by instrumentation.py

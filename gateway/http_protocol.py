@@ -97,9 +97,9 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web import BaseRequest, RequestHandler
 from aiohttp.web_protocol import _ErrInfo
 
-from .context import SERVER_HEADER
 from .errors import RequestTimeout
 from .policy import ServerConfig
+from .request_context import SERVER_HEADER
 
 log = logging.getLogger("gateway.server")
 

@@ -50,11 +50,11 @@ from typing import Any
 from aiohttp import web
 from yarl import URL
 
-from .context import REQUEST_IDS
+from .compiled_policy import ACTIVE_POLICY
 from .http_protocol import GuardedRequestHandler
 from .metrics import METRICS, Metrics
 from .policy import ServerConfig
-from .runtime import RUNTIME
+from .request_context import REQUEST_IDS
 
 # Reasons in chatkit_gateway_connections_closed_total: at the listener's cap with every
 # connection busy, and at one peer's cap with each of its connections busy.
@@ -187,10 +187,10 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         app = self._app
-        runtime = app[RUNTIME]
+        compiled = app[ACTIVE_POLICY]
         self.guard = ConnectionGuard(
             server,
-            lambda: runtime.current.policy.server,
+            lambda: compiled.current.policy.server,
             metrics=app[METRICS],
             new_id=app[REQUEST_IDS],
         )

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .compiled_policy import EXPOSE_HEADERS, CompiledRoute
 from .errors import OriginNotAllowed
 from .metrics import METRICS
 from .requestinfo import RequestInfo
-from .runtime import EXPOSE_HEADERS, CompiledRoute
 
 
 def check_origin(

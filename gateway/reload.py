@@ -15,11 +15,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .limits.spend import LIMITER
+from .compiled_policy import ACTIVE_POLICY, CompiledPolicy
+from .limits.enforcement import LIMITER
 from .logs import redact_secrets
 from .metrics import METRICS
 from .policy import Policy, PolicyError, load_policy, secrets_in
-from .runtime import RUNTIME, Runtime
 from .upstream import UPSTREAM
 from .upstream.openai import OpenAIClient
 
@@ -28,14 +28,14 @@ log = logging.getLogger("gateway.reload")
 
 def apply_policy(app: web.Application, policy: Policy) -> list[str]:
     """Install a validated policy; limits whose definition is unchanged keep their counters."""
-    holder = app[RUNTIME]
+    holder = app[ACTIVE_POLICY]
     old = holder.current.policy
-    runtime = Runtime.build(policy)
-    app[LIMITER].retain(runtime.scopes())
+    compiled = CompiledPolicy.build(policy)
+    app[LIMITER].retain(compiled.scopes())
     upstream = app.get(UPSTREAM)
     if isinstance(upstream, OpenAIClient):
         upstream.configure(policy.upstream)
-    holder.current = runtime
+    holder.current = compiled
     redact_secrets(secrets_in(policy))
     return describe_changes(old, policy)
 
@@ -77,7 +77,7 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
 def reload_from(app: web.Application, path: Path) -> bool:
     """Validate the file and apply it; count and log the result either way."""
     metrics = app[METRICS]
-    stub = app[RUNTIME].current.policy.stub_upstream
+    stub = app[ACTIVE_POLICY].current.policy.stub_upstream
     try:
         policy = load_policy(path, stub_upstream=stub)
     except PolicyError as exc:

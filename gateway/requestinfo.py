@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .runtime import CompiledRoute, Runtime
+    from .compiled_policy import CompiledPolicy, CompiledRoute
 
 
 @dataclass(slots=True)
 class RequestInfo:
     request_id: str
-    runtime: Runtime
+    compiled: CompiledPolicy  # the policy in force when the request began
     route: CompiledRoute | None
     route_label: str
     client_ip: str  # the address limits count against (clientip.py)

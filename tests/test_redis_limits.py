@@ -18,8 +18,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.limits.enforcement import LIMITER
 from gateway.limits.redis import RedisStorage
-from gateway.limits.spend import LIMITER
 from gateway.reload import apply_policy
 from tests.conftest import ALLOWED, TEST_KEY, make_policy, policy_yaml, site_route
 from tests.fake_openai import FakeOpenAI

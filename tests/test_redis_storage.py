@@ -13,8 +13,8 @@ from redis.asyncio.connection import AbstractConnection
 
 from gateway.limits import Bucket
 from gateway.limits.breaker import CircuitBreaker
-from gateway.limits.pipeline import Patience
 from gateway.limits.redis import RedisStorage
+from gateway.limits.redis_batches import Patience
 from gateway.policy import Backend, LimiterConfig, LimitKey, RateLimit, Secret
 from tests.redis_server import RedisServer, free_port, running_redis
 

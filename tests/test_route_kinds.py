@@ -18,7 +18,7 @@ from pydantic.dataclasses import dataclass
 
 from gateway import cli
 from gateway.app import create_app
-from gateway.limits.spend import spend_limits
+from gateway.limits.enforcement import spend_limits
 from gateway.openapi import document
 from gateway.policy import (
     STRICT,

@@ -35,7 +35,7 @@ from ..policy import LimiterConfig
 from .base import BackendUnavailable, Bucket, Verdict, gcra
 from .breaker import CircuitBreaker
 from .memory import _refund
-from .pipeline import Batches, Patience
+from .redis_batches import Batches, Patience
 
 log = logging.getLogger("gateway.limits")
 T = TypeVar("T")

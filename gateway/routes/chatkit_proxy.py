@@ -37,11 +37,12 @@ from pydantic.dataclasses import dataclass
 from pydantic.json_schema import WithJsonSchema
 
 from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
+from ..compiled_policy import CompiledRoute
 from ..errors import ClientClosed, NotFound, PayloadTooLarge, RateLimited, RequestTimeout
 from ..http_fields import HOP_BY_HOP
 from ..identity import proxy_user_id, user_secret
 from ..limits import Limiter, RouteLimit, Verdict, tightest
-from ..limits.spend import LIMITER, rate_headers
+from ..limits.enforcement import LIMITER, rate_headers
 from ..metrics import METRICS, chatkit_type_label
 from ..openapi import route_path_item
 from ..policy import (
@@ -55,7 +56,6 @@ from ..policy import (
 )
 from ..policy.types import HEADER_NAME, Between, HttpUrl, at, strip
 from ..requestinfo import INFO, RequestInfo
-from ..runtime import CompiledRoute
 from ..upstream.stream import PROXY, relay
 from .body import parse_object, read_capped
 
@@ -305,7 +305,7 @@ def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -
     target = target_of(compiled)
     received = request.headers
     named = {t.strip().lower() for v in received.getall("Connection", ()) for t in v.split(",")}
-    trusted = info.runtime.resolver.trusts(request.remote)
+    trusted = info.compiled.resolver.trusts(request.remote)
     auth_header = route.user_id.header.lower()
     by_header = route.user_id.source is UserIdSource.HEADER
     out: CIMultiDict[str] = CIMultiDict()

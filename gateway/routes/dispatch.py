@@ -1,5 +1,5 @@
-"""The one catch-all handler: the policy's routes live in the Runtime, not in aiohttp's router,
-so a reload can add, move or remove routes without rebuilding the application.
+"""The one catch-all handler: the policy's routes live in the CompiledPolicy, not in
+aiohttp's router, so a reload can add, move or remove routes without rebuilding the app.
 
 A policy route's checks run here as plain calls, in this order, each in its own module;
 a refusal raises (errors.py renders it) and nothing after it runs:
@@ -12,7 +12,7 @@ a refusal raises (errors.py renders it) and nothing after it runs:
    when its Content-Length is already over the route's cap. (aiohttp would send it before
    any handler runs, inviting the body of a request about to be refused; `defer_continue`
    is the catch-all's expect_handler that stops it.)
-4. the route's kind (`RouteBase.serve`), which spends the limits (limits/spend.py: 429,
+4. the route's kind (`RouteBase.serve`), which spends the limits (limits/enforcement.py: 429,
    and the RateLimit fields on every answer) as soon as it knows what they need: a proxy
    route spends the limits without `types:` before reading the body (a client over its
    limit costs no read), then reads the ChatKit type within `max_json_bytes` and spends

@@ -22,15 +22,15 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from ..context import REQUEST_IDS, add_response_headers, request_id_of
+from ..compiled_policy import ACTIVE_POLICY, INDEX_PATH
 from ..errors import NotFound, error_middleware
-from ..limits.spend import LIMITER
+from ..instrumentation import instrumentation_middleware
+from ..limits.enforcement import LIMITER
 from ..metrics import METRICS, OPS_ROUTE, UNMATCHED_ROUTE
-from ..observe import observe_middleware
 from ..openapi import DocumentCache
 from ..policy import OnBackendError
+from ..request_context import REQUEST_IDS, add_response_headers, request_id_of
 from ..requestinfo import INFO, RequestInfo
-from ..runtime import INDEX_PATH, RUNTIME
 from .dispatch import SERVED_OPS_PATHS, defer_continue, dispatch, target_path
 
 
@@ -52,7 +52,7 @@ async def readyz(request: web.Request) -> web.Response:
     app = request.app
     if app[LIFECYCLE].draining:
         return web.json_response({"status": "draining"}, status=503)
-    policy = app[RUNTIME].current.policy
+    policy = app[ACTIVE_POLICY].current.policy
     if not await app[LIMITER].storage.ping():
         if policy.limiter.on_backend_error is OnBackendError.DENY:
             return web.json_response({"status": "limiter backend down"}, status=503)
@@ -62,10 +62,10 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.StreamResponse:
     """`/`: what answers here and where to read on, for whoever opens the printed link."""
-    runtime = request.app[RUNTIME].current
-    if INDEX_PATH not in runtime.ops_paths:  # a policy route owns `/`
+    compiled = request.app[ACTIVE_POLICY].current
+    if INDEX_PATH not in compiled.ops_paths:  # a policy route owns `/`
         return await dispatch(request)
-    policy = runtime.policy
+    policy = compiled.policy
     return web.json_response(
         {
             "service": "chatkit-gateway",
@@ -90,7 +90,7 @@ def openapi_handler(metrics_path: str) -> Handler:
     cache = DocumentCache(metrics_path)
 
     async def openapi(request: web.Request) -> web.StreamResponse:
-        body = cache.get(request.app[RUNTIME].current.policy)
+        body = cache.get(request.app[ACTIVE_POLICY].current.policy)
         return web.Response(
             body=body, content_type="application/json", headers={"Cache-Control": "no-cache"}
         )
@@ -142,15 +142,15 @@ def setup_ops(app: web.Application, metrics_path: str, *, ops_port: int | None =
 
 @web.middleware
 async def ops_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """context.py's first middleware, for a listener that serves no policy route: the
-    request's id, runtime snapshot and client, under the route label `ops` (`unmatched`
+    """request_context.py's middleware, for a listener that serves no policy route: the
+    request's id, compiled snapshot and client, under the route label `ops` (`unmatched`
     for any other path, whatever route of the public port it names)."""
-    runtime = request.app[RUNTIME].current
+    compiled = request.app[ACTIVE_POLICY].current
     served = target_path(request) in request.app[SERVED_OPS_PATHS]
     rid = request_id_of(request)
     forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
-    client_ip = runtime.resolver.resolve(request.remote, forwarded)
-    info = RequestInfo(rid, runtime, None, OPS_ROUTE if served else UNMATCHED_ROUTE, client_ip)
+    client_ip = compiled.resolver.resolve(request.remote, forwarded)
+    info = RequestInfo(rid, compiled, None, OPS_ROUTE if served else UNMATCHED_ROUTE, client_ip)
     info.response_headers["X-Request-ID"] = rid
     request[INFO] = info
     return await handler(request)
@@ -161,10 +161,10 @@ def ops_app(main: web.Application) -> web.Application:
     of the gateway `main` (its policy, lifecycle, limiter and registry), 404 for anything
     else. The middlewares are the main app's but the first, which would match the
     policy's routes."""
-    middlewares = [ops_context_middleware, observe_middleware, error_middleware]
+    middlewares = [ops_context_middleware, instrumentation_middleware, error_middleware]
     app = web.Application(middlewares=middlewares)
     app[METRICS] = main[METRICS]
-    app[RUNTIME] = main[RUNTIME]  # the holder: reloads reach both
+    app[ACTIVE_POLICY] = main[ACTIVE_POLICY]  # the holder: reloads reach both
     app[REQUEST_IDS] = main[REQUEST_IDS]
     app[LIFECYCLE] = main[LIFECYCLE]  # draining: /readyz answers 503
     app[LIMITER] = main[LIMITER]  # readiness asks its backend

@@ -15,7 +15,7 @@ from aiohttp import web
 from pydantic.dataclasses import dataclass
 
 from ..errors import GatewayError, UpstreamError
-from ..limits.spend import spend_limits
+from ..limits.enforcement import spend_limits
 from ..openapi import route_path_item
 from ..policy import STRICT, RouteBase
 from ..requestinfo import INFO, RequestInfo

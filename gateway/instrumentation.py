@@ -27,7 +27,7 @@ _CLIENT_CLOSED = 499  # nginx's code for a client that went away before the answ
 
 
 @web.middleware
-async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def instrumentation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics = request.app[METRICS]
     info = request[INFO]
     metrics.in_flight.inc()

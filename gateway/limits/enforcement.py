@@ -18,7 +18,7 @@ from . import Limiter, tightest
 from .base import Verdict
 
 if TYPE_CHECKING:
-    from ..runtime import CompiledRoute
+    from ..compiled_policy import CompiledRoute
 
 LIMITER = web.AppKey("limiter", Limiter)
 
@@ -37,7 +37,7 @@ async def spend_limits(request: web.Request, info: RequestInfo, compiled: Compil
     limit's RateLimit fields on the answer to come."""
     if not compiled.limits:
         return
-    client = info.runtime.client_key(info.client_ip)
+    client = info.compiled.client_key(info.client_ip)
     buckets = Limiter.buckets(compiled.limits, client, info.origin, info.chatkit_type)
     if not buckets:
         return

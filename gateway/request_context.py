@@ -1,7 +1,7 @@
 """What one request carries through the middlewares: its id, route, client and log fields.
 The client is the address its limits count against (clientip.py).
 
-The first middleware takes a snapshot of the current Runtime (the compiled policy), so a
+The first middleware takes a snapshot of the current CompiledPolicy (the compiled policy), so a
 reload in the middle of a request never changes the rules that request is judged by.
 """
 
@@ -13,9 +13,9 @@ import re
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from .compiled_policy import ACTIVE_POLICY
 from .metrics import OPS_ROUTE, UNMATCHED_ROUTE
 from .requestinfo import INFO, RequestInfo
-from .runtime import RUNTIME
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _SANE_ID = re.compile(r"[\x21-\x7e]{1,128}")
@@ -47,18 +47,18 @@ def request_id_of(request: web.Request) -> str:
 
 @web.middleware
 async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    runtime = request.app[RUNTIME].current
-    route = runtime.match(request.path)
+    compiled = request.app[ACTIVE_POLICY].current
+    route = compiled.match(request.path)
     if route is not None:
         label = route.route.name
-    elif request.path in runtime.ops_paths:
+    elif request.path in compiled.ops_paths:
         label = OPS_ROUTE
     else:
         label = UNMATCHED_ROUTE
     rid = request_id_of(request)
     forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
-    client_ip = runtime.resolver.resolve(request.remote, forwarded)
-    info = RequestInfo(rid, runtime, route, label, client_ip)
+    client_ip = compiled.resolver.resolve(request.remote, forwarded)
+    info = RequestInfo(rid, compiled, route, label, client_ip)
     info.response_headers["X-Request-ID"] = rid
     if route is not None and route.route.no_store:
         # Every answer of a token route, errors too: a secret must never sit in a cache,

@@ -1,6 +1,6 @@
 """A policy compiled for serving: route lookup, limit scopes, trusted proxies.
 
-`RuntimeHolder.current` is swapped whole on reload; everything in a Runtime is immutable,
+`ActivePolicy.current` is swapped whole on reload; everything in a CompiledPolicy is immutable,
 so requests already running keep the snapshot they started with.
 """
 
@@ -46,7 +46,7 @@ def compile_route(policy: Policy, route: RouteBase) -> CompiledRoute:
 
 
 @dataclass(frozen=True, slots=True)
-class Runtime:
+class CompiledPolicy:
     policy: Policy
     resolver: ClientIPResolver
     exact: dict[str, CompiledRoute]
@@ -55,7 +55,7 @@ class Runtime:
     client_key: ClientKey  # what `client_ip` limits count: the client's network
 
     @classmethod
-    def build(cls, policy: Policy) -> Runtime:
+    def build(cls, policy: Policy) -> CompiledPolicy:
         compiled = [compile_route(policy, r) for r in policy.routes]
         exact = {c.route.path: c for c in compiled}
         prefixes = tuple(
@@ -92,13 +92,13 @@ class Runtime:
 INDEX_PATH = "/"
 
 
-class RuntimeHolder:
-    """The one mutable cell: the runtime every new request starts from."""
+class ActivePolicy:
+    """The one mutable cell: the compiled policy every new request starts from."""
 
     __slots__ = ("current",)
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.current = runtime
+    def __init__(self, compiled: CompiledPolicy) -> None:
+        self.current = compiled
 
 
-RUNTIME = web.AppKey("runtime", RuntimeHolder)
+ACTIVE_POLICY = web.AppKey("active_policy", ActivePolicy)
