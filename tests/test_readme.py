@@ -107,10 +107,10 @@ COMMANDS: dict[str, Runs | NotHere] = {
     "kubectl -n chatkit rollout status deployment/chatkit-gateway": NotHere(
         CLUSTER, partly=K8S_NAMES
     ),
-    "kubectl -n chatkit port-forward service/chatkit-gateway 8080:80 &": NotHere(
+    "kubectl -n chatkit port-forward service/chatkit-gateway 8080:80 8081:8081 &": NotHere(
         CLUSTER, partly=K8S_NAMES
     ),
-    "curl -s localhost:8080/readyz && curl -s localhost:8080/metrics | grep "
+    "curl -s localhost:8081/readyz && curl -s localhost:8081/metrics | grep "
     "chatkit_gateway_build_info": Runs(TRY_IT, "against make run's gateway, not a port-forward"),
     "kubectl apply -k deploy/production": NotHere(CLUSTER, partly=K8S_OFFLINE),
     "kubectl -n chatkit create secret generic chatkit-gateway-openai "
@@ -522,12 +522,13 @@ EXPECTED: dict[str, Callable[[str, int], None]] = {
     "curl -s http://127.0.0.1:8080/": _index,
     TOKEN_CURL: _token,
     next(k for k in COMMANDS if k.startswith("curl -sN http://127.0.0.1:8080/chatkit")): _stream,
-    next(k for k in COMMANDS if k.startswith("curl -s localhost:8080/readyz")): _ready,
+    next(k for k in COMMANDS if k.startswith("curl -s localhost:8081/readyz")): _ready,
 }
 
 
 def on_ports(command: str, gw: int, demo: int) -> str:
-    command = re.sub(r"\b(127\.0\.0\.1|localhost):8080\b", rf"\g<1>:{gw}", command)
+    # The ops port (8081 in Kubernetes) is the gateway's own port under `make run`.
+    command = re.sub(r"\b(127\.0\.0\.1|localhost):808[01]\b", rf"\g<1>:{gw}", command)
     return re.sub(r"\b(127\.0\.0\.1|localhost):8000\b", rf"\g<1>:{demo}", command)
 
 
@@ -605,8 +606,10 @@ def test_kubernetes_commands_match_the_manifests() -> None:
         for kind, name in re.findall(r"\b(deployment|service)/([\w-]+)", key):
             assert name in by_kind[kind.capitalize()], (key, name)
     service = by_kind["Service"]["chatkit-gateway"]
-    forward = readme_command("kubectl -n chatkit port-forward service/chatkit-gateway 8080:80 &")
-    assert any(p["port"] == 80 for p in service["spec"]["ports"]), forward
+    forward = readme_command(
+        "kubectl -n chatkit port-forward service/chatkit-gateway 8080:80 8081:8081 &"
+    )
+    assert {80, 8081} <= {p["port"] for p in service["spec"]["ports"]}, forward
     deployment = by_kind["Deployment"]["chatkit-gateway"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     secret = volumes["openai"]["secret"]
