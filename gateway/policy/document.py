@@ -20,6 +20,7 @@ from .problems import Loc, PolicyError, Problem, key_path
 from .route import RouteBase, on_kinds_changed, route_kinds
 from .sections import STRICT, LimiterConfig, MetricsConfig, ServerConfig, UpstreamConfig
 from .source import Document, read_document
+from .types import described
 
 # Served by the gateway itself on every policy (routes/ops.py); the metrics path too.
 OPS_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json"})
@@ -191,9 +192,9 @@ def _explain(error: ErrorDetails, data: dict[str, Any]) -> tuple[Loc, str]:
     if kind == "union_tag_not_found":
         return (*loc, "kind"), "is required"
     if kind in ("dataclass_type", "dataclass_args_type", "dict_type", "model_type"):
-        return loc, f"expected a mapping, got {_what(given)}"
+        return loc, f"expected a mapping, got {described(given)}"
     if kind in ("tuple_type", "list_type", "frozen_set_type", "set_type"):
-        return loc, f"expected a list, got {_what(given)}"
+        return loc, f"expected a list, got {described(given)}"
     message = error["msg"]
     return loc, message.removeprefix("Value error, ")
 
@@ -274,14 +275,6 @@ def _field_names(cls: Any) -> set[str]:
     """The keys a file may give: the fields (by their YAML names), not the CLI's."""
     fields = getattr(cls, "__pydantic_fields__", {})
     return {info.alias or name for name, info in fields.items() if not info.exclude}
-
-
-def _what(value: object) -> str:
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return repr(str(value)) if isinstance(value, str) else repr(value)
 
 
 def _shown(message: str, doc: Document) -> str:

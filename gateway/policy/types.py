@@ -48,11 +48,12 @@ def at(path: tuple[str | int, ...], message: str) -> PydanticCustomError:
 def text(value: object) -> str:
     """The value as text, or a ValueError saying what it was instead."""
     if not isinstance(value, str):
-        raise ValueError(f"expected text, got {_shown(value)}")
+        raise ValueError(f"expected text, got {described(value)}")
     return str(value)
 
 
-def _shown(value: object) -> str:
+def described(value: object) -> str:
+    """A value as an error names it: `'text'`, `5`, `a list`, `a mapping`."""
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list | tuple):
@@ -74,7 +75,7 @@ def _integer(low: int, high: int) -> Callable[[object], int]:
         raw = value
         value = _yaml_value(value, "a whole number")
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected a whole number, got {_shown(raw)}")
+            raise ValueError(f"expected a whole number, got {described(raw)}")
         if not low <= value <= high:
             raise ValueError(f"must be between {low} and {high}, got {value}")
         return value
@@ -87,7 +88,7 @@ def _number(low: float, high: float) -> Callable[[object], float]:
         raw = value
         value = _yaml_value(value, "a number")
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {_shown(raw)}")
+            raise ValueError(f"expected a number, got {described(raw)}")
         if not low <= value <= high:
             raise ValueError(f"must be between {low:g} and {high:g}, got {value:g}")
         return float(value)
@@ -119,7 +120,7 @@ def _boolean(value: object) -> bool:
     raw = value
     value = _yaml_value(value, "true or false")
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {_shown(raw)}")
+        raise ValueError(f"expected true or false, got {described(raw)}")
     return value
 
 
@@ -364,7 +365,7 @@ def _json_object(value: object) -> dict[str, Any]:
     """Pass-through objects (sent upstream as JSON): YAML's own types, dates and non-finite
     numbers kept as their text (they would not encode)."""
     if not isinstance(value, dict):
-        raise ValueError(f"expected a mapping, got {_shown(value)}")
+        raise ValueError(f"expected a mapping, got {described(value)}")
     out = _json_ready(value)
     assert isinstance(out, dict)
     return out
