@@ -153,3 +153,20 @@ def test_the_redactor_covers_every_secret_the_policy_holds() -> None:
     line = f'{{"detail":"{TEST_KEY.upper()} redis-pass-777 BACKEND-KEY-333 p%40ss%2Fword%2B1"}}'
     assert redactor.redact(line) == '{"detail":"*** *** *** ***"}'
     assert redactor.redact('{"detail":"nothing here"}') == '{"detail":"nothing here"}'
+
+
+async def test_proxy_routes_count_the_network_too(gateway: Any) -> None:
+    """The proxy route spends its untyped limits before it reads the body: by network too."""
+    route = {
+        "name": "chat", "path": "/chatkit", "kind": "chatkit_proxy",
+        "target": "http://127.0.0.1:9/chatkit", "allowed_origins": [ALLOWED],
+        "rate_limits": [LIMIT],
+    }  # fmt: skip
+    client = await gateway(routes=[route], server=TRUSTED)
+    got = []
+    for address in ONE_64[:6]:
+        resp = await client.post(
+            "/chatkit", headers=through_proxy(address), json={"type": "threads.list", "params": {}}
+        )
+        got.append(resp.status)
+    assert got[3:] == [429, 429, 429] and 429 not in got[:3], got

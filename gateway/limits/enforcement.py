@@ -32,20 +32,34 @@ def rate_headers(verdict: Verdict) -> dict[str, str]:
     }
 
 
-async def spend_limits(request: web.Request, info: RequestInfo, compiled: CompiledRoute) -> None:
+async def spend_limits(
+    request: web.Request,
+    info: RequestInfo,
+    compiled: CompiledRoute,
+    *,
+    typed: bool | None = None,
+    earlier: Verdict | None = None,
+) -> Verdict | None:
     """Spends the request's buckets (429 when one is exhausted) and puts the tightest
-    limit's RateLimit fields on the answer to come."""
-    if not compiled.limits:
-        return
+    limit's RateLimit fields on the answer to come. `typed`: only the limits narrowed to
+    ChatKit types (True) or only the others (False), for a route that spends the second
+    kind before it has read the type; `earlier` is what that first call returned, so the
+    fields report the tightest of both."""
+    limits = compiled.limits
+    if typed is not None:
+        limits = tuple(lim for lim in limits if (lim.limit.types is not None) is typed)
+    if not limits:
+        return earlier
     client = info.compiled.client_key(info.client_ip)
-    buckets = Limiter.buckets(compiled.limits, client, info.origin, info.chatkit_type)
+    buckets = Limiter.buckets(limits, client, info.origin, info.chatkit_type)
     if not buckets:
-        return
+        return earlier
     limiter = request.app[LIMITER]
     verdicts = limiter.acquire_now(buckets) or await limiter.acquire(buckets)
-    report = tightest(verdicts)
+    report = tightest([*verdicts, earlier] if earlier is not None else verdicts)
     assert report is not None
     info.response_headers.update(rate_headers(report))
     if not report.allowed:
         request.app[METRICS].rate_limited.labels(compiled.name, report.limit.key.value).inc()
         raise RateLimited(headers={"Retry-After": str(whole_seconds(report.retry_after))})
+    return report

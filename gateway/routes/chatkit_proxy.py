@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import unicodedata
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -41,8 +40,7 @@ from ..compiled_policy import CompiledRoute
 from ..errors import ClientClosed, NotFound, PayloadTooLarge, RateLimited, RequestTimeout
 from ..http_fields import HOP_BY_HOP
 from ..identity import proxy_user_id, user_secret
-from ..limits import Limiter, RouteLimit, Verdict, tightest
-from ..limits.enforcement import LIMITER, rate_headers
+from ..limits.enforcement import spend_limits
 from ..metrics import METRICS, chatkit_type_label
 from ..openapi import route_path_item
 from ..policy import (
@@ -52,31 +50,13 @@ from ..policy import (
     UpstreamConfig,
     UserIdConfig,
     UserIdSource,
-    whole_seconds,
 )
 from ..policy.types import HEADER_NAME, Between, HttpUrl, at, strip
 from ..requestinfo import INFO, RequestInfo
 from ..upstream.stream import PROXY, relay
 from .body import parse_object, read_capped
+from .proxy_forwarding import forward_headers, upstream_url
 
-# Escapes that could turn into a traversal, a different path, or control bytes once a
-# backend decodes them: `.`, `/`, `\`, `%` (double encoding), and C0 controls/DEL; and a
-# `%` that is not an escape at all (IIS reads `%u002e` as `.`).
-_SUSPECT_ESCAPE = re.compile(r"%(?:2e|2f|5c|25|[01][0-9a-f]|7f)|%(?![0-9a-f]{2})", re.IGNORECASE)
-# Set by the gateway from what it knows, never copied from the browser: framing, the
-# forwarding headers, and what a client could claim about earlier hops, the original URL
-# or method (a backend or framework behind us may believe them), or its ChatKit user.
-_NOT_FORWARDED = HOP_BY_HOP | {
-    "host", "content-length", "expect", "accept-encoding", "x-request-id",
-    "forwarded", "via", "x-real-ip", "true-client-ip", "cf-connecting-ip", "fastly-client-ip",
-    "x-client-ip", "x-cluster-client-ip", "x-original-forwarded-for", "x-originating-ip",
-    "x-original-url", "x-original-uri", "x-original-host", "x-original-method",
-    "x-rewrite-url", "x-http-method-override", "x-http-method", "x-method-override",
-    "x-envoy-external-address", "x-envoy-internal", "x-envoy-original-path",
-    "x-chatkit-user", "x-device-id",
-}  # fmt: skip
-# ... and every X-Forwarded-* (For, Proto, Host, Port, Prefix, Server, Ssl, Scheme, …).
-_FORWARDED_PREFIX = "x-forwarded-"
 # Open streams end when an answer does (seconds to minutes): a short, honest guess.
 _STREAM_RETRY_AFTER = "5"
 _UPLOAD_RETRY_AFTER = "5"
@@ -185,7 +165,7 @@ class ChatKitProxyRoute(RouteBase):
         if declared is not None and declared > self.max_json_bytes:
             raise PayloadTooLarge()
         # Limits that need no body first: a client over them costs a dict lookup.
-        earlier = await spend(request, info, compiled, untyped=True)
+        earlier = await spend_limits(request, info, compiled, typed=False)
         body = await read_capped(request, self.max_json_bytes)
         kind = parse_object(body, empty_ok=False).get("type")
         info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
@@ -194,7 +174,7 @@ class ChatKitProxyRoute(RouteBase):
         full = request.app[PROXY].streams_full(_stream_key(self.name, info), cap)
         if full and info.chatkit_type in CHATKIT_STREAMING_TYPES:
             raise _too_many_streams(request, self.name)
-        await spend(request, info, compiled, untyped=False, earlier=earlier)
+        await spend_limits(request, info, compiled, typed=True, earlier=earlier)
         return await handle_proxy(request, url, body)
 
     def openapi(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -224,121 +204,33 @@ def target_of(compiled: CompiledRoute) -> ProxyTarget:
     return compiled.data
 
 
-def upstream_url(route_path: str, target: str, raw_path: str, raw_query: str) -> str | None:
-    """`target` + the part of the (still percent-encoded) path below the route, or None
-    when that part could step outside the target or name something else once a backend
-    normalises it: dot segments (also with `;params`, which Tomcat and Spring drop),
-    empty segments, encoded dots/slashes/backslashes, double encoding, `%u` escapes,
-    bytes that are not UTF-8 (overlong `%c0%ae`), and characters that Unicode
-    compatibility folds into others (full-width dot U+FF0E, solidus U+FF0F)."""
-    base = route_path.rstrip("/")
-    if raw_path != base and not raw_path.startswith(base + "/"):
-        return None  # matched only after decoding: the raw form is not ours to trust
-    suffix = raw_path[len(base) :]
-    if suffix in ("", "/"):
-        url = target
-    else:
-        if _SUSPECT_ESCAPE.search(suffix) or "\\" in suffix or not _plain(suffix):
-            return None
-        parts = suffix[1:].split("/")
-        if any(p.split(";", 1)[0] in (".", "..") for p in parts) or "" in parts[:-1]:
-            return None
-        url = target + suffix
-    return f"{url}?{raw_query}" if raw_query else url
-
-
-def _plain(raw: str) -> bool:
-    """The path decodes to UTF-8 that Unicode compatibility normalisation leaves alone."""
-    if raw.isascii() and "%" not in raw:
-        return True
-    try:
-        text = unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return unicodedata.is_normalized("NFKC", text)
-
-
 def is_endpoint(route_path: str, path: str) -> bool:
     return path.rstrip("/") == route_path.rstrip("/")
 
 
-async def spend(
-    request: web.Request,
-    info: RequestInfo,
-    compiled: CompiledRoute,
-    *,
-    untyped: bool,
-    earlier: Verdict | None = None,
-) -> Verdict | None:
-    """Spends the route's limits without `types:` (`untyped`) or those narrowed to the
-    request's type (429 when one is exhausted); the RateLimit fields report the tightest
-    of these and `earlier`'s. Returns that tightest."""
-    limits: list[RouteLimit] = [
-        lim for lim in compiled.limits if (lim.limit.types is None) is untyped
-    ]
-    if not limits:
-        return earlier
-    buckets = Limiter.buckets(limits, info.client_ip, info.origin, info.chatkit_type)
-    if not buckets:
-        return earlier
-    limiter = request.app[LIMITER]
-    verdicts = limiter.acquire_now(buckets) or await limiter.acquire(buckets)
-    report = tightest([*verdicts, earlier] if earlier is not None else verdicts)
-    assert report is not None
-    info.response_headers.update(rate_headers(report))
-    if not report.allowed:
-        request.app[METRICS].rate_limited.labels(compiled.name, report.limit.key.value).inc()
-        raise RateLimited(headers={"Retry-After": str(whole_seconds(report.retry_after))})
-    return report
-
-
 def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -> CIMultiDict[str]:
-    """The browser's end-to-end headers (Cookie and Authorization included: the backend is
-    the site's own and may authenticate with them), the forwarding headers, the end user,
-    the policy's. Dropped: hop-by-hop headers, what a client claims about earlier hops or
-    the original URL, and every name with `_` (nginx drops those too: many frameworks
-    read `X_Forwarded_For` as `X-Forwarded-For`)."""
     compiled = info.route
     assert compiled is not None
     route = compiled.route
     assert isinstance(route, ChatKitProxyRoute)
     target = target_of(compiled)
-    received = request.headers
-    named = {t.strip().lower() for v in received.getall("Connection", ()) for t in v.split(",")}
     trusted = info.compiled.resolver.trusts(request.remote)
-    auth_header = route.user_id.header.lower()
+    user = proxy_user_id(
+        route.user_id, target.user_secret, request.headers, info.client_ip, trusted
+    )
     by_header = route.user_id.source is UserIdSource.HEADER
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in received.items():
-        lower = name.lower()
-        if (
-            lower in _NOT_FORWARDED
-            or lower in named
-            or "_" in lower
-            or lower.startswith(_FORWARDED_PREFIX)
-            or (by_header and lower == auth_header and not trusted)
-        ):
-            continue
-        out.add(name, value)
-    # What an untrusted peer claims about earlier hops is dropped, not passed on.
-    peer = request.remote or "unknown"
-    prior = ", ".join(received.getall("X-Forwarded-For", ())) if trusted else ""
-    out["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
-    proto = received.get("X-Forwarded-Proto", "").lower() if trusted else ""
-    out["X-Forwarded-Proto"] = proto if proto in ("http", "https") else request.scheme
-    if route.forwarded_host is not None:
-        out["X-Forwarded-Host"] = route.forwarded_host
-    out["X-Request-ID"] = info.request_id
-    user = proxy_user_id(route.user_id, target.user_secret, received, info.client_ip, trusted)
-    if user is not None:
-        out["X-ChatKit-User"] = user
-    # A compressor buffers; event streams are asked for plain. Other answers may come
-    # compressed, passed through untouched with their Content-Encoding.
-    asked = received.get("Accept-Encoding", "identity")
-    out["Accept-Encoding"] = "identity" if streaming else asked
-    for name, value in target.headers:
-        out[name] = value
-    return out
+    return forward_headers(
+        request.headers,
+        peer=request.remote,
+        scheme=request.scheme,
+        trusted=trusted,
+        request_id=info.request_id,
+        user=user,
+        streaming=streaming,
+        forwarded_host=route.forwarded_host,
+        untrusted_header=route.user_id.header if by_header else None,
+        extra=target.headers,
+    )
 
 
 def _stream_key(route_name: str, info: RequestInfo) -> str:
@@ -401,7 +293,7 @@ async def handle_upload(
     declared = request.content_length
     if declared is not None and declared > route.body_limit:
         raise PayloadTooLarge()
-    await spend(request, info, compiled, untyped=True)
+    await spend_limits(request, info, compiled, typed=False)
     state = request.app[PROXY]
     key = _upload_key(route.name, info)
     if not state.take_stream(key, route.max_uploads_per_client):
