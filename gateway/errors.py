@@ -66,6 +66,13 @@ class PayloadTooLarge(GatewayError):
     status, code, message = 413, "payload_too_large", "Request body too large"
 
 
+class UnsupportedEncoding(GatewayError):
+    """A compressed request body: aiohttp would inflate it (past every size cap, and
+    against its Content-Length), and no browser sends one."""
+
+    status, code, message = 415, "unsupported_media_type", "Request bodies must not be encoded"
+
+
 class RateLimited(GatewayError):
     status, code, message = 429, "rate_limited", "Rate limit exceeded"
 

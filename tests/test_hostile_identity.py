@@ -170,3 +170,30 @@ async def test_proxy_routes_count_the_network_too(gateway: Any) -> None:
         )
         got.append(resp.status)
     assert got[3:] == [429, 429, 429] and 429 not in got[:3], got
+
+
+async def test_a_compressed_request_body_is_refused_not_inflated(gateway: Any) -> None:
+    """aiohttp inflates `Content-Encoding: gzip` bodies: past the size caps, and against the
+    Content-Length it then waits for (the request ended in 499)."""
+    import gzip
+    import json
+
+    route = {
+        "name": "chat", "path": "/chatkit", "kind": "chatkit_proxy",
+        "target": "http://127.0.0.1:9/chatkit", "allowed_origins": [ALLOWED],
+    }  # fmt: skip
+    client = await gateway(routes=[route, site_route()])
+    body = gzip.compress(json.dumps({"type": "threads.list", "a": "x" * 100_000}).encode())
+    for path in ("/chatkit", SESSION):
+        resp = await client.post(
+            path,
+            data=body,
+            headers={
+                "Origin": ALLOWED,
+                "Content-Encoding": "gzip",
+                "Content-Type": "application/json",
+            },
+        )
+        assert resp.status == 415, path
+        assert (await resp.json())["error"]["code"] == "unsupported_media_type"
+        assert resp.headers["Access-Control-Allow-Origin"] == ALLOWED

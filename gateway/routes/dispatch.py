@@ -31,7 +31,7 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.http import HttpVersion11
 
-from ..errors import MethodNotAllowed, NotFound
+from ..errors import MethodNotAllowed, NotFound, UnsupportedEncoding
 from ..origin import check_origin
 from ..requestinfo import INFO
 
@@ -81,6 +81,9 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         return preflight
     if request.method not in compiled.methods:
         raise MethodNotAllowed(headers={"Allow": compiled.allow_header})
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if encoding is not None and encoding.strip().lower() != "identity":
+        raise UnsupportedEncoding()
     if hdrs.EXPECT in request.headers:  # nearly never: no coroutine for the rest
         await send_continue(request, compiled.route.body_limit)
     return await compiled.route.serve(request)
