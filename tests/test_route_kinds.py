@@ -219,3 +219,34 @@ def test_check_without_secret_files_validates_the_production_policy() -> None:
     assert effective["upstream"]["api_key_file"] == "/run/secrets/openai/api-key"
     assert "api_key" not in effective["upstream"]
     assert TEST_KEY not in out.getvalue()
+
+
+def test_a_kind_registered_first_does_not_hide_the_shipped_ones() -> None:
+    """A plugin that registers before anything imported gateway.routes (a fresh process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        from typing import Any, Literal
+        from pydantic.dataclasses import dataclass
+        from gateway.policy import STRICT, RouteBase, UpstreamConfig, register_kind, route_kinds
+
+        @dataclass(frozen=True, kw_only=True, config=STRICT)
+        class Early(RouteBase):
+            kind: Literal["early"]
+            def compile(self, upstream: UpstreamConfig) -> None: return None
+            async def serve(self, request: Any) -> Any: return None
+            def openapi(self, doc: Any) -> Any: return {}
+
+        assert "gateway.routes" not in sys.modules
+        register_kind(Early)
+        print(sorted(k.KIND for k in route_kinds()))
+    """)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    kinds = ["chatkit_proxy", "chatkit_session", "early", "realtime_client_secret"]
+    assert done.stdout.strip() == str(kinds)

@@ -123,8 +123,9 @@ def unregister_kind(cls: type[RouteBase]) -> None:
 
 def route_kinds() -> tuple[type[RouteBase], ...]:
     """Every registered kind, the shipped ones loaded on first use (as entry points are)."""
-    if not _KINDS:
-        importlib.import_module(_BUILT_IN_KINDS)
+    # Imported every time (a no-op once loaded): a kind registered before the shipped ones
+    # were imported must not hide them.
+    importlib.import_module(_BUILT_IN_KINDS)
     return tuple(_KINDS.values())
 
 
