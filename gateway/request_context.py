@@ -13,7 +13,7 @@ import re
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from .compiled_policy import ACTIVE_POLICY
+from .compiled_policy import ACTIVE_POLICY, CompiledPolicy, CompiledRoute
 from .metrics import OPS_ROUTE, UNMATCHED_ROUTE
 from .requestinfo import INFO, RequestInfo
 
@@ -45,6 +45,18 @@ def request_id_of(request: web.Request) -> str:
     return request.app[REQUEST_IDS]()
 
 
+def new_request_info(
+    request: web.Request, compiled: CompiledPolicy, route: CompiledRoute | None, label: str
+) -> RequestInfo:
+    """The request's record: its id (also on the answer), policy snapshot, route, client."""
+    rid = request_id_of(request)
+    forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
+    client_ip = compiled.resolver.resolve(request.remote, forwarded)
+    info = RequestInfo(rid, compiled, route, label, client_ip)
+    info.response_headers["X-Request-ID"] = rid
+    return info
+
+
 @web.middleware
 async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     compiled = request.app[ACTIVE_POLICY].current
@@ -55,11 +67,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         label = OPS_ROUTE
     else:
         label = UNMATCHED_ROUTE
-    rid = request_id_of(request)
-    forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
-    client_ip = compiled.resolver.resolve(request.remote, forwarded)
-    info = RequestInfo(rid, compiled, route, label, client_ip)
-    info.response_headers["X-Request-ID"] = rid
+    info = new_request_info(request, compiled, route, label)
     if route is not None and route.route.no_store:
         # Every answer of a token route, errors too: a secret must never sit in a cache,
         # and a 429 or 502 kept by one would refuse clients it never saw.

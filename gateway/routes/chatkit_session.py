@@ -16,7 +16,7 @@ from ..identity import end_user_id, user_secret
 from ..policy import STRICT, JsonObject, UpstreamConfig, UserIdConfig
 from ..policy.types import Between, Bool, NonEmpty, at
 from ..requestinfo import INFO
-from .token import TokenRoute
+from .token import TokenRoute, expires_after
 
 
 def _workflow_id(value: str) -> str:
@@ -77,7 +77,7 @@ class ChatKitSessionRoute(TokenRoute):
             workflow["tracing"] = {"enabled": opts.tracing_enabled}
         body: dict[str, Any] = {"workflow": workflow, "user": user}
         if opts.expires_after_seconds:
-            body["expires_after"] = {"anchor": "created_at", "seconds": opts.expires_after_seconds}
+            body["expires_after"] = expires_after(opts.expires_after_seconds)
         if opts.max_requests_per_1_minute:
             body["rate_limits"] = {"max_requests_per_1_minute": opts.max_requests_per_1_minute}
         if opts.chatkit_configuration:

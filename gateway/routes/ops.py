@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aiohttp_cors
-from aiohttp import hdrs, web
+from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
 
@@ -29,8 +29,8 @@ from ..limits.enforcement import LIMITER
 from ..metrics import METRICS, OPS_ROUTE, UNMATCHED_ROUTE
 from ..openapi import DocumentCache
 from ..policy import OnBackendError
-from ..request_context import REQUEST_IDS, add_response_headers, request_id_of
-from ..requestinfo import INFO, RequestInfo
+from ..request_context import REQUEST_IDS, add_response_headers, new_request_info
+from ..requestinfo import INFO
 from .dispatch import SERVED_OPS_PATHS, defer_continue, dispatch, target_path
 
 
@@ -147,12 +147,8 @@ async def ops_context_middleware(request: web.Request, handler: Handler) -> web.
     for any other path, whatever route of the public port it names)."""
     compiled = request.app[ACTIVE_POLICY].current
     served = target_path(request) in request.app[SERVED_OPS_PATHS]
-    rid = request_id_of(request)
-    forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
-    client_ip = compiled.resolver.resolve(request.remote, forwarded)
-    info = RequestInfo(rid, compiled, None, OPS_ROUTE if served else UNMATCHED_ROUTE, client_ip)
-    info.response_headers["X-Request-ID"] = rid
-    request[INFO] = info
+    label = OPS_ROUTE if served else UNMATCHED_ROUTE
+    request[INFO] = new_request_info(request, compiled, None, label)
     return await handler(request)
 
 

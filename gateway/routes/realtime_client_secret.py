@@ -11,7 +11,7 @@ from pydantic.dataclasses import dataclass
 
 from ..policy import STRICT, JsonObject, UpstreamConfig
 from ..policy.types import Between
-from .token import TokenRoute
+from .token import TokenRoute, expires_after
 
 
 @dataclass(frozen=True, kw_only=True, config=STRICT)
@@ -33,7 +33,7 @@ class RealtimeClientSecretRoute(TokenRoute):
         opts = self.realtime
         body: dict[str, Any] = {}
         if opts.expires_after_seconds:
-            body["expires_after"] = {"anchor": "created_at", "seconds": opts.expires_after_seconds}
+            body["expires_after"] = expires_after(opts.expires_after_seconds)
         if opts.session:
             body["session"] = opts.session
         return body

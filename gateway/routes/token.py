@@ -23,6 +23,11 @@ from ..upstream import UPSTREAM
 from .body import parse_object, read_capped
 
 
+def expires_after(seconds: int) -> dict[str, Any]:
+    """The `expires_after` both token endpoints take (SPEC §1)."""
+    return {"anchor": "created_at", "seconds": seconds}
+
+
 @dataclass(frozen=True, kw_only=True, config=STRICT)
 class TokenRoute(RouteBase):
     needs_openai_key: ClassVar[bool] = True
