@@ -5,14 +5,18 @@ WORKDIR /src
 RUN pip install --no-cache-dir --upgrade pip build
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[fast]'
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[fast,agent]'
 
 # Final stage: the wheels installed into a slim Python, run as an unprivileged user.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links=/wheels 'chatkit-gateway[fast]' \
-    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
+    pip install --no-cache-dir --no-index --find-links=/wheels 'chatkit-gateway[fast,agent]' \
+    && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway \
+    && mkdir -p /var/lib/chatkit-gateway && chown 10001:10001 /var/lib/chatkit-gateway
+# chatkit_agent routes' SQLite threads (store.url: sqlite:////var/lib/chatkit-gateway/…);
+# mount a volume here to keep them across containers, or use PostgreSQL.
+VOLUME ["/var/lib/chatkit-gateway"]
 COPY gateway.yaml /etc/chatkit-gateway/gateway.yaml
 USER 10001:10001
 EXPOSE 8080

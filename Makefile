@@ -13,11 +13,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[fast,demo]'
+	$(BIN)/pip install --quiet -e '.[fast,demo,agent]'
 	touch $(RUN_STAMP)
 
 $(TEST_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[fast,demo,test,dev]'
+	$(BIN)/pip install --quiet -e '.[fast,demo,agent,test,dev]'
 	touch $(RUN_STAMP) $(TEST_STAMP)
 
 run: $(RUN_STAMP)

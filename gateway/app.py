@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
+from .agent.runtime import agent_context
 from .compiled_policy import ACTIVE_POLICY, ActivePolicy, CompiledPolicy
 from .errors import error_middleware
 from .instrumentation import instrumentation_middleware
@@ -63,6 +64,7 @@ def create_app(
     app.cleanup_ctx.append(_http_session)
     app.cleanup_ctx.append(proxy_context)  # chatkit_proxy: its own session, no total timeout
     app.cleanup_ctx.append(_limiter_storage)
+    app.cleanup_ctx.append(agent_context)  # chatkit_agent: stores, model clients, budgets
     setup_ops(app, policy.metrics.path, ops_port=policy.server.ops_port)
     # Every path, control characters included (`.` alone stops at a newline): the policy
     # decides, not the router.

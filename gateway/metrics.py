@@ -87,10 +87,22 @@ class Metrics:
             registry=r,
         )  # fmt: skip
         self.open_streams = Gauge(
-            p + "open_streams", "Proxied event streams open now.", ["route"], registry=r
+            p + "open_streams",
+            "ChatKit event streams open now (proxied or served).",
+            ["route"],
+            registry=r,
         )
         self.chatkit_requests = Counter(
-            p + "chatkit_requests_total", "Proxied ChatKit requests by type.", ["route", "type"],
+            p + "chatkit_requests_total", "ChatKit requests by type (proxied or served).",
+            ["route", "type"], registry=r,
+        )  # fmt: skip
+        # chatkit_agent routes (SPEC §8): the model's tokens, from each response's usage.
+        self.model_tokens = Counter(
+            p + "model_tokens_total", "Model tokens by route and direction (input, output).",
+            ["route", "direction"], registry=r,
+        )  # fmt: skip
+        self.store_errors = Counter(
+            p + "store_errors_total", "Thread store calls that failed, by route.", ["route"],
             registry=r,
         )  # fmt: skip
         self.limiter_backend_errors = Counter(

@@ -10,9 +10,9 @@ python=$(.venv/bin/python -c 'import sys; print(sys.executable)')
 rm -rf "$venv"
 "$uv" venv --quiet --python "$python" "$venv"
 "$uv" pip install --quiet --python "$venv/bin/python" --resolution lowest-direct \
-  -e '.[fast,demo,test]'
+  -e '.[fast,demo,agent,test]'
 "$uv" pip freeze --python "$venv/bin/python" |
-  grep -iE '^(aiohttp|aiohttp-cors|aiolimiter|prometheus-client|pyyaml|redis|uvloop|openai-chatkit)==' |
+  grep -iE '^(aiohttp|aiohttp-cors|aiolimiter|prometheus-client|pyyaml|redis|uvloop|openai-chatkit|openai-agents|openai|sqlalchemy|aiosqlite|asyncpg)==' |
   tr '\n' ' ' | sed 's/^/lowest versions: /; s/ $/\n/'
 # The unit tests: no browser, no schema fuzzer, no manifest validator (dev tools, not
 # dependencies of the package).

@@ -67,6 +67,7 @@ def test_shipped_document_is_valid_openapi_31() -> None:
     assert shipped["openapi"].startswith("3.1")
     assert set(shipped["components"]["pathItems"]) == {
         "chatkit_session", "realtime_client_secret", "chatkit_proxy", "chatkit_proxy_below",
+        "chatkit_agent", "chatkit_agent_attachment",
     }  # fmt: skip
 
 

@@ -385,7 +385,7 @@ INVALID = {
             "    types: [threads.create]  # <-"
         ),
         "routes[0].rate_limits[0].types",
-        "types narrows limits of chatkit_proxy routes only",
+        "types narrows limits of chatkit_proxy, chatkit_agent routes only",
     ),
     "unknown ChatKit type": (
         doc("""

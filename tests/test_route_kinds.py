@@ -248,5 +248,5 @@ def test_a_kind_registered_first_does_not_hide_the_shipped_ones() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    kinds = ["chatkit_proxy", "chatkit_session", "early", "realtime_client_secret"]
+    kinds = ["chatkit_agent", "chatkit_proxy", "chatkit_session", "early", "realtime_client_secret"]
     assert done.stdout.strip() == str(kinds)

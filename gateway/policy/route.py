@@ -84,6 +84,11 @@ class RouteBase(abc.ABC):
         assert self.max_body_bytes is not None
         return self.max_body_bytes
 
+    def origin_exempt(self, request: web.Request) -> bool:
+        """A request this kind authorises itself (a signed URL an `<img>` loads, with no
+        Origin), so the Origin check does not apply; every other request is checked."""
+        return False
+
     def warnings(self) -> list[str]:
         """What `check` and `serve` say about a valid route that may not do what is meant."""
         return []

@@ -5,6 +5,7 @@ gateway/policy/route.py for the contract. `dispatch.py` and `ops.py` serve them.
 """
 
 from ..policy import register_kind
+from .chatkit_agent import ChatKitAgentRoute
 from .chatkit_proxy import ChatKitProxyRoute
 from .chatkit_session import ChatKitSessionRoute
 from .realtime_client_secret import RealtimeClientSecretRoute
@@ -12,5 +13,11 @@ from .realtime_client_secret import RealtimeClientSecretRoute
 register_kind(ChatKitSessionRoute)
 register_kind(RealtimeClientSecretRoute)
 register_kind(ChatKitProxyRoute)
+register_kind(ChatKitAgentRoute)
 
-__all__ = ["ChatKitProxyRoute", "ChatKitSessionRoute", "RealtimeClientSecretRoute"]
+__all__ = [
+    "ChatKitAgentRoute",
+    "ChatKitProxyRoute",
+    "ChatKitSessionRoute",
+    "RealtimeClientSecretRoute",
+]

@@ -52,9 +52,9 @@ from ..policy import (
     UserIdSource,
 )
 from ..policy.types import HEADER_NAME, Between, HttpUrl, at, strip
+from ..request_body import parse_object, read_capped
 from ..requestinfo import INFO, RequestInfo
 from ..upstream.stream import PROXY, relay
-from .body import parse_object, read_capped
 from .proxy_forwarding import forward_headers, upstream_url
 
 # Open streams end when an answer does (seconds to minutes): a short, honest guess.

@@ -76,9 +76,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if target_path(request) in request.app[SERVED_OPS_PATHS]:
             raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
         raise NotFound()
-    preflight = check_origin(request, info, compiled)
-    if preflight is not None:
-        return preflight
+    if not compiled.route.origin_exempt(request):
+        preflight = check_origin(request, info, compiled)
+        if preflight is not None:
+            return preflight
     if request.method not in compiled.methods:
         raise MethodNotAllowed(headers={"Allow": compiled.allow_header})
     encoding = request.headers.get(hdrs.CONTENT_ENCODING)

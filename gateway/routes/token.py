@@ -18,9 +18,9 @@ from ..errors import GatewayError, UpstreamError
 from ..limits.enforcement import spend_limits
 from ..openapi import route_path_item
 from ..policy import STRICT, RouteBase
+from ..request_body import parse_object, read_capped
 from ..requestinfo import INFO, RequestInfo
 from ..upstream import UPSTREAM
-from .body import parse_object, read_capped
 
 
 def expires_after(seconds: int) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import BadRequest, ClientClosed, PayloadTooLarge
+from .errors import BadRequest, ClientClosed, PayloadTooLarge
 
 
 async def read_capped(request: web.Request, limit: int) -> bytes:

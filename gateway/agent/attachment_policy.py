@@ -1,0 +1,68 @@
+"""Attachments of a `chatkit_agent` route: what `attachments.create` admits, and the
+signed upload URL it answers with (the upload itself: attachments.py).
+
+The SDK's two-phase upload, to URLs below the route.
+
+`attachments.create` (JSON, through the SDK) checks the type, the announced size and the
+user's count, and answers with an upload URL `<route>/attachments/<id>?t=<token>`; the
+bytes are POSTed there (multipart `file`, or the raw body), counted against `max_bytes`
+as they arrive. The token is a keyed hash of the user and the id, so the URL works only
+for the attachment it names, and an image's preview (a GET of the same URL: an `<img>`
+sends no headers of ours) shows it only to whoever holds the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+
+from chatkit.types import (
+    Attachment,
+    AttachmentCreateParams,
+    AttachmentUploadDescriptor,
+    FileAttachment,
+    ImageAttachment,
+)
+
+from ..errors import BadRequest, PayloadTooLarge, RateLimited
+from .context import TurnContext
+
+BELOW = "/attachments/"
+
+
+class UnsupportedType(BadRequest):
+    status, code = 415, "unsupported_media_type"
+
+
+def token(key: bytes, user: str, attachment_id: str) -> str:
+    return hmac.digest(key, f"{user}\x00{attachment_id}".encode(), hashlib.sha256)[:16].hex()
+
+
+def new_attachment(
+    params: AttachmentCreateParams,
+    context: TurnContext,
+    held: int,
+    generate_id: Callable[[str, TurnContext], str],
+) -> Attachment:
+    config = context.attachments
+    if config is None:
+        raise BadRequest("This route takes no attachments")
+    mime = params.mime_type.split(";", 1)[0].strip().lower()
+    if mime not in config.mime_types:
+        raise UnsupportedType(f"Attachments of type {mime[:100]!r} are not accepted")
+    if params.size > config.max_bytes or params.size < 0:
+        raise PayloadTooLarge(f"Attachments are at most {config.max_bytes} bytes")
+    if held >= config.max_per_user:
+        raise RateLimited("Too many attachments", headers={"Retry-After": "3600"})
+    attachment_id = generate_id(mime, context)
+    signed = token(context.url_key, context.user, attachment_id)
+    url = f"{context.upload_base}{BELOW}{attachment_id}?u={context.user}&t={signed}"
+    descriptor = AttachmentUploadDescriptor(url=url, method="POST")  # type: ignore[arg-type]
+    name = params.name[:255] or "attachment"
+    if mime.startswith("image/"):
+        return ImageAttachment(
+            id=attachment_id, name=name, mime_type=mime, upload_descriptor=descriptor,
+            preview_url=url,  # type: ignore[arg-type]
+        )  # fmt: skip
+    return FileAttachment(id=attachment_id, name=name, mime_type=mime, upload_descriptor=descriptor)

@@ -1,0 +1,81 @@
+"""The upload (phase two) and image preview of a `chatkit_agent` route's attachments."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+from aiohttp import BodyPartReader, web
+from chatkit.store import NotFoundError
+
+from ..errors import BadRequest, NotFound, PayloadTooLarge
+from .attachment_policy import token
+from .config import AttachmentsConfig
+from .context import TurnContext
+from .store import SqlStore
+
+
+async def _read_upload(request: web.Request, limit: int) -> bytes:
+    """The file's bytes, from a multipart `file` part or the raw body, within `limit`."""
+    declared = request.content_length
+    if declared is not None and declared > limit + 64 * 1024:
+        raise PayloadTooLarge()
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                return await _capped(part.read_chunk, limit)
+        raise BadRequest("multipart upload without a `file` part")
+    return await _capped(request.content.read, limit)
+
+
+async def _capped(read: Callable[[int], object], limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await read(65536)  # type: ignore[misc]
+        if not chunk:
+            return b"".join(chunks)
+        assert isinstance(chunk, bytes | bytearray)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge()
+        chunks.append(bytes(chunk))
+
+
+def signed_user(request: web.Request, key: bytes, attachment_id: str) -> str:
+    """The user an upload URL was made for, if its token is right (else 404, as unknown)."""
+    user = request.query.get("u", "")
+    given = request.query.get("t", "")
+    if not user or not hmac.compare_digest(given, token(key, user, attachment_id)):
+        raise NotFound()
+    return user
+
+
+async def handle_attachment(
+    request: web.Request,
+    store: SqlStore,
+    config: AttachmentsConfig,
+    context: TurnContext,
+    attachment_id: str,
+) -> web.StreamResponse:
+    """POST: phase two of an upload; GET: the preview of an image. `context.user` is the
+    URL's signed user (`signed_user`): an `<img>` sends no X-Device-Id."""
+    try:
+        attachment, content = await store.load_attachment_content(attachment_id, context)
+    except NotFoundError:
+        raise NotFound() from None
+    if request.method == "GET":
+        if content is None or not attachment.mime_type.startswith("image/"):
+            raise NotFound()
+        return web.Response(
+            body=content,
+            content_type=attachment.mime_type,
+            headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
+        )
+    if content is not None:
+        raise BadRequest("This attachment was uploaded already")
+    data = await _read_upload(request, config.max_bytes)
+    await store.put_attachment_content(attachment, data, context)
+    done = attachment.model_copy(update={"upload_descriptor": None})
+    return web.json_response(text=done.model_dump_json(exclude_none=True))

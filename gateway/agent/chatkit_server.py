@@ -1,0 +1,169 @@
+"""`respond()`: one turn of the policy's agent, as openai-chatkit's `ChatKitServer` wants it.
+
+The SDK serves the protocol (parsing, thread bookkeeping, persistence of finished items,
+cancellation); the Agents SDK runs the model; `stream_agent_response` turns the model's
+events into ChatKit's. What the gateway adds: the last `history_items` of the thread as
+input, a progress update while a hosted tool runs (the SDK's converter passes those events
+by, so the widget would sit silent for the whole search), the tokens counted, and model
+failures turned into a generic ChatKit error — never the upstream's words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import openai
+from agents import Agent, Runner, RunResultStreaming
+from agents.exceptions import AgentsException
+from agents.models.interface import Model
+from agents.run import RunConfig
+from agents.stream_events import StreamEvent
+from pydantic import BaseModel
+from chatkit.agents import AgentContext, stream_agent_response
+from chatkit.errors import CustomStreamError
+from chatkit.server import ChatKitServer
+from chatkit.types import ProgressUpdateEvent, ThreadMetadata, ThreadStreamEvent, UserMessageItem
+
+from .context import TurnContext
+from .converter import AttachmentConverter
+from .store import SqlStore
+from .tools import AgentSpec
+
+log = logging.getLogger("gateway.agent")
+
+# Hosted tools run inside the model's response; their "searching" events become this.
+_PROGRESS = {
+    "response.file_search_call.searching": ("search", "Searching the documentation…"),
+    "response.web_search_call.searching": ("globe", "Searching the web…"),
+}
+_FAILED = "The assistant could not answer just now. Please try again."
+_RATE = "The assistant is busy. Please try again in a moment."
+
+
+class _WithProgress:
+    """A run result whose events also put a ChatKit progress update on the queue of
+    `AgentContext` when a hosted tool starts; `stream_agent_response` reads only
+    `stream_events()`, so the rest of the result is not needed here."""
+
+    def __init__(self, result: RunResultStreaming, context: AgentContext[TurnContext]) -> None:
+        self._result = result
+        self._context = context
+
+    async def stream_events(self) -> AsyncIterator[StreamEvent]:
+        async for event in self._result.stream_events():
+            if event.type == "raw_response_event":
+                data = event.data
+                if data.type == "response.output_text.annotation.added" and isinstance(
+                    data.annotation, BaseModel
+                ):
+                    # openai parses it into the event module's own citation classes, which
+                    # chatkit's converter (validating against the output-text classes)
+                    # refuses; as a dict it validates. (openai 3.x with openai-chatkit 1.6.)
+                    data = data.model_copy(update={"annotation": data.annotation.model_dump()})
+                    event = dataclasses.replace(event, data=data)
+                progress = _PROGRESS.get(data.type)
+                if progress is not None:
+                    icon, text = progress
+                    await self._context.stream(ProgressUpdateEvent(icon=icon, text=text))
+            yield event
+
+
+class AgentServer(ChatKitServer[TurnContext]):
+    """The ChatKit server of one `chatkit_agent` route (one per route and policy)."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        spec: AgentSpec,
+        model: Model,
+        *,
+        before_call: Callable[[TurnContext], Any],
+        after_call: Callable[[TurnContext, str, float, int, int], None],
+    ) -> None:
+        super().__init__(store, store if spec.attachments is not None else None)
+        self.sql = store
+        self.spec = spec
+        self._model = model
+        self._before_call = before_call  # outbound smoothing
+        self._after_call = after_call  # usage → budgets and metrics; outcome → metrics
+
+    async def respond(
+        self,
+        thread: ThreadMetadata,
+        input_user_message: UserMessageItem | None,
+        context: TurnContext,
+    ) -> AsyncIterator[ThreadStreamEvent]:
+        spec = self.spec
+        recent = await self.store.load_thread_items(
+            thread.id, None, spec.history_items, "desc", context
+        )
+        history = await AttachmentConverter(self.sql, context).to_agent_input(
+            list(reversed(recent.data))
+        )
+        agent = Agent[AgentContext[TurnContext]](
+            name=spec.name,
+            instructions=spec.instructions,
+            model=self._model,
+            tools=list(spec.tools),
+            model_settings=spec.model_settings,
+        )
+        agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
+        await self._before_call(context)
+        started = time.monotonic()
+        result = Runner.run_streamed(
+            agent,
+            history,
+            context=agent_context,
+            run_config=RunConfig(tracing_disabled=True, trace_include_sensitive_data=False),
+        )
+        outcome = "ok"
+        try:
+            events = stream_agent_response(
+                agent_context, cast(RunResultStreaming, _WithProgress(result, agent_context))
+            )
+            async for event in events:
+                yield event
+        except openai.RateLimitError:
+            outcome = "rate_limited"
+            raise CustomStreamError(_RATE, allow_retry=True) from None
+        except openai.AuthenticationError:
+            outcome = "auth_failed"
+            log.error("the model upstream refused the API key (route %s)", context.route)
+            raise CustomStreamError(_FAILED, allow_retry=False) from None
+        except openai.APITimeoutError:
+            outcome = "timeout"
+            raise CustomStreamError(_FAILED, allow_retry=True) from None
+        except openai.APIConnectionError:
+            outcome = "connection_error"
+            raise CustomStreamError(_FAILED, allow_retry=True) from None
+        except openai.APIStatusError as exc:
+            outcome = "server_error" if exc.status_code >= 500 else "client_error"
+            log.warning("model call failed: HTTP %s (route %s)", exc.status_code, context.route)
+            raise CustomStreamError(_FAILED, allow_retry=exc.status_code >= 500) from None
+        except (openai.OpenAIError, AgentsException) as exc:
+            outcome = "server_error"
+            log.warning("model call failed: %s (route %s)", type(exc).__name__, context.route)
+            raise CustomStreamError(_FAILED, allow_retry=True) from None
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"  # the visitor left
+            raise
+        except Exception:
+            outcome = "error"
+            log.exception("agent turn failed (route %s)", context.route)
+            raise CustomStreamError(_FAILED, allow_retry=True) from None
+        finally:
+            if not result.is_complete:
+                result.cancel()  # the visitor left, or the stream failed: stop the model
+            usage = result.context_wrapper.usage
+            self._after_call(
+                context,
+                outcome,
+                time.monotonic() - started,
+                usage.input_tokens,
+                usage.output_tokens,
+            )

@@ -1,0 +1,223 @@
+"""The policy keys of a `chatkit_agent` route below the route itself (SPEC §8).
+
+Plain pydantic: importing this costs nothing extra, so a gateway without the `agent`
+extra still parses, checks and refuses such a route with a clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import WithJsonSchema
+
+from ..policy import STRICT, UserIdConfig
+from ..policy.secrets import Secret, SecretFile, SecretUrl
+from ..policy.sections import SecretWithFile
+from ..policy.types import Between, Duration, Name, OneOf, Text, at, fmt_duration, strip
+
+_MODEL = Annotated[
+    str,
+    BeforeValidator(strip),
+    AfterValidator(lambda v: _bounded(v, 128, "a model name")),
+    WithJsonSchema({"type": "string", "examples": ["gpt-5-mini"]}),
+]
+
+
+def _bounded(value: str, most: int, what: str) -> str:
+    if not value or len(value) > most or any(c.isspace() for c in value):
+        raise ValueError(f"expected {what} (1 to {most} characters, no spaces), got {value!r}")
+    return value
+
+
+_Id = Annotated[str, BeforeValidator(strip), AfterValidator(lambda v: _bounded(v, 128, "an id"))]
+_Domain = Annotated[
+    str, BeforeValidator(strip), AfterValidator(lambda v: _bounded(v, 253, "a domain"))
+]
+
+
+@dataclass(frozen=True, config=STRICT)
+class FileSearchTool:
+    """OpenAI's hosted File Search over vector stores (they outlived Agent Builder)."""
+
+    type: Literal["file_search"]
+    vector_store_ids: Annotated[tuple[_Id, ...], Field(min_length=1, max_length=16)]
+    max_num_results: Annotated[int, Between(1, 50)] | None = None
+
+
+@dataclass(frozen=True, config=STRICT)
+class WebSearchTool:
+    type: Literal["web_search"]
+    allowed_domains: Annotated[tuple[_Domain, ...], Field(max_length=100)] = ()
+
+
+Tool = Annotated[FileSearchTool | WebSearchTool, Field(discriminator="type")]
+
+
+class ReasoningEffort(enum.StrEnum):
+    NONE = "none"
+    MINIMAL = "minimal"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, config=STRICT)
+class ModelSettings:
+    temperature: Annotated[float, Between(0, 2)] | None = None
+    top_p: Annotated[float, Between(0, 1)] | None = None
+    max_output_tokens: Annotated[int, Between(1, 1_000_000)] | None = None
+    reasoning_effort: Annotated[ReasoningEffort, OneOf()] | None = None
+
+
+def _read_instructions(value: object, info: ValidationInfo) -> str:
+    path = strip(value)
+    if info.context is not None and info.context.get("secret_files") is False:
+        return f"(not read: {path})"
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path!r} is not UTF-8 text") from None
+
+
+@dataclass(frozen=True, config=STRICT)
+class AgentConfig:
+    model: _MODEL
+    instructions: Annotated[Text, Field(max_length=256 * 1024)] | None = None
+    # Read at load (and on reload), so the agent's prompt can live in its own file.
+    instructions_file: Annotated[str, BeforeValidator(_read_instructions)] | None = None
+    tools: Annotated[tuple[Tool, ...], Field(max_length=8)] = ()
+    model_settings: ModelSettings = dataclasses.field(default_factory=ModelSettings)
+    # The thread's last items sent to the model each turn: bounds a turn's input tokens.
+    history_items: Annotated[int, Between(1, 1000)] = 30
+    name: Name = "assistant"
+
+    @model_validator(mode="after")
+    def _one_instructions(self) -> AgentConfig:
+        if self.instructions is not None and self.instructions_file is not None:
+            raise at(("instructions_file",), "give either instructions or instructions_file")
+        return self
+
+    @property
+    def prompt(self) -> str | None:
+        return self.instructions if self.instructions is not None else self.instructions_file
+
+
+def _store_url(value: Secret) -> Secret:
+    url = value.reveal()
+    if url.startswith("(not read: "):
+        return value
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("expected sqlite:///path/threads.db or postgresql://user:password@host/db")
+    if scheme == "sqlite" and not url.startswith("sqlite:///"):
+        raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    return value
+
+
+@dataclass(frozen=True, config=STRICT)
+class StoreConfig(SecretWithFile):
+    SECRET_KEYS = ("url",)
+    url: Annotated[SecretUrl, AfterValidator(_store_url)] = dataclasses.field(
+        default_factory=lambda: Secret("sqlite:///chatkit-gateway-threads.db")
+    )
+    url_file: Annotated[SecretFile, AfterValidator(_store_url)] | None = None
+    # Threads untouched this long are deleted by the sweep; null keeps them forever.
+    retention: Duration | None = 30 * 86400.0
+    # A store call that takes longer fails the request (503) instead of hanging it.
+    timeout_seconds: Annotated[float, Between(0.1, 60)] = 5.0
+    pool_size: Annotated[int, Between(1, 100)] = 5
+
+
+DEFAULT_MIME_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf")
+_Mime = Annotated[
+    str,
+    BeforeValidator(strip),
+    AfterValidator(lambda v: _bounded(v.lower(), 100, "a MIME type like image/png")),
+]
+
+
+@dataclass(frozen=True, config=STRICT)
+class AttachmentsConfig:
+    max_bytes: Annotated[int, Between(1, 100 * 1024 * 1024)] = 10 * 1024 * 1024
+    mime_types: Annotated[tuple[_Mime, ...], Field(min_length=1)] = DEFAULT_MIME_TYPES
+    # One user's stored attachments at most (uploaded, whether sent yet or not).
+    max_per_user: Annotated[int, Between(1, 100_000)] = 100
+
+
+class BudgetKey(enum.StrEnum):
+    USER = "user"
+    CLIENT_IP = "client_ip"
+    GLOBAL = "global"
+
+
+@dataclass(frozen=True, config=STRICT)
+class TokenBudget:
+    key: Annotated[BudgetKey, OneOf()]
+    tokens: Annotated[int, Between(1, 10**12)]
+    per_seconds: Annotated[Duration, Field(alias="per")]
+
+    @property
+    def name(self) -> str:
+        return f"{self.key}_{self.tokens}_tokens_per_{fmt_duration(self.per_seconds)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AgentRouteData:
+    """What serving needs, worked out once per policy (CompiledRoute.data)."""
+
+    user_secret: bytes = dataclasses.field(repr=False)  # X-Device-Id → user, as for proxies
+    url_key: bytes = dataclasses.field(repr=False)  # signs attachment URLs
+    spec: Any = None  # gateway.agent.tools.AgentSpec (the extra's types)
+
+
+class AgentRoutePolicy(Protocol):
+    """The keys of a `chatkit_agent` route (gateway/routes/chatkit_agent.py) that serving
+    reads; a protocol, so that serving does not import the kind that imports it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def store(self) -> StoreConfig: ...
+    @property
+    def attachments(self) -> AttachmentsConfig | None: ...
+    @property
+    def user_id(self) -> UserIdConfig: ...
+    @property
+    def token_budgets(self) -> tuple[TokenBudget, ...]: ...
+    @property
+    def max_streams_per_client(self) -> int | None: ...
+    @property
+    def max_json_bytes(self) -> int: ...
+    @property
+    def stream_idle_timeout_seconds(self) -> float: ...
+    @property
+    def stream_write_timeout_seconds(self) -> float: ...
+    @property
+    def public_url(self) -> str | None: ...
+
+
+KIND = "chatkit_agent"
+
+
+__all__ = [
+    "KIND",
+    "AgentConfig",
+    "AgentRouteData",
+    "AgentRoutePolicy",
+    "AttachmentsConfig",
+    "BudgetKey",
+    "FileSearchTool",
+    "ModelSettings",
+    "StoreConfig",
+    "TokenBudget",
+    "WebSearchTool",
+]

@@ -1,0 +1,24 @@
+"""What one ChatKit request carries into the SDK: who asks, and what the turn may spend."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..requestinfo import RequestInfo
+    from .config import AttachmentsConfig
+
+
+@dataclasses.dataclass(slots=True)
+class TurnContext:
+    """The SDK's `context` argument: every store call is scoped to `user`."""
+
+    user: str  # the keyed hash of the device id (identity.py), never the raw value
+    route: str
+    client: str  # the client's network, as `client_ip` limits count it
+    info: RequestInfo
+    upload_base: str = ""  # absolute URL below the route where uploads go
+    attachments: AttachmentsConfig | None = None
+    url_key: bytes = dataclasses.field(default=b"", repr=False)  # signs upload URLs
+    usage: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (in, out)

@@ -1,0 +1,245 @@
+"""What `chatkit_agent` routes share for the app's life: stores, model clients, budgets.
+
+Opened in `agent_context` (cleanup_ctx) only when the policy has such a route, and looked
+up per request by the compiled route, so a reload that adds a route, or points one at a
+new store, gets it on first use: one engine per store URL, one ChatKit server per route
+definition. A store that cannot be reached at start does not stop the gateway: its
+requests answer 503 and `/readyz` 503 until it answers, then everything resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, cast
+
+from aiohttp import web
+
+from ..compiled_policy import ACTIVE_POLICY
+from ..limits.budgets import BudgetStorage, MemoryBudgets, RedisBudgets
+from ..metrics import METRICS, Metrics
+from ..policy import Backend, Policy, UpstreamConfig
+from .config import KIND, AgentRouteData, AgentRoutePolicy
+
+if TYPE_CHECKING:
+    from aiolimiter import AsyncLimiter
+    from openai import AsyncOpenAI
+
+    from .chatkit_server import AgentServer
+    from .context import TurnContext
+    from .store import SqlStore
+
+log = logging.getLogger("gateway.agent")
+_SWEEP_EVERY = 3600.0
+_CONNECT_SECONDS = 10.0
+
+
+class AgentRuntime:
+    def __init__(self, policy: Policy, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._stub = policy.stub_upstream
+        self._stores: dict[str, SqlStore] = {}
+        self._ready: dict[str, bool] = {}  # store URL → migrated
+        self._lock = asyncio.Lock()
+        self._servers: dict[str, tuple[AgentRoutePolicy, AgentRouteData, AgentServer]] = {}
+        self._clients: dict[tuple[str, str, float], AsyncOpenAI] = {}
+        self._smoothing: tuple[object, AsyncLimiter | None] = (None, None)
+        errors = metrics.limiter_backend_errors.labels(policy.limiter.backend.value)
+        self.budgets: BudgetStorage = (
+            RedisBudgets(policy.limiter, errors.inc)
+            if policy.limiter.backend is Backend.REDIS
+            else MemoryBudgets(policy.limiter.max_tracked_keys)
+        )
+
+    # -- stores ---------------------------------------------------------------------
+    async def store_for(self, route: AgentRoutePolicy) -> SqlStore:
+        """The route's store, its tables created on first use (StoreUnavailable: 503)."""
+        from .store import StoreUnavailable, migrate, open_engine
+
+        url = route.store.url.reveal()
+        store = self._stores.get(url)
+        if store is not None and self._ready.get(url):
+            return store
+        async with self._lock:
+            store = self._stores.get(url)
+            if store is None:
+                store = self._new_store(route, open_engine)
+                self._stores[url] = store
+            if not self._ready.get(url):
+                try:
+                    async with asyncio.timeout(route.store.timeout_seconds * 2):
+                        await migrate(store.engine)
+                except RuntimeError:
+                    raise
+                except Exception as exc:
+                    store.healthy = False
+                    self._metrics.store_errors.labels(route.name).inc()
+                    log.warning("thread store not reachable: %s", type(exc).__name__)
+                    raise StoreUnavailable() from None
+                self._ready[url] = True
+                store.healthy = True
+        return store
+
+    def _new_store(self, route: AgentRoutePolicy, open_engine: Any) -> SqlStore:
+        from .store import SqlStore
+
+        cfg = route.store
+        engine = open_engine(cfg.url.reveal(), timeout=cfg.timeout_seconds, pool_size=cfg.pool_size)
+        errors = self._metrics.store_errors
+
+        def on_error(context: TurnContext | None) -> None:
+            errors.labels(context.route if context is not None else route.name).inc()
+
+        return SqlStore(engine, timeout=cfg.timeout_seconds, on_error=on_error)
+
+    async def ready(self, policy: Policy) -> bool:
+        """Every agent route's store answers (for /readyz)."""
+        from .store import StoreUnavailable
+
+        for route in agent_routes(policy):
+            try:
+                store = await self.store_for(route)
+            except StoreUnavailable:
+                return False
+            if not await store.ping():
+                return False
+        return True
+
+    # -- servers and models ---------------------------------------------------------
+    def server_for(
+        self,
+        route: AgentRoutePolicy,
+        data: AgentRouteData,
+        store: SqlStore,
+        upstream: UpstreamConfig,
+    ) -> AgentServer:
+        cached = self._servers.get(route.name)
+        if (
+            cached is not None
+            and cached[0] == route
+            and cached[1] is data
+            and cached[2].sql is store
+        ):
+            return cached[2]
+        from .chatkit_server import AgentServer
+
+        server = AgentServer(
+            store,
+            data.spec,
+            self._model(data.spec.model, route, upstream),
+            before_call=self._smooth(upstream),
+            after_call=self._after_call,
+        )
+        self._servers[route.name] = (route, data, server)
+        return server
+
+    def _model(self, model: str, route: AgentRoutePolicy, upstream: UpstreamConfig) -> Any:
+        if self._stub:
+            from .stub_model import StubModel
+
+            return StubModel()
+        from agents import OpenAIResponsesModel
+        from openai import AsyncOpenAI, Timeout
+
+        idle = route.stream_idle_timeout_seconds
+        key = (upstream.base_url, upstream.api_key.reveal(), idle)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = AsyncOpenAI(
+                api_key=upstream.api_key.reveal(),
+                base_url=upstream.base_url,
+                max_retries=upstream.retries,
+                timeout=Timeout(idle, connect=min(_CONNECT_SECONDS, idle)),
+            )
+        return OpenAIResponsesModel(model=model, openai_client=client)
+
+    def _smooth(self, upstream: UpstreamConfig) -> Any:
+        """The outbound smoothing of token routes (`upstream.max_rate`), for model calls."""
+        rate = upstream.max_rate
+        if rate != self._smoothing[0]:
+            from aiolimiter import AsyncLimiter
+
+            limiter = AsyncLimiter(rate.requests, rate.per_seconds) if rate else None
+            self._smoothing = (rate, limiter)
+        limiter = self._smoothing[1]
+
+        async def before_call(context: TurnContext) -> None:
+            if limiter is not None:
+                await limiter.acquire()
+
+        return before_call
+
+    def _after_call(
+        self, context: TurnContext, outcome: str, seconds: float, tokens_in: int, tokens_out: int
+    ) -> None:
+        m = self._metrics
+        m.upstream_call(context.route, outcome, seconds)
+        if tokens_in:
+            m.model_tokens.labels(context.route, "input").inc(tokens_in)
+        if tokens_out:
+            m.model_tokens.labels(context.route, "output").inc(tokens_out)
+        context.usage.append((tokens_in, tokens_out))
+
+    # -- retention and shutdown -----------------------------------------------------
+    async def open_all(self, policy: Policy) -> None:
+        """At start: every store opened and migrated; one not reachable is retried on use
+        (a database of a newer schema stops the start: RuntimeError)."""
+        from .store import StoreUnavailable
+
+        for route in agent_routes(policy):
+            with contextlib.suppress(StoreUnavailable):
+                await self.store_for(route)
+
+    async def sweep_once(self, policy: Policy) -> None:
+        from .store import StoreUnavailable
+
+        for route in agent_routes(policy):
+            retention = route.store.retention
+            if retention is None:
+                continue
+            try:
+                store = await self.store_for(route)
+                deleted = await store.sweep(retention)
+            except StoreUnavailable:
+                continue
+            if deleted:
+                log.info("retention sweep deleted %d threads (route %s)", deleted, route.name)
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        for store in self._stores.values():
+            await store.engine.dispose()
+        await self.budgets.close()
+
+
+AGENTS = web.AppKey("agents", AgentRuntime)
+
+
+def agent_routes(policy: Policy) -> list[AgentRoutePolicy]:
+    return [cast(AgentRoutePolicy, r) for r in policy.routes if r.kind == KIND]
+
+
+async def agent_context(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the runtime, its stores opened (and migrated) at start, the sweep."""
+    policy = app[ACTIVE_POLICY].current.policy
+    runtime = AgentRuntime(policy, app[METRICS])
+    app[AGENTS] = runtime
+    await runtime.open_all(policy)
+    await runtime.sweep_once(policy)
+
+    async def sweeper() -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_EVERY)
+            await runtime.sweep_once(app[ACTIVE_POLICY].current.policy)
+
+    task = asyncio.create_task(sweeper())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await runtime.close()

@@ -1,0 +1,226 @@
+"""One request to a `chatkit_agent` route, from the checked request to the SDK's answer.
+
+Everything that can refuse does so before the SDK runs or the stream starts, as JSON
+(errors.py): the body (413/400), the user (400), the type (400 for what this route does
+not serve), the stream cap and limits (429), the token budgets (429), the store (503),
+an unknown or another user's id (404). The first event of a stream is awaited before
+the answer's status is sent, so a thread that is not the caller's is a 404, not an
+event. Once streaming, a failure is a ChatKit `error` event (the SDK's own), and a
+visitor who leaves cancels the handler, the SDK's generator and, with it, the model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+
+from aiohttp import web
+from chatkit.server import NonStreamingResult, StreamingResult
+from chatkit.store import NotFoundError
+from pydantic import ValidationError
+
+from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
+from ..errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited
+from ..identity import DEVICE_HEADER, proxy_user_id
+from ..limits.budgets import BudgetBucket, retry_after
+from ..limits.enforcement import spend_limits
+from ..metrics import METRICS, chatkit_type_label
+from ..policy import UserIdSource, whole_seconds
+from ..request_body import parse_object, read_capped
+from ..requestinfo import INFO, RequestInfo
+from ..upstream.stream import PROXY
+from .attachment_policy import BELOW
+from .attachments import handle_attachment, signed_user
+from .config import AgentRouteData, AgentRoutePolicy, BudgetKey
+from .context import TurnContext
+from .runtime import AGENTS
+
+# What the SDK serves here: no client tools, widgets actions or dictation in a policy agent.
+SERVED = frozenset(
+    {
+        "threads.create",
+        "threads.add_user_message",
+        "threads.retry_after_item",
+        "threads.get_by_id",
+        "threads.list",
+        "threads.update",
+        "threads.delete",
+        "items.list",
+        "items.feedback",
+        "attachments.create",
+        "attachments.delete",
+    }
+)
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_STREAM_RETRY_AFTER = "5"
+
+
+async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.StreamResponse:
+    info = request[INFO]
+    compiled = info.route
+    assert compiled is not None
+    data = compiled.data
+    assert isinstance(data, AgentRouteData)
+    if request.path.rstrip("/") != route.path.rstrip("/"):
+        return await _attachment(request, route, data, info)
+    if request.method != "POST":
+        raise MethodNotAllowed(headers={"Allow": "POST, OPTIONS"})
+    declared = request.content_length
+    if declared is not None and declared > route.max_json_bytes:
+        raise PayloadTooLarge()
+    earlier = await spend_limits(request, info, compiled, typed=False)
+    body = await read_capped(request, route.max_json_bytes)
+    kind = parse_object(body, empty_ok=False).get("type")
+    info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
+    if kind not in SERVED:
+        raise BadRequest(f"This route does not serve ChatKit requests of type {str(kind)[:64]!r}")
+    user = _user(request, route, data, info)
+    streaming = kind in CHATKIT_STREAMING_TYPES
+    proxy = request.app[PROXY]
+    stream_key = f"{route.name}\x00{info.client_ip}"
+    if streaming and proxy.streams_full(stream_key, route.max_streams_per_client):
+        raise _too_many_streams(request, route.name)
+    await spend_limits(request, info, compiled, typed=True, earlier=earlier)
+    runtime = request.app[AGENTS]
+    budgets = _budgets(route, user, info)
+    if streaming and budgets:
+        wait = retry_after(budgets, await runtime.budgets.levels(budgets))
+        if wait is not None:
+            request.app[METRICS].rate_limited.labels(route.name, "tokens").inc()
+            raise RateLimited(
+                "Token budget spent", headers={"Retry-After": str(whole_seconds(wait))}
+            )
+    store = await runtime.store_for(route)
+    upstream = info.compiled.policy.upstream
+    server = runtime.server_for(route, data, store, upstream)
+    context = _context(request, route, data, info, user)
+    request.app[METRICS].chatkit_requests.labels(route.name, info.chatkit_type).inc()
+    try:
+        result = await server.process(body, context)
+    except NotFoundError:
+        raise NotFound() from None
+    except ValidationError:
+        raise BadRequest("Not a valid ChatKit request") from None
+    if isinstance(result, NonStreamingResult):
+        return web.Response(body=result.json, content_type="application/json")
+    if not proxy.take_stream(stream_key, route.max_streams_per_client):
+        raise _too_many_streams(request, route.name)
+    open_streams = request.app[METRICS].open_streams.labels(route.name)
+    open_streams.inc()
+    try:
+        return await _stream(request, route, result)
+    finally:
+        open_streams.dec()
+        proxy.release_stream(stream_key)
+        if budgets and (spent := sum(i + o for i, o in context.usage)):
+            await runtime.budgets.charge(budgets, spent)
+
+
+async def _stream(
+    request: web.Request, route: AgentRoutePolicy, result: StreamingResult
+) -> web.StreamResponse:
+    events = result.json_events
+    try:
+        try:
+            first = await anext(events)
+        except NotFoundError:
+            raise NotFound() from None
+        except StopAsyncIteration:
+            first = b""
+        info = request[INFO]
+        info.response_headers["Cache-Control"] = "no-cache"
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+        chunk = first
+        while chunk:
+            try:
+                async with asyncio.timeout(route.stream_write_timeout_seconds):
+                    await response.write(chunk)
+            except (ConnectionError, TimeoutError):
+                info.error_code = "client_gone"
+                return response  # the finally below ends the SDK's generator: model cancelled
+            chunk = await anext(events, b"")
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+    finally:
+        await events.aclose()
+
+
+async def _attachment(
+    request: web.Request, route: AgentRoutePolicy, data: AgentRouteData, info: RequestInfo
+) -> web.StreamResponse:
+    rest = request.path[len(route.path.rstrip("/")) :]
+    attachment_id = rest.removeprefix(BELOW)
+    config = route.attachments
+    if config is None or not rest.startswith(BELOW) or not _ID.fullmatch(attachment_id):
+        raise NotFound()
+    compiled = info.route
+    assert compiled is not None
+    if request.method == "POST":
+        declared = request.content_length
+        if declared is not None and declared > config.max_bytes + 64 * 1024:
+            raise PayloadTooLarge()
+        await spend_limits(request, info, compiled, typed=False)
+    user = signed_user(request, data.url_key, attachment_id)
+    store = await request.app[AGENTS].store_for(route)
+    context = _context(request, route, data, info, user)
+    return await handle_attachment(request, store, config, context, attachment_id)
+
+
+def _user(
+    request: web.Request, route: AgentRoutePolicy, data: AgentRouteData, info: RequestInfo
+) -> str:
+    trusted = info.compiled.resolver.trusts(request.remote)
+    user = proxy_user_id(route.user_id, data.user_secret, request.headers, info.client_ip, trusted)
+    if user is None:
+        if route.user_id.source is UserIdSource.HEADER:
+            raise BadRequest(f"{route.user_id.header} is missing (set by the auth proxy)")
+        raise BadRequest(
+            f"{DEVICE_HEADER} is missing or malformed: the page's api.fetch must send an "
+            "opaque id of 16 to 128 characters [A-Za-z0-9_-] (crypto.randomUUID() fits)"
+        )
+    return user
+
+
+def _budgets(route: AgentRoutePolicy, user: str, info: RequestInfo) -> list[BudgetBucket]:
+    client = info.compiled.client_key(info.client_ip)
+    keys = {BudgetKey.USER: user, BudgetKey.CLIENT_IP: client, BudgetKey.GLOBAL: ""}
+    return [
+        BudgetBucket(f"{route.name}:{b.name}:{keys[b.key]}", b.tokens, b.per_seconds)
+        for b in route.token_budgets
+    ]
+
+
+def _context(
+    request: web.Request,
+    route: AgentRoutePolicy,
+    data: AgentRouteData,
+    info: RequestInfo,
+    user: str,
+) -> TurnContext:
+    if route.public_url is not None:
+        base = route.public_url.rstrip("/")
+    else:
+        scheme, host = request.scheme, request.host
+        if info.compiled.resolver.trusts(request.remote):
+            scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
+            host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        base = f"{scheme}://{host}{route.path.rstrip('/')}"
+    return TurnContext(
+        user=user,
+        route=route.name,
+        client=info.client_ip,
+        info=info,
+        upload_base=base,
+        attachments=route.attachments,
+        url_key=data.url_key,
+    )
+
+
+def _too_many_streams(request: web.Request, route_name: str) -> RateLimited:
+    request.app[METRICS].rate_limited.labels(route_name, "streams").inc()
+    return RateLimited("Too many open streams", headers={"Retry-After": _STREAM_RETRY_AFTER})
