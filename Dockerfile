@@ -21,7 +21,7 @@ COPY gateway.yaml /etc/chatkit-gateway/gateway.yaml
 USER 10001:10001
 EXPOSE 8080
 # The gateway listens on 0.0.0.0 in a container; the policy says so through the env.
-ENV GATEWAY_HOST=0.0.0.0
+ENV GATEWAY_HOST=0.0.0.0 CHATKIT_STORE_URL=sqlite:////var/lib/chatkit-gateway/threads.db
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]
 # Exec form: the gateway is PID 1's only child-free process and receives SIGTERM itself.

@@ -29,15 +29,19 @@ class CompiledRoute:
         return self.route.name
 
 
+# What every route's preflight admits: X-Device-Id is what a page's ChatKit `api.fetch` adds.
+ALLOW_HEADERS = ("Content-Type", "X-Request-ID", "Authorization", "X-Device-Id")
 EXPOSE_HEADERS = "Retry-After, RateLimit, RateLimit-Policy, X-Request-ID"
 
 
 def compile_route(policy: Policy, route: RouteBase) -> CompiledRoute:
     methods = route.methods
     allow = ", ".join([*sorted(methods), "OPTIONS"])
+    known = {h.lower() for h in ALLOW_HEADERS}
+    extra = [h for h in dict.fromkeys(route.cors_allow_headers) if h.lower() not in known]
     preflight = (
         ("Access-Control-Allow-Methods", ", ".join(sorted(methods))),
-        ("Access-Control-Allow-Headers", "Content-Type, X-Request-ID, Authorization, X-Device-Id"),
+        ("Access-Control-Allow-Headers", ", ".join([*ALLOW_HEADERS, *extra])),
         ("Access-Control-Max-Age", str(route.cors_max_age_seconds)),
     )
     return CompiledRoute(

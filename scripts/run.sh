@@ -59,7 +59,8 @@ query=""
 cat >&2 <<MSG
 
   Gateway     http://127.0.0.1:${gateway_port}/   (metrics: http://127.0.0.1:${gateway_port}/metrics)
-  Demo pages  http://localhost:${demo_port}/${query}            client secrets, as the ChatKit widget gets them
+  Demo pages  http://localhost:${demo_port}/agent.html${query}  a chat served by the gateway (chatkit_agent)
+              http://localhost:${demo_port}/${query}            client secrets, as the ChatKit widget gets them
               http://localhost:${demo_port}/proxy.html${query}  ChatKit requests through a chatkit_proxy route
                 ${backend_note}
 

@@ -22,7 +22,7 @@ from pydantic import model_validator
 from pydantic.dataclasses import dataclass
 
 from .sections import STRICT, RateLimit, UpstreamConfig
-from .types import Between, Bool, Name, Origin, Sorted, UrlPath, at
+from .types import Between, Bool, HeaderName, Name, Origin, Sorted, UrlPath, at
 
 _BUILT_IN_KINDS = "gateway.routes"  # imports and registers the shipped kinds
 
@@ -39,6 +39,9 @@ class RouteBase(abc.ABC):
     # None: the kind's default (`default_max_body_bytes`, else server.max_body_bytes).
     max_body_bytes: Annotated[int, Between(0, 1 << 31)] | None = None
     cors_max_age_seconds: Annotated[int, Between(0, 86400)] = 600
+    # Request headers a page may send beyond those every route allows (Content-Type,
+    # X-Request-ID, Authorization, X-Device-Id): the preflight's Access-Control-Allow-Headers.
+    cors_allow_headers: tuple[HeaderName, ...] = ()
 
     if TYPE_CHECKING:
         kind: str  # each kind's own field: `kind: Literal["<name>"]`, the union's tag
