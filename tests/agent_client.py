@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.metrics import Metrics
 from tests.conftest import ALLOWED, make_policy
+
+Client = TestClient[web.Request, web.Application]
 
 DEVICE_A = "device-aaaaaaaaaaaaaaaa"
 DEVICE_B = "device-bbbbbbbbbbbbbbbb"
@@ -96,3 +102,6 @@ async def chat(client: Any, body: dict[str, Any], device: str | None = DEVICE_A)
     return await client.post(PATH, data=json.dumps(body), headers=headers(device))
 
 
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,6 +18,7 @@ from gateway.logs import JsonFormatter
 from gateway.metrics import Metrics
 from gateway.policy import Policy, parse_policy
 from tests.fake_openai import FakeOpenAI
+from tests.fake_responses import FakeResponses
 
 ALLOWED = "https://example.org"
 TEST_KEY = "sk-test-fake-0123456789abcdef"
@@ -157,3 +159,36 @@ async def gateways() -> AsyncIterator[list[Any]]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         yield session
+
+
+# chatkit_agent routes (tests/agent_client.py has the client side)
+@pytest.fixture
+async def model() -> AsyncIterator[FakeResponses]:
+    async with FakeResponses(api_key=TEST_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def agent(model: FakeResponses, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """`await agent(**route_overrides)` → (TestClient, Metrics): one agent route, fake model."""
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(
+        *, stub: bool = False, **overrides: Any
+    ) -> tuple[TestClient[web.Request, web.Application], Metrics]:
+        from tests.agent_client import agent_policy  # it imports this module
+
+        metrics = Metrics()
+        policy = agent_policy(
+            f"sqlite:///{tmp_path / 'threads.db'}", base_url=model.base_url, stub=stub, **overrides
+        )
+        client: TestClient[web.Request, web.Application] = TestClient(
+            TestServer(create_app(policy, metrics=metrics))
+        )
+        await client.start_server()
+        clients.append(client)
+        return client, metrics
+
+    yield start
+    for client in clients:
+        await client.close()

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
-from gateway.metrics import Metrics
-from tests.agent_client import (
+from tests.agent_client import (  # noqa: F401  (agent, model: fixtures)
     DEVICE_A,
     DEVICE_B,
     PATH,
@@ -25,8 +21,9 @@ from tests.agent_client import (
     create,
     events_of,
     headers,
-    sse_events,
+    sample,
     sqlite_url,
+    sse_events,
     text_of,
     thread_id_of,
 )
@@ -36,42 +33,7 @@ from tests.fake_responses import FakeResponses, FileCitation, FileSearch, Script
 Client = TestClient[web.Request, web.Application]
 
 
-@pytest.fixture
-async def model() -> AsyncIterator[FakeResponses]:
-    async with FakeResponses(api_key=TEST_KEY) as fake:
-        yield fake
-
-
-@pytest.fixture
-async def agent(
-    model: FakeResponses, tmp_path: Path
-) -> AsyncIterator[Callable[..., Any]]:
-    """`await agent(**route_overrides)` → (TestClient, Metrics) for a gateway with one agent route."""
-    clients: list[Client] = []
-
-    async def start(*, stub: bool = False, **overrides: Any) -> tuple[Client, Metrics]:
-        metrics = Metrics()
-        policy = agent_policy(
-            sqlite_url(tmp_path), base_url=model.base_url, stub=stub, **overrides
-        )
-        client: Client = TestClient(TestServer(create_app(policy, metrics=metrics)))
-        await client.start_server()
-        clients.append(client)
-        return client, metrics
-
-    yield start
-    for client in clients:
-        await client.close()
-
-
-def sample(metrics: Metrics, name: str, **labels: str) -> float:
-    value = metrics.registry.get_sample_value(name, labels)
-    return value or 0.0
-
-
-async def test_an_answer_streams_as_the_model_produces_it(
-    agent: Any, model: FakeResponses
-) -> None:
+async def test_an_answer_streams_as_the_model_produces_it(agent: Any, model: FakeResponses) -> None:
     model.script(Script(text="one two three four", hang_after=2, file_search=False))
     client, metrics = await agent()
     resp = await chat(client, create("hello"))
@@ -94,9 +56,15 @@ async def test_an_answer_streams_as_the_model_produces_it(
             break
         await asyncio.sleep(0.05)
     assert sample(metrics, "chatkit_gateway_open_streams", route="assistant") == 0
-    assert sample(
-        metrics, "chatkit_gateway_upstream_requests_total", route="assistant", outcome="cancelled"
-    ) == 1
+    assert (
+        sample(
+            metrics,
+            "chatkit_gateway_upstream_requests_total",
+            route="assistant",
+            outcome="cancelled",
+        )
+        == 1
+    )
 
 
 async def test_the_model_gets_the_policy_agent_and_the_thread_history(
@@ -148,12 +116,8 @@ async def test_the_model_gets_the_policy_agent_and_the_thread_history(
     ) == 1  # fmt: skip
 
 
-async def test_history_items_bounds_what_each_turn_sends(
-    agent: Any, model: FakeResponses
-) -> None:
-    client, _ = await agent(
-        agent={"model": "gpt-5-mini", "instructions": "x", "history_items": 2}
-    )
+async def test_history_items_bounds_what_each_turn_sends(agent: Any, model: FakeResponses) -> None:
+    client, _ = await agent(agent={"model": "gpt-5-mini", "instructions": "x", "history_items": 2})
     thread = thread_id_of(await events_of(await chat(client, create("question one"))))
     await events_of(await chat(client, add(thread, "question two")))
     sent = json.dumps(model.requests[-1].input_items)
@@ -270,9 +234,9 @@ async def test_token_budgets_refuse_before_the_model_is_called(
     other = await chat(client, create("three"), device=DEVICE_B)  # a budget per user
     assert other.status == 200
     await events_of(other)
-    assert sample(
-        metrics, "chatkit_gateway_rate_limited_total", route="assistant", key="tokens"
-    ) == 1
+    assert (
+        sample(metrics, "chatkit_gateway_rate_limited_total", route="assistant", key="tokens") == 1
+    )
     reads = await chat(client, {"type": "threads.list", "params": {}})
     assert reads.status == 200  # reading threads costs no tokens
 
@@ -317,7 +281,10 @@ async def test_types_limits_and_the_stream_cap(agent: Any, model: FakeResponses)
 @pytest.mark.parametrize(
     ("script", "retry"),
     [
-        (Script(status=401, fail_times=None, error_message="Incorrect API key sk-leak-1234"), False),
+        (
+            Script(status=401, fail_times=None, error_message="Incorrect API key sk-leak-1234"),
+            False,
+        ),
         (Script(status=500, fail_times=None, error_message="trace: internal db at 10.0.0.7"), True),
         (Script(text="partial answer that dies", die_after=2), True),
     ],
@@ -341,7 +308,9 @@ async def test_model_failures_end_the_stream_with_a_generic_error_event(
     assert TEST_KEY not in logged
 
 
-async def test_the_stub_model_streams_progress_and_a_citation(agent: Any, model: FakeResponses) -> None:
+async def test_the_stub_model_streams_progress_and_a_citation(
+    agent: Any, model: FakeResponses
+) -> None:
     client, _ = await agent(stub=True)
     events = await events_of(await chat(client, create("where is the guide")))
     assert "where is the guide" in text_of(events)

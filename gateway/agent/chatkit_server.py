@@ -23,11 +23,11 @@ from agents.exceptions import AgentsException
 from agents.models.interface import Model
 from agents.run import RunConfig
 from agents.stream_events import StreamEvent
-from pydantic import BaseModel
 from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer
 from chatkit.types import ProgressUpdateEvent, ThreadMetadata, ThreadStreamEvent, UserMessageItem
+from pydantic import BaseModel
 
 from .context import TurnContext
 from .converter import AttachmentConverter

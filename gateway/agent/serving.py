@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from typing import Any
 
 from aiohttp import web
 from chatkit.server import NonStreamingResult, StreamingResult
@@ -35,6 +36,7 @@ from .attachments import handle_attachment, signed_user
 from .config import AgentRouteData, AgentRoutePolicy, BudgetKey
 from .context import TurnContext
 from .runtime import AGENTS
+from .store import SqlStore
 
 # What the SDK serves here: no client tools, widgets actions or dictation in a policy agent.
 SERVED = frozenset(
@@ -54,6 +56,7 @@ SERVED = frozenset(
 )
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STREAM_RETRY_AFTER = "5"
+_MAX_ATTACHMENTS = 10
 
 
 async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.StreamResponse:
@@ -71,10 +74,13 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
         raise PayloadTooLarge()
     earlier = await spend_limits(request, info, compiled, typed=False)
     body = await read_capped(request, route.max_json_bytes)
-    kind = parse_object(body, empty_ok=False).get("type")
+    parsed = parse_object(body, empty_ok=False)
+    kind = parsed.get("type")
     info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
     if kind not in SERVED:
         raise BadRequest(f"This route does not serve ChatKit requests of type {str(kind)[:64]!r}")
+    if route.attachments is None and kind in ("attachments.create", "attachments.delete"):
+        raise BadRequest("This route takes no attachments")
     user = _user(request, route, data, info)
     streaming = kind in CHATKIT_STREAMING_TYPES
     proxy = request.app[PROXY]
@@ -97,6 +103,7 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     context = _context(request, route, data, info, user)
     request.app[METRICS].chatkit_requests.labels(route.name, info.chatkit_type).inc()
     try:
+        await _own_attachments(parsed, store, context)
         result = await server.process(body, context)
     except NotFoundError:
         raise NotFound() from None
@@ -115,6 +122,22 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
         proxy.release_stream(stream_key)
         if budgets and (spent := sum(i + o for i, o in context.usage)):
             await runtime.budgets.charge(budgets, spent)
+
+
+async def _own_attachments(parsed: dict[str, Any], store: SqlStore, context: TurnContext) -> None:
+    """A message's attachments must be the user's: checked before the SDK creates a thread
+    (it loads them after its first event, too late for a 404)."""
+    params = parsed.get("params")
+    given = params.get("input") if isinstance(params, dict) else None
+    ids = given.get("attachments") if isinstance(given, dict) else None
+    if not isinstance(ids, list):
+        return
+    if len(ids) > _MAX_ATTACHMENTS:
+        raise BadRequest(f"At most {_MAX_ATTACHMENTS} attachments per message")
+    for attachment_id in ids:
+        if not isinstance(attachment_id, str):
+            raise BadRequest("Not a valid ChatKit request")
+        await store.load_attachment(attachment_id, context)  # NotFoundError: 404
 
 
 async def _stream(
