@@ -52,10 +52,20 @@ MAKE_TARGETS = f"{HERE}::test_make_targets_in_the_readmes_exist"
 K8S_NAMES = f"{HERE}::test_kubernetes_commands_match_the_manifests"
 K8S_OFFLINE = f"{HERE}::test_kubernetes_commands_without_a_cluster"
 PROMETHEUS_RULE = f"{HERE}::test_prometheusrule_pipeline_wraps_the_rules"
+K8S_IMAGE = "tests/test_manifests.py::test_readme_image_is_the_one_the_kustomization_deploys"
+K8S_STORE_SECRET = "tests/test_manifests.py::test_readme_store_secret_matches_the_manifests"
+K8S_CHAT = "tests/test_manifests.py::test_readme_chat_through_the_production_policy"
+RUNBOOK_SED = "tests/test_prometheus_rules.py::test_readme_sed_sets_every_runbook_url"
 
 CLUSTER = "needs a Kubernetes cluster"
 TOKEN_CURL = (
     "curl -si -X POST http://127.0.0.1:8080/api/chatkit/session -H 'Origin: http://localhost:8000'"
+)
+AGENT_CURL = (
+    "curl -sN http://127.0.0.1:8080/chatkit/assistant -H 'Origin: http://localhost:8000' "
+    "-H 'X-Device-Id: readme-device-0123456789' -d "
+    """'{"type":"threads.create","params":{"input":{"content":[{"type":"input_text","""
+    """"text":"hello"}],"attachments":[],"inference_options":{}}}}'"""
 )
 
 
@@ -92,6 +102,7 @@ COMMANDS: dict[str, Runs | NotHere] = {
         TRY_IT, "ports of that make run"
     ),
     # Checking a policy
+    AGENT_CURL: Runs(TRY_IT, "ports of that make run"),
     "make check": Runs(MAKE_CHECK),
     ".venv/bin/chatkit-gateway check --config gateway.yaml --stub-upstream": Runs(VENV_CHECK),
     # The example ChatKit server (README and examples/chatkit_server/README.md)
@@ -99,10 +110,21 @@ COMMANDS: dict[str, Runs | NotHere] = {
     "export CHATKIT_PUBLIC_URL=http://localhost:8080/chatkit": Runs(EXAMPLE),
     ".venv/bin/python examples/chatkit_server/server.py --port 8002": Runs(EXAMPLE, "a free port"),
     # Deploying on Kubernetes
+    "docker build -t registry.example.com/chatkit-gateway:0.1.0 . && "
+    "docker push registry.example.com/chatkit-gateway:0.1.0": NotHere(
+        "needs a Docker engine and a registry", partly=K8S_IMAGE
+    ),
     "kubectl kustomize config/kubernetes": Runs(K8S_OFFLINE),
     "kubectl create namespace chatkit": NotHere(CLUSTER, partly=K8S_OFFLINE),
     "kubectl -n chatkit create secret generic chatkit-gateway-openai "
     "--from-file=api-key=./openai-api-key.txt": NotHere(CLUSTER, partly=K8S_OFFLINE),
+    "POSTGRES_PASSWORD=$(openssl rand -hex 24)": Runs(K8S_STORE_SECRET),
+    "kubectl -n chatkit create secret generic chatkit-gateway-store "
+    "--from-literal=url=postgresql://chatkit:$POSTGRES_PASSWORD@chatkit-gateway-postgres:5432/chatkit "
+    "--from-literal=postgres-password=$POSTGRES_PASSWORD "
+    "--from-literal=user-id-secret=$(openssl rand -hex 32)": NotHere(
+        CLUSTER, partly=K8S_STORE_SECRET
+    ),
     "kubectl -n chatkit apply -k config/kubernetes": NotHere(CLUSTER, partly=K8S_OFFLINE),
     "kubectl -n chatkit rollout status deployment/chatkit-gateway": NotHere(
         CLUSTER, partly=K8S_NAMES
@@ -112,6 +134,14 @@ COMMANDS: dict[str, Runs | NotHere] = {
     ),
     "curl -s localhost:8081/readyz && curl -s localhost:8081/metrics | grep "
     "chatkit_gateway_build_info": Runs(TRY_IT, "against make run's gateway, not a port-forward"),
+    "curl -sN localhost:8080/chatkit/assistant -H 'Origin: https://example.org' "
+    "-H 'X-Device-Id: readme-0123456789abcdef' -H 'Content-Type: application/json' -d "
+    """'{"type":"threads.create","params":{"input":{"content":[{"type":"input_text","""
+    """"text":"What is this site about?"}],"attachments":[],"inference_options":{}}}}'""": Runs(
+        K8S_CHAT,
+        "the production policy served locally with --stub-upstream and SQLite, on its own "
+        "ports instead of a port-forward",
+    ),
     "kubectl apply -k deploy/production": NotHere(CLUSTER, partly=K8S_OFFLINE),
     "kubectl -n chatkit create secret generic chatkit-gateway-openai "
     "--from-file=api-key=./new-key.txt --dry-run=client -o yaml | kubectl apply -f -": NotHere(
@@ -127,11 +157,10 @@ COMMANDS: dict[str, Runs | NotHere] = {
     "promtool test rules config/prometheus/rules.test.yml": Runs(
         "tests/test_prometheus_rules.py::test_promtool_unit_tests"
     ),
-    "{ printf 'apiVersion: monitoring.coreos.com/v1\\nkind: PrometheusRule\\n'; "
-    "printf 'metadata:\\n name: chatkit-gateway\\nspec:\\n'; "
-    "sed 's/^/ /' config/prometheus/rules.yml; } | kubectl -n monitoring apply -f -": NotHere(
-        "needs a cluster with the Prometheus Operator", partly=PROMETHEUS_RULE
-    ),
+    "sed -i 's|https://github.com/example/chatkit-gateway/blob/main/README.md|"
+    "https://git.example.com/you/chatkit-gateway/blob/main/README.md|' "
+    "config/prometheus/rules.yml config/prometheus/rules.test.yml "
+    "config/kubernetes/prometheusrule.yaml": Runs(RUNBOOK_SED, "on a copy of config/"),
     # Performance
     "make bench": NotHere(
         "minutes of measurement on pinned cores, with wrk; figures are measured, never "
@@ -513,6 +542,15 @@ def _stream(out: str, demo: int) -> None:
     assert len(deltas) > 1 and "hello" in "".join(deltas), out
 
 
+def _agent(out: str, demo: int) -> None:
+    """The stub model through the agent route: progress, a streamed answer, a source."""
+    _stream(out, demo)
+    events = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("data: ")]
+    assert any(e["type"] == "progress_update" for e in events), out
+    done = [e["item"] for e in events if e["type"] == "thread.item.done"]
+    assert done[-1]["content"][0]["annotations"][0]["source"]["filename"], out
+
+
 def _ready(out: str, demo: int) -> None:
     assert '"status": "ok"' in out, out
     assert re.search(r'^chatkit_gateway_build_info\{.*upstream="stub".*\} 1', out, re.M), out
@@ -521,6 +559,7 @@ def _ready(out: str, demo: int) -> None:
 EXPECTED: dict[str, Callable[[str, int], None]] = {
     "curl -s http://127.0.0.1:8080/": _index,
     TOKEN_CURL: _token,
+    AGENT_CURL: _agent,
     next(k for k in COMMANDS if k.startswith("curl -sN http://127.0.0.1:8080/chatkit")): _stream,
     next(k for k in COMMANDS if k.startswith("curl -s localhost:8081/readyz")): _ready,
 }

@@ -57,6 +57,7 @@ SERVED = frozenset(
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STREAM_RETRY_AFTER = "5"
 _MAX_ATTACHMENTS = 10
+_UPLOADS_PER_CLIENT = 4  # uploads one client may have in flight (each up to max_bytes held)
 
 
 async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.StreamResponse:
@@ -191,7 +192,16 @@ async def _attachment(
     user = signed_user(request, data.url_key, attachment_id)
     store = await request.app[AGENTS].store_for(route)
     context = _context(request, route, data, info, user)
-    return await handle_attachment(request, store, config, context, attachment_id)
+    proxy = request.app[PROXY]
+    key = f"{route.name}\x00upload\x00{info.client_ip}"
+    if request.method == "POST" and not proxy.take_stream(key, _UPLOADS_PER_CLIENT):
+        request.app[METRICS].rate_limited.labels(route.name, "uploads").inc()
+        raise RateLimited("Too many uploads at once", headers={"Retry-After": "5"})
+    try:
+        return await handle_attachment(request, store, config, context, attachment_id)
+    finally:
+        if request.method == "POST":
+            proxy.release_stream(key)
 
 
 def _user(

@@ -35,6 +35,7 @@ from .context import TurnContext
 
 log = logging.getLogger("gateway.agent.store")
 SCHEMA_VERSION = 1
+MAX_PAGE = 100  # a client's `limit` is capped: one answer's size stays bounded
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
 T = TypeVar("T")
@@ -216,6 +217,7 @@ class SqlStore(Store[TurnContext], AttachmentStore[TurnContext]):
         self, limit: int, after: str | None, order: str, context: TurnContext
     ) -> Page[ThreadMetadata]:
         desc = order != "asc"
+        limit = max(1, min(limit, MAX_PAGE))
 
         async def work(conn: AsyncConnection) -> list[str]:
             q = sa.select(threads.c.data).where(threads.c.user_id == context.user)
@@ -267,6 +269,7 @@ class SqlStore(Store[TurnContext], AttachmentStore[TurnContext]):
         self, thread_id: str, after: str | None, limit: int, order: str, context: TurnContext
     ) -> Page[ThreadItem]:
         desc = order == "desc"
+        limit = max(1, min(limit, MAX_PAGE))
 
         async def work(conn: AsyncConnection) -> list[str]:
             await self._owned(conn, thread_id, context.user)
