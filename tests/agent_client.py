@@ -36,9 +36,19 @@ def agent_route(store_url: str, **overrides: Any) -> dict[str, Any]:
     return {**route, **overrides}
 
 
-def agent_policy(store_url: str, *, base_url: str = "http://127.0.0.1:9/v1", stub: bool = False,
-                 **overrides: Any) -> Any:  # fmt: skip
-    return make_policy(routes=[agent_route(store_url, **overrides)], base_url=base_url, stub=stub)
+def agent_policy(
+    store_url: str,
+    *,
+    base_url: str = "http://127.0.0.1:9/v1",
+    stub: bool = False,
+    sections: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> Any:
+    """A policy with one agent route; `sections` override top-level keys (e.g. limiter)."""
+    return make_policy(
+        routes=[agent_route(store_url, **overrides)], base_url=base_url, stub=stub,
+        **(sections or {}),
+    )  # fmt: skip
 
 
 def sqlite_url(tmp: Path) -> str:

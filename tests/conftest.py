@@ -174,13 +174,14 @@ async def agent(model: FakeResponses, tmp_path: Path) -> AsyncIterator[Callable[
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def start(
-        *, stub: bool = False, **overrides: Any
+        *, stub: bool = False, store: str | None = None, sections: Any = None, **overrides: Any
     ) -> tuple[TestClient[web.Request, web.Application], Metrics]:
         from tests.agent_client import agent_policy  # it imports this module
 
         metrics = Metrics()
+        url = store or f"sqlite:///{tmp_path / 'threads.db'}"
         policy = agent_policy(
-            f"sqlite:///{tmp_path / 'threads.db'}", base_url=model.base_url, stub=stub, **overrides
+            url, base_url=model.base_url, stub=stub, sections=sections, **overrides
         )
         client: TestClient[web.Request, web.Application] = TestClient(
             TestServer(create_app(policy, metrics=metrics))
