@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -328,3 +329,35 @@ async def test_requests_the_route_does_not_serve_are_400(agent: Any, model: Fake
     broken = await chat(client, {"type": "threads.create", "params": {"input": 3}})
     assert broken.status == 400
     assert (await broken.json())["error"]["message"] == "Not a valid ChatKit request"
+
+
+async def test_instructions_from_a_file_reach_the_model(
+    agent: Any, model: FakeResponses, tmp_path: Path
+) -> None:
+    prompt = tmp_path / "assistant.md"
+    prompt.write_text("You answer from the handbook.\n")
+    client, _ = await agent(agent={"model": "gpt-5-mini", "instructions_file": str(prompt)})
+    await events_of(await chat(client, create("hi")))
+    assert model.requests[-1].instructions == "You answer from the handbook.\n"
+
+
+def test_agent_policy_mistakes_are_named_with_their_line(tmp_path: Path) -> None:
+    from gateway.policy import PolicyError
+
+    cases = [
+        ({"model": "m", "instructions": "a", "instructions_file": str(tmp_path / "x")},
+         "instructions_file"),
+        ({"model": "m", "instructions_file": str(tmp_path / "missing.md")}, "cannot read"),
+        ({"model": "m", "tools": [{"type": "file_search", "vector_store_ids": []}]},
+         "vector_store_ids"),
+        ({"model": "m", "model_settings": {"reasoning_effort": "max"}}, "expected one of"),
+    ]  # fmt: skip
+    (tmp_path / "x").write_text("x")
+    for given, needle in cases:
+        with pytest.raises(PolicyError) as refused:
+            agent_policy(f"sqlite:///{tmp_path / 't.db'}", agent=given)
+        assert needle in str(refused.value), (given, str(refused.value))
+    with pytest.raises(PolicyError) as refused:
+        agent_policy("mysql://u:p@h/db")
+    assert "expected sqlite:///" in str(refused.value)
+    assert ":p@" not in str(refused.value)

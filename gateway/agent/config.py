@@ -75,22 +75,25 @@ class ModelSettings:
 
 
 def _read_instructions(value: object, info: ValidationInfo) -> str:
+    """The path, checked readable at load; the text is kept beside it (AgentConfig)."""
     path = strip(value)
     if info.context is not None and info.context.get("secret_files") is False:
-        return f"(not read: {path})"
+        return path
     try:
-        return Path(path).read_text(encoding="utf-8")
+        Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ValueError(f"cannot read {path!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path!r} is not UTF-8 text") from None
+    return path
 
 
 @dataclass(frozen=True, config=STRICT)
 class AgentConfig:
     model: _MODEL
     instructions: Annotated[Text, Field(max_length=256 * 1024)] | None = None
-    # Read at load (and on reload), so the agent's prompt can live in its own file.
+    # Read at load (and on reload), so the agent's prompt can live in its own file; `check`
+    # shows the path.
     instructions_file: Annotated[str, BeforeValidator(_read_instructions)] | None = None
     tools: Annotated[tuple[Tool, ...], Field(max_length=8)] = ()
     model_settings: ModelSettings = dataclasses.field(default_factory=ModelSettings)
@@ -102,11 +105,18 @@ class AgentConfig:
     def _one_instructions(self) -> AgentConfig:
         if self.instructions is not None and self.instructions_file is not None:
             raise at(("instructions_file",), "give either instructions or instructions_file")
+        text = None
+        if self.instructions_file is not None and Path(self.instructions_file).is_file():
+            text = Path(self.instructions_file).read_text(encoding="utf-8")
+        object.__setattr__(self, "_file_text", text)
         return self
 
     @property
     def prompt(self) -> str | None:
-        return self.instructions if self.instructions is not None else self.instructions_file
+        if self.instructions is not None:
+            return self.instructions
+        text: str | None = getattr(self, "_file_text", None)
+        return text
 
 
 def _store_url(value: Secret) -> Secret:
