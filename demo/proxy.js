@@ -170,6 +170,7 @@ function start() {
   setText("page-origin", location.origin);
   setText("endpoint", endpoint);
   linkWithGateway($("to-token"));
+  linkWithGateway($("to-agent"));
   showThread();
   $("send-form").addEventListener("submit", (event) => {
     event.preventDefault();

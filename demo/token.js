@@ -174,6 +174,7 @@ async function start() {
   setText("gateway-url", endpoint);
   setText("device-id", deviceId());
   linkWithGateway($("to-proxy"));
+  linkWithGateway($("to-agent"));
   routeSelect.addEventListener("change", () => {
     params.set("route", routeSelect.value);
     params.delete("kind");

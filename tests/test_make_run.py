@@ -70,6 +70,7 @@ async def test_make_run_serves_and_stops_on_sigint(tmp_path: Path) -> None:
         banner = await wait_for_banner(proc, log)
         assert "using the built-in stub upstream" in banner
         assert f"http://localhost:{demo}/proxy.html?gateway=http://localhost:{gw}" in banner
+        assert f"http://localhost:{demo}/agent.html?gateway=http://localhost:{gw}" in banner
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
             async with http.post(
                 f"http://127.0.0.1:{gw}/api/chatkit/session", headers={"Origin": origin}, json={}
