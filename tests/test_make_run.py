@@ -55,7 +55,10 @@ async def wait_for_banner(proc: asyncio.subprocess.Process, log: Path) -> str:
 async def test_make_run_serves_and_stops_on_sigint(tmp_path: Path) -> None:
     gw, demo, backend = free_port(), free_port(), free_port()
     env = base_env(
-        GATEWAY_PORT=str(gw), DEMO_PORT=str(demo), CHATKIT_DEMO_BACKEND_PORT=str(backend)
+        GATEWAY_PORT=str(gw),
+        DEMO_PORT=str(demo),
+        CHATKIT_DEMO_BACKEND_PORT=str(backend),
+        CHATKIT_STORE_URL=f"sqlite:///{tmp_path / 'threads.db'}",  # not the checkout's
     )
     for name in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # not a sub-make of `make test`
         env.pop(name, None)
