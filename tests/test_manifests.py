@@ -1,7 +1,10 @@
 """config/kubernetes, config/prometheus and config/grafana checked against Kubernetes' API
 schemas (kubernetes-validate) and against the gateway itself: ports, probe paths, the policy
-file the container reads, the secret file, the drain time, and every metric name and label
-used by the alert rules and the dashboard.
+file the container reads, the secret files, the drain time, the PostgreSQL the store URL
+names, the Ingress's limits, and every metric name and label used by the alert rules and the
+dashboard. The README's Kubernetes steps that need no cluster run here too: the image it
+builds is the one deployed, its store Secret fits the manifests, and its chat `curl` gets an
+answer from the production policy.
 
 kustomize is not needed: `build()` renders the small subset of kustomize this folder uses
 and refuses anything else, so a new kustomize feature fails here loudly instead of being
@@ -10,6 +13,8 @@ skipped silently. Where a real `kustomize` binary is on PATH its output is check
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
 import hashlib
 import json
@@ -22,24 +27,41 @@ from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
 from gateway.policy import ServerConfig
-from tests.promql_exprs import all_expressions, iter_panels, load_dashboard, load_rules
+from tests.processes import Gateway, base_env, free_port, poll, start_gateway
+from tests.promql_exprs import (
+    RULES_FILE,
+    all_expressions,
+    iter_panels,
+    load_dashboard,
+    load_rules,
+)
+from tests.test_readme import all_commands
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "config" / "kubernetes"
-REDIS_COMPONENT = K8S / "components" / "redis"
+COMPONENTS = K8S / "components"
+REDIS_COMPONENT = COMPONENTS / "redis"
+POSTGRES_COMPONENT = COMPONENTS / "postgres"
+INGRESS_COMPONENT = COMPONENTS / "ingress-nginx"
+EXAMPLES = ("secret.example.yaml", "store-secret.example.yaml")
 
 Manifest = dict[str, Any]
 
 # The gateway as these manifests must see it (SPEC §2-§5 and the image's conventions).
 CONFIG_PATH = "/etc/chatkit-gateway/gateway.yaml"
 API_KEY_FILE = "/run/secrets/openai/api-key"
-IMAGE = "ghcr.io/example/chatkit-gateway:0.1.0"
+IMAGE = "registry.example.com/chatkit-gateway:0.1.0"  # kustomization.yaml's `images:`
+AGENT_ROUTE = "assistant"
+STORE_SECRET = "chatkit-gateway-store"
+POSTGRES = "chatkit-gateway-postgres"
 RUN_AS_USER = 10001
 OPS_PORT = 8081  # server.ops_port: probes and the ServiceMonitor's scrapes
 
@@ -48,7 +70,7 @@ OPS_PORT = 8081  # server.ops_port: probes and the ServiceMonitor's scrapes
 K8S_VERSIONS = ("1.30.0", str(kubernetes_validate.latest_version()))
 CRD_API_GROUPS = ("monitoring.coreos.com/",)
 
-# SPEC §5 metrics and the labels each carries, plus build_info.
+# SPEC §5 and §8 metrics and the labels each carries, plus build_info.
 METRICS: Mapping[str, frozenset[str]] = {
     "chatkit_gateway_requests_total": frozenset({"route", "status"}),
     "chatkit_gateway_request_duration_seconds": frozenset({"route"}),
@@ -62,6 +84,8 @@ METRICS: Mapping[str, frozenset[str]] = {
     "chatkit_gateway_limiter_backend_errors_total": frozenset({"backend"}),
     "chatkit_gateway_config_reloads_total": frozenset({"result"}),
     "chatkit_gateway_build_info": frozenset({"version", "upstream"}),
+    "chatkit_gateway_model_tokens_total": frozenset({"route", "direction"}),
+    "chatkit_gateway_store_errors_total": frozenset({"route"}),
 }
 HISTOGRAMS = frozenset(n for n in METRICS if n.endswith("_seconds"))
 COUNTERS = frozenset(n for n in METRICS if n.endswith("_total"))
@@ -74,10 +98,13 @@ LABEL_VALUES: Mapping[str, frozenset[str]] = {
         {"ok", "rate_limited", "auth_failed", "not_found", "client_error", "server_error"}
         | {"timeout", "connection_error"}
     ),
-    "key": frozenset({"client_ip", "origin", "global", "streams"}),
+    # rate-limit keys, plus the refusals that are not a rate limit: open streams, uploads
+    # and (chatkit_agent) a spent token budget
+    "key": frozenset({"client_ip", "origin", "global", "user", "streams", "uploads", "tokens"}),
     "result": frozenset({"success", "failure"}),
     "upstream": frozenset({"openai", "stub"}),
     "backend": frozenset({"redis", "memory"}),
+    "direction": frozenset({"input", "output"}),
 }
 # Labels that Prometheus (and the Prometheus Operator) add to every scraped series.
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "endpoint"})
@@ -229,6 +256,7 @@ def _collect(
     if kind != expected_kind:
         raise KustomizeError(f"{directory}: kind {kind}, expected {expected_kind}")
     supported = {"apiVersion", "kind", "resources", "configMapGenerator", "components", "patches"}
+    supported.add("images")
     unknown = set(k) - supported
     if unknown:
         raise KustomizeError(f"{directory}: kustomize features not rendered here: {unknown}")
@@ -255,7 +283,37 @@ def _collect(
             raise KustomizeError(f"configMapGenerator behavior {behavior!r} for {spec['name']}")
     for component in [*(directory / c for c in k.get("components", [])), *components]:
         docs = _apply_component(component, docs)
-    return _apply_patches(directory, docs, k.get("patches", []))
+    docs = _apply_patches(directory, docs, k.get("patches", []))
+    return _set_images(docs, k.get("images", []))
+
+
+def _split_image(image: str) -> tuple[str, str]:
+    """`name[:tag]` → (name, ':tag' or ''); a registry's :port is part of the name."""
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    if "@" in image:
+        raise KustomizeError(f"image digests are not rendered here: {image}")
+    return (image[:colon], image[colon:]) if colon > slash else (image, "")
+
+
+def _set_images(docs: list[Manifest], images: list[Mapping[str, Any]]) -> list[Manifest]:
+    """kustomize's `images:` transformer: newName and newTag for containers of that image."""
+    for spec in images:
+        unknown = set(spec) - {"name", "newName", "newTag"}
+        if unknown:
+            raise KustomizeError(f"images: unsupported keys {sorted(unknown)}")
+        hits = 0
+        for doc in docs:
+            pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for container in pod.get("containers", []) + pod.get("initContainers", []):
+                name, tag = _split_image(str(container["image"]))
+                if name == spec["name"]:
+                    new_tag = f":{spec['newTag']}" if "newTag" in spec else tag
+                    container["image"] = str(spec.get("newName", name)) + new_tag
+                    hits += 1
+        if not hits:
+            raise KustomizeError(f"images: no container runs {spec['name']}")
+    return docs
 
 
 def _apply_component(directory: Path, docs: list[Manifest]) -> list[Manifest]:
@@ -306,7 +364,13 @@ def build(directory: Path, components: tuple[Path, ...] = ()) -> list[Manifest]:
     return _rename_generated(_collect(directory, "Kustomization", components))
 
 
-VARIANTS: Mapping[str, tuple[Path, ...]] = {"base": (), "redis": (REDIS_COMPONENT,)}
+# base: the production kustomization as shipped (PostgreSQL included); the others add the
+# optional components as an overlay would.
+VARIANTS: Mapping[str, tuple[Path, ...]] = {
+    "base": (),
+    "redis": (REDIS_COMPONENT,),
+    "ingress": (INGRESS_COMPONENT,),
+}
 
 
 @cache
@@ -407,8 +471,10 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
-def pod_labels(docs: list[Manifest], name: str = "chatkit-gateway") -> dict[str, str]:
-    labels = one(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+def pod_labels(
+    docs: list[Manifest], name: str = "chatkit-gateway", kind: str = "Deployment"
+) -> dict[str, str]:
+    labels = one(docs, kind, name)["spec"]["template"]["metadata"]["labels"]
     assert isinstance(labels, dict)
     return labels
 
@@ -427,13 +493,19 @@ def prestop_sleep_seconds(container: Mapping[str, Any]) -> float:
 
 def test_every_manifest_file_is_used_or_an_example() -> None:
     listed = set(_kustomization(K8S)["resources"]) | {"kustomization.yaml", "gateway.yaml"}
-    examples = {"secret.example.yaml"}
+    examples = set(EXAMPLES)
     files = {p.name for p in K8S.glob("*.yaml")}
     assert files - listed == examples, "manifests neither in kustomization.yaml nor examples"
-    assert not (examples & listed), "the Secret example must not be applied by default"
-    component = _kustomization(REDIS_COMPONENT)
-    used = set(component["resources"]) | {p["path"] for p in component["patches"]}
-    assert {p.name for p in REDIS_COMPONENT.glob("*.yaml")} == used | {"kustomization.yaml"}
+    assert not (examples & listed), "the Secret examples must not be applied by default"
+    kustomization_text = (K8S / "kustomization.yaml").read_text(encoding="utf-8")
+    for directory in sorted(COMPONENTS.iterdir()):
+        component = _kustomization(directory)
+        used = set(component["resources"]) | {p["path"] for p in component.get("patches", [])}
+        assert {p.name for p in directory.glob("*.yaml")} == used | {"kustomization.yaml"}
+        # enabled, or there to uncomment
+        assert f"- components/{directory.name}\n" in kustomization_text, directory.name
+    assert set(VARIANTS) >= {"base", "redis", "ingress"}
+    assert _kustomization(K8S)["components"] == ["components/postgres"]
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -445,9 +517,14 @@ def test_kustomization_renders(variant: str) -> None:
         ("HorizontalPodAutoscaler", "chatkit-gateway"),
         ("NetworkPolicy", "chatkit-gateway"),
         ("PodDisruptionBudget", "chatkit-gateway"),
+        ("PrometheusRule", "chatkit-gateway"),
         ("Service", "chatkit-gateway"),
         ("ServiceAccount", "chatkit-gateway"),
         ("ServiceMonitor", "chatkit-gateway"),
+        # components/postgres, enabled in the production kustomization
+        ("NetworkPolicy", POSTGRES),
+        ("Service", POSTGRES),
+        ("StatefulSet", POSTGRES),
     ]
     if variant == "redis":
         expected += [
@@ -455,6 +532,8 @@ def test_kustomization_renders(variant: str) -> None:
             ("NetworkPolicy", "chatkit-gateway-redis"),
             ("Service", "chatkit-gateway-redis"),
         ]
+    if variant == "ingress":
+        expected += [("Ingress", "chatkit-gateway")]
     assert found == sorted(expected)
     (configmap,) = (d for d in docs if d["kind"] == "ConfigMap")
     assert re.fullmatch(r"chatkit-gateway-config-[0-9a-f]{10}", configmap["metadata"]["name"])
@@ -467,16 +546,17 @@ def _schema_cases() -> Iterator[tuple[str, str, str, str]]:
             if not doc["apiVersion"].startswith(CRD_API_GROUPS):
                 for version in K8S_VERSIONS:
                     yield variant, doc["kind"], doc["metadata"]["name"], version
-    for doc in _load_docs(K8S / "secret.example.yaml"):
-        for version in K8S_VERSIONS:
-            yield "example", doc["kind"], doc["metadata"]["name"], version
+    for example in EXAMPLES:
+        for doc in _load_docs(K8S / example):
+            for version in K8S_VERSIONS:
+                yield example, doc["kind"], doc["metadata"]["name"], version
 
 
 @pytest.mark.parametrize(("variant", "kind", "name", "version"), sorted(set(_schema_cases())))
 def test_manifest_matches_kubernetes_schema(
     variant: str, kind: str, name: str, version: str
 ) -> None:
-    docs = _load_docs(K8S / "secret.example.yaml") if variant == "example" else rendered(variant)
+    docs = _load_docs(K8S / variant) if variant in EXAMPLES else rendered(variant)
     doc = one(docs, kind, name)
     try:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -490,7 +570,10 @@ def test_only_known_crds_skip_schema_validation() -> None:
     crds = {
         (d["apiVersion"], d["kind"]) for d in docs if d["apiVersion"].startswith(CRD_API_GROUPS)
     }
-    assert crds == {("monitoring.coreos.com/v1", "ServiceMonitor")}
+    assert crds == {
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
+    }
 
 
 def _real_kustomize() -> list[str] | None:
@@ -585,10 +668,17 @@ def test_probes_hit_healthz_and_readyz_on_the_ops_port() -> None:
         assert port == OPS_PORT, f"{probe} port {get['port']}"
 
 
+WORKLOADS = (
+    ("Deployment", "chatkit-gateway"),
+    ("Deployment", "chatkit-gateway-redis"),
+    ("StatefulSet", POSTGRES),
+)
+
+
 def test_pod_security_is_restricted() -> None:
     docs = rendered("redis")
-    for name in ("chatkit-gateway", "chatkit-gateway-redis"):
-        spec = one(docs, "Deployment", name)["spec"]["template"]["spec"]
+    for kind, name in WORKLOADS:
+        spec = one(docs, kind, name)["spec"]["template"]["spec"]
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True, name
         assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
@@ -616,8 +706,8 @@ def test_tmp_is_writable_with_a_read_only_root() -> None:
 
 def test_resources_have_requests_and_limits() -> None:
     docs = rendered("redis")
-    for name in ("chatkit-gateway", "chatkit-gateway-redis"):
-        for container in one(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]:
+    for kind, name in WORKLOADS:
+        for container in one(docs, kind, name)["spec"]["template"]["spec"]["containers"]:
             resources = container["resources"]
             assert set(resources["requests"]) == {"cpu", "memory"}, name
             assert "memory" in resources["limits"], name
@@ -638,6 +728,54 @@ def test_policy_follows_spec_layout() -> None:
     assert data["limiter"]["backend"] == "memory"
     names = [r["name"] for r in data["routes"]]
     assert len(names) == len(set(names)) and {"ops", "unmatched"}.isdisjoint(names)
+
+
+def test_policy_serves_an_agent_route_on_postgresql() -> None:
+    """The production policy: ChatKit served by the gateway, threads in PostgreSQL; no
+    hosted-workflow route (Agent Builder is gone) and no proxy without a backend."""
+    data = policy(rendered())
+    kinds = {r["name"]: r["kind"] for r in data["routes"]}
+    assert kinds == {AGENT_ROUTE: "chatkit_agent"}, kinds
+    route = agent_route(rendered())
+    spec_keys = {"agent", "store", "attachments", "user_id", "rate_limits", "token_budgets"}
+    assert spec_keys <= set(route), "SPEC §8's keys"
+    assert route["max_streams_per_client"] >= 1
+    assert route["user_id"]["source"] == "device_id"
+    assert "url" not in route["store"], "the store URL (with its password) is a Secret file"
+    assert route["store"]["url_file"].startswith("/run/secrets/")
+    assert "secret" not in route["user_id"], "the user-id key is a Secret file"
+    budgets = {b["key"] for b in route["token_budgets"]}
+    assert {"user", "global"} <= budgets
+    text = (K8S / "gateway.yaml").read_text(encoding="utf-8")
+    assert "# - name: chat" in text and "kind: chatkit_proxy" in text, "the proxy, as an option"
+
+
+def test_store_files_are_the_mounted_store_secret() -> None:
+    docs = rendered()
+    container = gateway_container(docs)
+    route = agent_route(docs)
+    example = store_example()
+    pod = gateway_deployment(docs)["spec"]["template"]["spec"]
+    for path in (route["store"]["url_file"], route["user_id"]["secret_file"]):
+        volume = _volume_for(docs, path)
+        assert "secret" in volume, f"{path} is not on a Secret volume"
+        assert volume["secret"]["secretName"] == STORE_SECRET
+        assert volume["secret"].get("optional") is not True
+        assert _mount_for(container, path)["readOnly"] is True
+        key = _key_in_volume(volume["secret"], _relative_to_mount(container, path))
+        assert key in example, f"{STORE_SECRET} example has no key {key}"
+        assert volume["secret"].get("defaultMode", 0o644) & 0o007 == 0
+    assert pod["securityContext"]["fsGroup"] == RUN_AS_USER
+    # The OpenAI Secret stays required: the agent route calls the model with it.
+    openai = _volume_for(docs, API_KEY_FILE)["secret"]
+    assert openai.get("optional") is not True
+
+
+def test_secret_examples_hold_only_placeholders() -> None:
+    for value in store_example().values():
+        assert "REPLACE" in value, value
+    url = urlsplit(store_example()["url"])
+    assert url.password == store_example()["postgres-password"]
 
 
 def test_api_key_file_is_the_mounted_secret() -> None:
@@ -706,14 +844,50 @@ def _gateway_check_available() -> bool:
         return False
 
 
+def agent_route(docs: list[Manifest]) -> dict[str, Any]:
+    routes = [r for r in policy(docs)["routes"] if r["name"] == AGENT_ROUTE]
+    assert len(routes) == 1, f"no route {AGENT_ROUTE}"
+    route = routes[0]
+    assert isinstance(route, dict)
+    return route
+
+
+def store_example() -> dict[str, str]:
+    secret = one(_load_docs(K8S / "store-secret.example.yaml"), "Secret")
+    assert secret["metadata"]["name"] == STORE_SECRET
+    data = dict(secret["stringData"])
+    return data
+
+
+def secret_files(docs: list[Manifest]) -> dict[str, str]:
+    """Every `*_file` path of the policy, each with a stand-in for its Secret's content."""
+    route = agent_route(docs)
+    return {
+        policy(docs)["upstream"]["api_key_file"]: "placeholder-for-check",
+        route["store"]["url_file"]: store_example()["url"],
+        route["user_id"]["secret_file"]: "0123456789abcdef0123456789abcdef",
+    }
+
+
+def local_policy_text(docs: list[Manifest], tmp_path: Path, **files: str) -> str:
+    """The ConfigMap's policy with each Secret file it reads written under tmp_path;
+    `files` (by the file's name) replaces a stand-in."""
+    text = configmap_policy_text(docs)
+    for path, content in secret_files(docs).items():
+        local = tmp_path / Path(path).name
+        local.write_text(files.get(local.name, content) + "\n")
+        assert text.count(path) == 1, path
+        text = text.replace(path, str(local))
+    return text
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_policy_passes_gateway_check(variant: str, tmp_path: Path) -> None:
+    """Needs the `chatkit_agent` route kind: the production route is one."""
     if not _gateway_check_available():
         pytest.skip("`python -m gateway` is not there yet")
     docs = rendered(variant)
-    key_file = tmp_path / "api-key"
-    key_file.write_text("placeholder-for-check\n")
-    text = configmap_policy_text(docs).replace(API_KEY_FILE, str(key_file))
+    text = local_policy_text(docs, tmp_path)
     config = tmp_path / "gateway.yaml"
     config.write_text(text)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIMITER_", "CHATKIT_"))}
@@ -799,9 +973,10 @@ def test_networkpolicy_allows_http_and_ops_in_and_dns_https_redis_out() -> None:
     container_ports = {("TCP", p["containerPort"]) for p in gateway_container(docs)["ports"]}
     assert ingress == {("TCP", 8080), ("TCP", OPS_PORT)} == container_ports
     egress = set().union(*(_policy_ports(r) for r in netpol["spec"]["egress"]))
-    assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6379)} <= egress
+    assert {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6379), ("TCP", 5432)} <= egress
     redis_url = str(policy(docs)["limiter"]["redis_url"])
     assert ("TCP", int(re.sub(r".*:(\d+)/.*", r"\1", redis_url))) in egress
+    assert ("TCP", urlsplit(store_example()["url"]).port) in egress
 
 
 # --------------------------------------------------------------------------- Redis component
@@ -853,6 +1028,303 @@ def test_redis_accepts_only_the_gateway() -> None:
     assert selects(peer["podSelector"]["matchLabels"], pod_labels(docs))
     assert _policy_ports(rule) == {("TCP", 6379)}
     assert netpol["spec"]["egress"] == []
+
+
+# --------------------------------------------------------------------------- PostgreSQL component
+
+
+def _env(container: Mapping[str, Any]) -> dict[str, str]:
+    return {e["name"]: str(e["value"]) for e in container.get("env", []) if "value" in e}
+
+
+def postgres_container(docs: list[Manifest]) -> dict[str, Any]:
+    (container,) = one(docs, "StatefulSet", POSTGRES)["spec"]["template"]["spec"]["containers"]
+    assert isinstance(container, dict)
+    return container
+
+
+def test_postgres_is_what_the_store_url_names() -> None:
+    docs = rendered()
+    url = urlsplit(store_example()["url"])
+    assert url.scheme == "postgresql" and url.hostname and url.port
+    service = one(docs, "Service", url.hostname)
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == url.port
+    statefulset = one(docs, "StatefulSet", POSTGRES)
+    assert statefulset["spec"]["replicas"] == 1
+    assert statefulset["spec"]["serviceName"] == service["metadata"]["name"]
+    assert selects(service["spec"]["selector"], pod_labels(docs, POSTGRES, "StatefulSet"))
+    container = postgres_container(docs)
+    assert container["image"] == "postgres:16-alpine"
+    assert port["targetPort"] in {p["name"] for p in container["ports"]} | {url.port}
+    env = _env(container)
+    assert env["POSTGRES_USER"] == url.username
+    assert env["POSTGRES_DB"] == url.path.lstrip("/")
+    assert "POSTGRES_PASSWORD" not in env, "the password comes from the Secret file"
+
+
+def _pod_volume(spec: Mapping[str, Any], container: Mapping[str, Any], path: str) -> Any:
+    mount = _mount_for(container, path)
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    claims = {c["metadata"]["name"]: c for c in spec.get("volumeClaimTemplates", [])}
+    return mount, volumes.get(mount["name"]), claims.get(mount["name"])
+
+
+def test_postgres_reads_its_password_from_the_store_secret() -> None:
+    docs = rendered()
+    statefulset = one(docs, "StatefulSet", POSTGRES)
+    pod = statefulset["spec"]["template"]["spec"]
+    container = postgres_container(docs)
+    path = _env(container)["POSTGRES_PASSWORD_FILE"]
+    mount, volume, _ = _pod_volume(pod, container, path)
+    assert mount["readOnly"] is True
+    secret = volume["secret"]
+    assert secret["secretName"] == STORE_SECRET
+    key = _key_in_volume(secret, path[len(mount["mountPath"].rstrip("/")) + 1 :])
+    assert key == "postgres-password" and key in store_example()
+    assert secret.get("defaultMode", 0o644) & 0o007 == 0
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+
+
+def test_postgres_keeps_its_data_on_a_claim_and_writes_nowhere_else() -> None:
+    docs = rendered()
+    statefulset = one(docs, "StatefulSet", POSTGRES)
+    spec = {**statefulset["spec"]["template"]["spec"], **statefulset["spec"]}
+    container = postgres_container(docs)
+    data = _env(container)["PGDATA"]
+    mount, volume, claim = _pod_volume(spec, container, data + "/PG_VERSION")
+    assert volume is None and claim is not None, "PGDATA is on the volumeClaimTemplate"
+    assert data.rstrip("/") != mount["mountPath"].rstrip("/"), "below the mount (lost+found)"
+    assert claim["spec"]["resources"]["requests"]["storage"]
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    # A read-only root: the socket directory and /tmp are volumes of their own.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    for path in ("/var/run/postgresql/.s.PGSQL.5432", "/tmp/x"):
+        _, writable, _ = _pod_volume(spec, container, path)
+        assert writable is not None and "emptyDir" in writable, path
+        assert writable["emptyDir"].get("sizeLimit"), path
+    # SIGTERM is PostgreSQL's "smart" shutdown, which waits for the gateway's pooled
+    # connections: preStop asks for a fast one within the grace period.
+    command = " ".join(container["lifecycle"]["preStop"]["exec"]["command"])
+    assert "pg_ctl stop" in command and "-m fast" in command
+    seconds = int(re.search(r"-t (\d+)", command).group(1))  # type: ignore[union-attr]
+    assert seconds < statefulset["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["exec"]["command"][0] == "pg_isready", probe
+
+
+def test_postgres_accepts_only_the_gateway() -> None:
+    docs = rendered()
+    netpol = one(docs, "NetworkPolicy", POSTGRES)
+    assert selects(
+        netpol["spec"]["podSelector"]["matchLabels"], pod_labels(docs, POSTGRES, "StatefulSet")
+    )
+    (rule,) = netpol["spec"]["ingress"]
+    (peer,) = rule["from"]
+    assert selects(peer["podSelector"]["matchLabels"], pod_labels(docs))
+    assert _policy_ports(rule) == {("TCP", urlsplit(store_example()["url"]).port)}
+    assert netpol["spec"]["egress"] == []
+
+
+# --------------------------------------------------------------------------- Ingress component
+
+
+def _nginx_size(value: str) -> int:
+    match = re.fullmatch(r"(\d+)([kKmMgG]?)", value)
+    assert match, value
+    return (
+        int(match.group(1))
+        * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[match.group(2).lower()]
+    )
+
+
+def test_ingress_lets_uploads_and_long_streams_through() -> None:
+    """ingress-nginx's defaults (1 MiB bodies, 60 s reads, buffering) would break both."""
+    docs = rendered("ingress")
+    ingress = one(docs, "Ingress", "chatkit-gateway")
+    notes = {
+        k.removeprefix("nginx.ingress.kubernetes.io/"): v
+        for k, v in ingress["metadata"]["annotations"].items()
+    }
+    route = agent_route(docs)
+    assert _nginx_size(notes["proxy-body-size"]) > route["attachments"]["max_bytes"]
+    idle = max(
+        [300.0] + [float(r.get("stream_idle_timeout_seconds", 0)) for r in policy(docs)["routes"]]
+    )
+    for timeout in ("proxy-read-timeout", "proxy-send-timeout"):
+        assert int(notes[timeout]) > idle, timeout
+    assert notes["proxy-buffering"] == "off"
+    assert notes["proxy-request-buffering"] == "off"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    service = one(docs, "Service", "chatkit-gateway")
+    http = next(p for p in service["spec"]["ports"] if p["name"] == "http")
+    hosts = set()
+    for rule in ingress["spec"]["rules"]:
+        hosts.add(rule["host"])
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            assert backend["name"] == service["metadata"]["name"]
+            assert backend["port"] in ({"name": "http"}, {"number": http["port"]})
+    for tls in ingress["spec"].get("tls", []):
+        assert set(tls["hosts"]) <= hosts
+
+
+# --------------------------------------------------------------------------- PrometheusRule
+
+
+def test_prometheusrule_is_the_rules_file_with_the_servicemonitors_label(tmp_path: Path) -> None:
+    docs = rendered()
+    rule = one(docs, "PrometheusRule", "chatkit-gateway")
+    monitor = one(docs, "ServiceMonitor", "chatkit-gateway")
+    assert rule["spec"] == load_rules(), "prometheusrule.yaml is stale: regenerate it"
+    release = monitor["metadata"]["labels"].get("release")
+    assert release, "the ServiceMonitor carries the operator's release label"
+    assert rule["metadata"]["labels"]["release"] == release
+    # The regeneration command of rules.yml's header reproduces the file byte for byte.
+    (command,) = [
+        line.removeprefix("#").strip()
+        for line in RULES_FILE.read_text(encoding="utf-8").splitlines()
+        if "prometheusrule.yaml.new" in line
+    ]
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    shipped = (K8S / "prometheusrule.yaml").read_text(encoding="utf-8")
+    subprocess.run(["bash", "-c", f"set -eo pipefail; {command}"], cwd=tmp_path, check=True)
+    assert (tmp_path / "config/kubernetes/prometheusrule.yaml").read_text() == shipped
+
+
+# --------------------------------------------------------------------------- the README's steps
+
+
+def _kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubectl is missing under CI (the machine image ships it)")
+        pytest.skip("kubectl is not installed (the cluster-free parts need only its client)")
+    return found
+
+
+def test_readme_image_is_the_one_the_kustomization_deploys() -> None:
+    """The image the README builds and pushes is the one the Deployment runs."""
+    (build,) = [c for c in all_commands() if c.key.startswith("docker build ")]
+    words = build.text.split()
+    tag = words[words.index("-t") + 1]
+    assert words[words.index("-t") + 2] == ".", "built from the repository's root"
+    assert (ROOT / "Dockerfile").is_file()
+    assert re.search(rf"docker push {re.escape(tag)}(\s|$)", build.key), build.key
+    assert gateway_container(rendered())["image"] == tag
+    # and named in one place: the images: entry, over deployment.yaml's bare name
+    raw = one(_load_docs(K8S / "deployment.yaml"), "Deployment")
+    (container,) = raw["spec"]["template"]["spec"]["containers"]
+    (entry,) = _kustomization(K8S)["images"]
+    assert _split_image(container["image"])[0] == entry["name"]
+    assert "/" not in entry["name"], "deployment.yaml names no registry of its own"
+
+
+def test_readme_store_secret_matches_the_manifests(tmp_path: Path) -> None:
+    """The README's two lines, with --dry-run: the Secret both pods read, consistent."""
+    kubectl = _kubectl()
+    (assign,) = [c for c in all_commands() if c.key.startswith("POSTGRES_PASSWORD=")]
+    (create,) = [c for c in all_commands() if f"secret generic {STORE_SECRET}" in c.key]
+    script = f"set -eu\n{assign.text}\n{create.text} --dry-run=client -o yaml"
+    path = f"{Path(kubectl).parent}:{os.environ.get('PATH', '')}"
+    out = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base_env(), "PATH": path},
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    secret = yaml.safe_load(out.stdout)
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    docs = rendered()
+    assert secret["metadata"] == {"name": STORE_SECRET, "namespace": "chatkit"} | {
+        k: v for k, v in secret["metadata"].items() if k not in ("name", "namespace")
+    }
+    assert set(data) == set(store_example()), "the keys of store-secret.example.yaml"
+    # every key a pod mounts is there
+    gateway_items = {
+        i["key"]
+        for v in gateway_deployment(docs)["spec"]["template"]["spec"]["volumes"]
+        if v.get("secret", {}).get("secretName") == STORE_SECRET
+        for i in v["secret"]["items"]
+    }
+    postgres_items = {
+        i["key"]
+        for v in one(docs, "StatefulSet", POSTGRES)["spec"]["template"]["spec"]["volumes"]
+        if v.get("secret", {}).get("secretName") == STORE_SECRET
+        for i in v["secret"]["items"]
+    }
+    assert gateway_items | postgres_items == set(data)
+    url = urlsplit(data["url"])
+    example = urlsplit(store_example()["url"])
+    assert (url.scheme, url.username, url.hostname, url.port, url.path) == (
+        example.scheme,
+        example.username,
+        example.hostname,
+        example.port,
+        example.path,
+    )
+    assert url.password == data["postgres-password"]
+    assert re.fullmatch(r"[0-9a-f]{48}", data["postgres-password"])
+    assert re.fullmatch(r"[0-9a-f]{64}", data["user-id-secret"])
+
+
+@pytest.mark.slow
+async def test_readme_chat_through_the_production_policy(tmp_path: Path) -> None:
+    """The README's chat `curl`, against the production policy as the pods read it, served
+    with --stub-upstream and the store on SQLite instead of the cluster's PostgreSQL (the
+    port-forward replaced by the gateway's own ports). Needs the `chatkit_agent` kind."""
+    if shutil.which("curl") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("curl is missing under CI")
+        pytest.skip("curl is not installed")
+    (curl,) = [c for c in all_commands() if c.key.startswith("curl -sN localhost:8080/chatkit/")]
+    docs = rendered()
+    gw, ops = free_port(), free_port()
+    text = local_policy_text(docs, tmp_path, url=f"sqlite:///{tmp_path}/threads.db")
+    data = yaml.safe_load(text)
+    data["server"].update(host="127.0.0.1", port=gw, ops_port=ops, shutdown_grace_seconds=0)
+    data["limiter"]["backend"] = "memory"
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    gateways: list[Gateway] = []
+    try:
+        gateway = await start_gateway(
+            config, ops, "--stub-upstream", env=base_env(), gateways=gateways
+        )
+
+        async def ready() -> bool:  # the store is open
+            async with aiohttp.ClientSession() as http, http.get(f"{gateway.url}/readyz") as r:
+                return r.status == 200
+
+        await poll(ready, 30, f"/readyz 200:\n{gateway.stdout}")
+        local = curl.text.replace("localhost:8080", f"localhost:{gw}")
+        assert local != curl.text, curl.text
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-c", f"set -o pipefail; {local}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"{curl.source}: {local}\n{done.stdout}{done.stderr}"
+        events = [
+            json.loads(line[6:]) for line in done.stdout.splitlines() if line.startswith("data: ")
+        ]
+        assert events and events[0]["type"] == "thread.created", done.stdout
+        assert not [e for e in events if e["type"] == "error"], done.stdout
+        answers = [
+            e
+            for e in events
+            if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
+        ]
+        assert answers, done.stdout
+    finally:
+        for running in gateways:
+            await running.kill()
 
 
 # --------------------------------------------------------------------------- metrics used

@@ -1,5 +1,5 @@
 """config/prometheus: `promtool check rules` and `promtool test rules`, every alert's metadata,
-and the dashboard's queries parsed by promtool too.
+and the dashboard's queries parsed by promtool too; the README's sed that sets the runbook URLs.
 
 promtool comes with Debian's `prometheus` package. Without it these tests skip locally and fail
 in CI (CI=true), so a CI machine that lost the package cannot pass silently.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,11 +19,16 @@ import pytest
 import yaml
 
 from tests.promql_exprs import RULES_FILE, dashboard_expressions, load_rules
+from tests.test_readme import all_commands
 
 PROMETHEUS_DIR = RULES_FILE.parent
 RULES_TEST_FILE = PROMETHEUS_DIR / "rules.test.yml"
-DEPLOY_DOC = PROMETHEUS_DIR.parent.parent / "README.md"
+ROOT = PROMETHEUS_DIR.parent.parent
+DEPLOY_DOC = ROOT / "README.md"
+PROMETHEUS_RULE_FILE = ROOT / "config" / "kubernetes" / "prometheusrule.yaml"
 SEVERITIES = {"critical", "warning", "info"}
+# A placeholder (the repository has no public address): one value, documented in rules.yml's
+# header, that the README's sed replaces everywhere at once.
 RUNBOOK_PREFIX = "https://github.com/example/chatkit-gateway/blob/main/README.md#"
 
 
@@ -93,6 +99,7 @@ def test_alerts_cover_the_brief() -> None:
         "chatkit_gateway_limiter_backend_errors_total",
         'chatkit_gateway_config_reloads_total{result="failure"}',
         "chatkit_gateway_rate_limited_total",
+        "chatkit_gateway_store_errors_total",
     ):
         assert needle in everything, needle
     assert any(re.search(r'up\{job=~"\.\*chatkit-gateway\.\*"\} == 0', e) for e in exprs.values())
@@ -122,3 +129,40 @@ def test_every_alert_has_metadata_and_a_runbook_section() -> None:
         anchor = runbook.removeprefix(RUNBOOK_PREFIX)
         assert anchor == name.lower(), f"{name}: runbook anchor {anchor}"
         assert anchor in anchors, f"{name}: README.md has no section #{anchor}"
+    header = RULES_FILE.read_text(encoding="utf-8").split("groups:")[0]
+    assert RUNBOOK_PREFIX.removesuffix("#") in header, "the placeholder is documented"
+
+
+def _runbook_urls(text: str) -> list[str]:
+    return re.findall(r"runbook_url:\s*(\S+)", text)
+
+
+def test_readme_sed_sets_every_runbook_url(tmp_path: Path) -> None:
+    """The README's one sed points every runbook_url, in the rules, their unit tests and the
+    PrometheusRule, at another copy of the README, and the unit tests still pass."""
+    seds = [c for c in all_commands() if c.key.startswith("sed -i 's|" + RUNBOOK_PREFIX[:-1])]
+    assert len(seds) == 1, "README: the one sed that sets the runbook URLs"
+    command = seds[0]
+    words = shlex.split(command.text)
+    files = words[3:]
+    assert {ROOT / f for f in files} == {RULES_FILE, RULES_TEST_FILE, PROMETHEUS_RULE_FILE}
+    old, new = words[2].split("|")[1:3]
+    assert old + "#" == RUNBOOK_PREFIX
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    done = run(["bash", "-c", command.text], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for name in files:
+        text = (tmp_path / name).read_text(encoding="utf-8")
+        urls = _runbook_urls(text)
+        assert urls, name
+        assert all(u.startswith(new + "#") for u in urls), (name, urls)
+        assert old not in text, name
+        assert len(urls) == len(_runbook_urls((ROOT / name).read_text(encoding="utf-8")))
+    promtool_path = shutil.which("promtool")
+    if promtool_path:
+        result = run(
+            [promtool_path, "test", "rules", RULES_TEST_FILE.name], tmp_path / "config/prometheus"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

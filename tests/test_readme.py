@@ -51,7 +51,6 @@ EXAMPLE = f"{HERE}::test_example_chatkit_server_as_the_readme_runs_it"
 MAKE_TARGETS = f"{HERE}::test_make_targets_in_the_readmes_exist"
 K8S_NAMES = f"{HERE}::test_kubernetes_commands_match_the_manifests"
 K8S_OFFLINE = f"{HERE}::test_kubernetes_commands_without_a_cluster"
-PROMETHEUS_RULE = f"{HERE}::test_prometheusrule_pipeline_wraps_the_rules"
 K8S_IMAGE = "tests/test_manifests.py::test_readme_image_is_the_one_the_kustomization_deploys"
 K8S_STORE_SECRET = "tests/test_manifests.py::test_readme_store_secret_matches_the_manifests"
 K8S_CHAT = "tests/test_manifests.py::test_readme_chat_through_the_production_policy"
@@ -120,7 +119,8 @@ COMMANDS: dict[str, Runs | NotHere] = {
     "--from-file=api-key=./openai-api-key.txt": NotHere(CLUSTER, partly=K8S_OFFLINE),
     "POSTGRES_PASSWORD=$(openssl rand -hex 24)": Runs(K8S_STORE_SECRET),
     "kubectl -n chatkit create secret generic chatkit-gateway-store "
-    "--from-literal=url=postgresql://chatkit:$POSTGRES_PASSWORD@chatkit-gateway-postgres:5432/chatkit "
+    "--from-literal=url=postgresql://chatkit:$POSTGRES_PASSWORD@"
+    "chatkit-gateway-postgres:5432/chatkit "
     "--from-literal=postgres-password=$POSTGRES_PASSWORD "
     "--from-literal=user-id-secret=$(openssl rand -hex 32)": NotHere(
         CLUSTER, partly=K8S_STORE_SECRET
@@ -361,11 +361,11 @@ def test_first_screen_says_what_to_do_now_that_agent_builder_is_gone() -> None:
         "2026-11-30",
         "chatkit_proxy",
         "(#migrating-from-agent-builder)",
-        "examples/chatkit_server/",
         "`chatkit_agent`",
-        "not available yet",
+        "No backend of your own?",
     ):
         assert needed in first_screen, needed
+    assert "not available yet" not in first_screen  # chatkit_agent is here
     assert "shuts down" not in README.read_text()  # it is past
 
 
@@ -591,7 +591,10 @@ async def test_readme_curl_commands_against_make_run(tmp_path: Path) -> None:
     readme_command("DEMO_PORT=8005 make run")
     gw, demo, backend = free_port(), free_port(), free_port()
     env = clean_env(
-        GATEWAY_PORT=str(gw), DEMO_PORT=str(demo), CHATKIT_DEMO_BACKEND_PORT=str(backend)
+        GATEWAY_PORT=str(gw),
+        DEMO_PORT=str(demo),
+        CHATKIT_DEMO_BACKEND_PORT=str(backend),
+        CHATKIT_STORE_URL=f"sqlite:///{tmp_path / 'threads.db'}",  # not the checkout's
     )
     log = tmp_path / "make-run.log"
     with log.open("wb") as out:
@@ -725,17 +728,3 @@ def test_kubernetes_commands_without_a_cluster(tmp_path: Path) -> None:
     assert {d["metadata"].get("namespace") for d in docs} == {"chatkit"}
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("Deployment", "chatkit-gateway-redis") in names, names
-
-
-def test_prometheusrule_pipeline_wraps_the_rules() -> None:
-    """The README's PrometheusRule pipe, up to `kubectl apply`: a PrometheusRule whose spec
-    is config/prometheus/rules.yml."""
-    command = next(c for c in all_commands() if "kind: PrometheusRule" in c.text)
-    produce, _, apply = command.text.rpartition("|")
-    assert apply.split() == ["kubectl", "-n", "monitoring", "apply", "-f", "-"], apply
-    out = run(["bash", "-c", f"set -o pipefail; {produce}"], ROOT)
-    rule = yaml.safe_load(out)
-    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and rule["kind"] == "PrometheusRule"
-    assert rule["metadata"] == {"name": "chatkit-gateway"}
-    rules = yaml.safe_load((ROOT / "config" / "prometheus" / "rules.yml").read_text())
-    assert rule["spec"] == rules

@@ -119,6 +119,9 @@ class AgentConfig:
         return text
 
 
+DEFAULT_STORE = "sqlite:///chatkit-gateway-threads.db"
+
+
 def _store_url(value: Secret) -> Secret:
     url = value.reveal()
     if url.startswith("(not read: "):
@@ -134,8 +137,9 @@ def _store_url(value: Secret) -> Secret:
 @dataclass(frozen=True, config=STRICT)
 class StoreConfig(SecretWithFile):
     SECRET_KEYS = ("url",)
+    # Neither url nor url_file: DEFAULT_STORE (set by _default_url).
     url: Annotated[SecretUrl, AfterValidator(_store_url)] = dataclasses.field(
-        default_factory=lambda: Secret("sqlite:///chatkit-gateway-threads.db")
+        default_factory=lambda: Secret("")
     )
     url_file: Annotated[SecretFile, AfterValidator(_store_url)] | None = None
     # Threads untouched this long are deleted by the sweep; null keeps them forever.
@@ -143,6 +147,12 @@ class StoreConfig(SecretWithFile):
     # A store call that takes longer fails the request (503) instead of hanging it.
     timeout_seconds: Annotated[float, Between(0.1, 60)] = 5.0
     pool_size: Annotated[int, Between(1, 100)] = 5
+
+    @model_validator(mode="after")
+    def _default_url(self) -> StoreConfig:
+        if not self.url and self.url_file is None:
+            object.__setattr__(self, "url", Secret(DEFAULT_STORE))
+        return self
 
 
 DEFAULT_MIME_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf")
