@@ -361,3 +361,16 @@ def test_agent_policy_mistakes_are_named_with_their_line(tmp_path: Path) -> None
         agent_policy("mysql://u:p@h/db")
     assert "expected sqlite:///" in str(refused.value)
     assert ":p@" not in str(refused.value)
+
+
+async def test_a_failed_model_call_is_retried_as_upstream_retries_says(
+    agent: Any, model: FakeResponses
+) -> None:
+    model.script(Script(text="second try", status=503, fail_times=1, retry_after=0.01))
+    client, metrics = await agent()
+    events = await events_of(await chat(client, create("hi")))
+    assert text_of(events) == "second try"
+    assert [r.outcome for r in model.requests] == ["http_503", "completed"]
+    assert sample(
+        metrics, "chatkit_gateway_upstream_requests_total", route="assistant", outcome="ok"
+    ) == 1
