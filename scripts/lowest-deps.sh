@@ -19,4 +19,6 @@ rm -rf "$venv"
 "$venv/bin/pytest" -q -p no:cacheprovider -m 'not slow' \
   tests/test_policy.py tests/test_clientip.py tests/test_token_routes.py tests/test_proxy.py \
   tests/test_logs.py tests/test_request_metrics.py tests/test_limits_behaviour.py \
-  tests/test_fake_openai_sdk.py tests/test_hostile.py
+  tests/test_fake_openai_sdk.py tests/test_hostile.py \
+  tests/test_agent_route.py tests/test_agent_store.py tests/test_hostile_agent.py \
+  tests/test_fake_responses_sdk.py
