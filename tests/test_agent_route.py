@@ -371,6 +371,25 @@ async def test_a_failed_model_call_is_retried_as_upstream_retries_says(
     events = await events_of(await chat(client, create("hi")))
     assert text_of(events) == "second try"
     assert [r.outcome for r in model.requests] == ["http_503", "completed"]
-    assert sample(
-        metrics, "chatkit_gateway_upstream_requests_total", route="assistant", outcome="ok"
-    ) == 1
+    assert (
+        sample(metrics, "chatkit_gateway_upstream_requests_total", route="assistant", outcome="ok")
+        == 1
+    )
+
+
+async def test_a_reload_changes_the_agent_and_keeps_the_threads(
+    agent: Any, model: FakeResponses, tmp_path: Path
+) -> None:
+    from gateway.reload import apply_policy
+
+    client, _ = await agent()
+    thread = thread_id_of(await events_of(await chat(client, create("before the reload"))))
+    newer = agent_policy(
+        f"sqlite:///{tmp_path / 'threads.db'}", base_url=model.base_url,
+        agent={"model": "gpt-5", "instructions": "Newer instructions."},
+    )  # fmt: skip
+    assert apply_policy(client.server.app, newer) == ["route assistant changed"]
+    await events_of(await chat(client, add(thread, "after the reload")))
+    request = model.requests[-1]
+    assert (request.model, request.instructions) == ("gpt-5", "Newer instructions.")
+    assert "before the reload" in json.dumps(request.input_items)
