@@ -8,9 +8,10 @@
 // the gateway keeps each device's threads private. Model text only ever goes through
 // textContent.
 
-import { deviceId, exposedHeaders, GatewayError, readError } from "./client-secret.js";
+import { deviceId, GatewayError } from "./client-secret.js";
+import { postChatKit } from "./chatkit-request.js";
 import { sseEvents } from "./sse.js";
-import { $, formatSeconds, gatewayBase, linkWithGateway, params, renderError, renderHeaders, setText } from "./common.js";
+import { $, formatSeconds, gatewayBase, linkWithGateway, params, renderError, setText } from "./common.js";
 
 const endpoint = new URL(params.get("path") ?? "/chatkit/assistant", gatewayBase()).href;
 // One remembered thread per endpoint: another ?path= (another route) has threads of its own.
@@ -65,42 +66,9 @@ function userInput(text) {
   return { content: [{ type: "input_text", text }], attachments: [], quoted_text: null, inference_options: {} };
 }
 
-/** POST one ChatKit request; returns the Response, or throws a GatewayError. */
-async function post(request, signal) {
-  let response;
-  try {
-    response = await fetch(endpoint, {
-      method: "POST",
-      mode: "cors",
-      credentials: "omit",
-      cache: "no-store",
-      headers: { "Content-Type": "application/json", "X-Device-Id": deviceId() },
-      body: JSON.stringify(request),
-      signal,
-    });
-  } catch (err) {
-    if (err.name === "AbortError") throw err;
-    throw new GatewayError(
-      `The browser refused the request or its answer (${err.name}: ${err.message}). ` +
-        "Is there a chatkit_agent route at this path, is this page's origin on its " +
-        "allowed_origins, and is the gateway up?",
-      { cause: err },
-    );
-  }
-  const headers = exposedHeaders(response);
-  renderHeaders(headers);
+function post(request, signal) {
   setText("hdr-type", request.type);
-  setText("hdr-status", response.status);
-  setText("hdr-content-type", response.headers.get("Content-Type"));
-  if (!response.ok) {
-    const detail = await readError(response);
-    throw new GatewayError(detail.message ?? `HTTP ${response.status}`, {
-      status: response.status,
-      code: detail.code ?? "unexpected_answer",
-      headers,
-    });
-  }
-  return response;
+  return postChatKit(endpoint, request, signal, "chatkit_agent");
 }
 
 async function postJson(request, signal) {

@@ -1,9 +1,10 @@
 // The proxy page: ChatKit requests through a `chatkit_proxy` route, streamed answers
 // rendered event by event as they arrive.
 
-import { exposedHeaders, GatewayError, readError } from "./client-secret.js";
+import { GatewayError } from "./client-secret.js";
+import { postChatKit } from "./chatkit-request.js";
 import { sseEvents } from "./sse.js";
-import { $, gatewayBase, linkWithGateway, logLine, params, renderError, renderHeaders, setText } from "./common.js";
+import { $, gatewayBase, linkWithGateway, logLine, params, renderError, setText } from "./common.js";
 
 const endpoint = new URL(params.get("path") ?? "/chatkit", gatewayBase()).href;
 let threadId = null;
@@ -25,52 +26,8 @@ function showThread() {
   setText("send-type", threadId ? "(threads.add_user_message)" : "(threads.create)");
 }
 
-/** The visitor's opaque id, kept in localStorage: the gateway derives the backend's
- * X-ChatKit-User from it (a keyed hash), so each browser has its own threads. */
-function deviceId() {
-  let id = localStorage.getItem("chatkit-device-id");
-  if (!id) {
-    id = crypto.randomUUID();
-    localStorage.setItem("chatkit-device-id", id);
-  }
-  return id;
-}
-
-/** POST one ChatKit request; returns the Response, or throws a GatewayError. */
-async function post(request, signal) {
-  let response;
-  try {
-    response = await fetch(endpoint, {
-      method: "POST",
-      mode: "cors",
-      credentials: "omit",
-      cache: "no-store",
-      headers: { "Content-Type": "application/json", "X-Device-Id": deviceId() },
-      body: JSON.stringify(request),
-      signal,
-    });
-  } catch (err) {
-    if (err.name === "AbortError") throw err;
-    throw new GatewayError(
-      `The browser refused the request or its answer (${err.name}: ${err.message}). ` +
-        "Is there a chatkit_proxy route at this path, is this page's origin on its " +
-        "allowed_origins, and is the gateway up?",
-      { cause: err },
-    );
-  }
-  const headers = exposedHeaders(response);
-  renderHeaders(headers);
-  setText("hdr-status", response.status);
-  setText("hdr-content-type", response.headers.get("Content-Type"));
-  if (!response.ok) {
-    const detail = await readError(response);
-    throw new GatewayError(detail.message ?? `HTTP ${response.status}`, {
-      status: response.status,
-      code: detail.code ?? "unexpected_answer",
-      headers,
-    });
-  }
-  return response;
+function post(request, signal) {
+  return postChatKit(endpoint, request, signal, "chatkit_proxy");
 }
 
 function summarize(ev) {
