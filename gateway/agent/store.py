@@ -101,7 +101,9 @@ def open_engine(url: str, *, timeout: float, pool_size: int) -> AsyncEngine:
         path = target.removeprefix("sqlite+aiosqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return create_async_engine(target, connect_args={"timeout": timeout})
+        engine = create_async_engine(target, connect_args={"timeout": timeout})
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
     return create_async_engine(
         target,
         pool_size=pool_size,
@@ -110,6 +112,15 @@ def open_engine(url: str, *, timeout: float, pool_size: int) -> AsyncEngine:
         pool_timeout=timeout,
         connect_args={"timeout": timeout, "command_timeout": timeout},
     )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    """WAL: readers do not wait for the writer, so concurrent conversations do not queue
+    behind each other's saves (and a busy database is not mistaken for a down one)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 async def migrate(engine: AsyncEngine) -> None:
