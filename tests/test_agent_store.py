@@ -180,3 +180,52 @@ async def test_threads_survive_a_restart(tmp_path: Path, gateways: list[Any]) ->
         items = json.dumps((await resp.json())["items"]["data"])
     assert "remember me" in items
     assert "stub model" in items  # the answer was kept as well
+
+
+async def test_the_servers_process_is_the_sdks_with_its_parser_built_once(agent: Any) -> None:
+    """AgentServer.process keeps one TypeAdapter instead of the SDK's one per request
+    (docs/BENCHMARKS.md); what it answers must be what the SDK's own `process` answers."""
+    from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
+    from pydantic import ValidationError
+
+    from gateway.agent.context import TurnContext
+
+    client, _ = await agent()
+    thread = thread_id_of(await events_of(await chat(client, create("compare me"))))
+    app = client.server.app
+    compiled = app[ACTIVE_POLICY].current.exact[PATH]
+    runtime = app[AGENTS]
+    store = await runtime.store_for(compiled.route)
+    policy = app[ACTIVE_POLICY].current.policy
+    server = runtime.server_for(compiled.route, compiled.data, store, policy.upstream)
+    owner = await _owner_of(thread, store)
+    assert owner.startswith("u_")  # the keyed hash of the device id, never the id
+    context = TurnContext(user=owner, route="assistant", client="127.0.0.1", info=None)  # type: ignore[arg-type]
+    for body in (
+        {"type": "threads.list", "params": {}},
+        {"type": "threads.get_by_id", "params": {"thread_id": thread}},
+        {"type": "items.list", "params": {"thread_id": thread, "order": "asc"}},
+    ):
+        raw = json.dumps(body).encode()
+        ours = await server.process(raw, context)
+        sdks = await ChatKitServer.process(server, raw, context)
+        assert isinstance(ours, NonStreamingResult) and isinstance(sdks, NonStreamingResult)
+        assert ours.json == sdks.json
+    streaming = json.dumps(create("x")).encode()
+    assert isinstance(await server.process(streaming, context), StreamingResult)
+    assert isinstance(await ChatKitServer.process(server, streaming, context), StreamingResult)
+    for bad in (b"{}", b'{"type": "threads.create", "params": {"input": 3}}', b"[1]"):
+        with pytest.raises(ValidationError):
+            await server.process(bad, context)
+        with pytest.raises(ValidationError):
+            await ChatKitServer.process(server, bad, context)
+
+
+async def _owner_of(thread: str, store: Any) -> str:
+    import sqlalchemy as sa
+
+    from gateway.agent.store import threads
+
+    async with store.engine.connect() as conn:
+        found = await conn.execute(sa.select(threads.c.user_id).where(threads.c.id == thread))
+        return str(found.scalar())

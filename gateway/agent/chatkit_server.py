@@ -25,9 +25,16 @@ from agents.run import RunConfig
 from agents.stream_events import StreamEvent
 from chatkit.agents import AgentContext, stream_agent_response
 from chatkit.errors import CustomStreamError
-from chatkit.server import ChatKitServer
-from chatkit.types import ProgressUpdateEvent, ThreadMetadata, ThreadStreamEvent, UserMessageItem
-from pydantic import BaseModel
+from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
+from chatkit.types import (
+    ChatKitReq,
+    ProgressUpdateEvent,
+    ThreadMetadata,
+    ThreadStreamEvent,
+    UserMessageItem,
+    is_streaming_req,
+)
+from pydantic import BaseModel, TypeAdapter
 
 from .context import TurnContext
 from .converter import AttachmentConverter
@@ -41,6 +48,10 @@ _PROGRESS = {
     "response.file_search_call.searching": ("search", "Searching the documentation…"),
     "response.web_search_call.searching": ("globe", "Searching the web…"),
 }
+# The SDK's `process` builds this adapter for every request: about 10 ms of CPU each time
+# (pydantic generating the schema of the request union). Built once here; `process` below
+# is the SDK's own dispatch otherwise (tests/test_agent_store.py compares the two).
+_REQUEST = TypeAdapter[ChatKitReq](ChatKitReq)
 _FAILED = "The assistant could not answer just now. Please try again."
 _RATE = "The assistant is busy. Please try again in a moment."
 
@@ -91,6 +102,14 @@ class AgentServer(ChatKitServer[TurnContext]):
         self._model = model
         self._before_call = before_call  # outbound smoothing
         self._after_call = after_call  # usage → budgets and metrics; outcome → metrics
+
+    async def process(
+        self, request: str | bytes | bytearray, context: TurnContext
+    ) -> StreamingResult | NonStreamingResult:
+        parsed = _REQUEST.validate_json(request)
+        if is_streaming_req(parsed):
+            return StreamingResult(self._process_streaming(parsed, context))
+        return NonStreamingResult(await self._process_non_streaming(parsed, context))
 
     async def respond(
         self,

@@ -101,7 +101,16 @@ def open_engine(url: str, *, timeout: float, pool_size: int) -> AsyncEngine:
         path = target.removeprefix("sqlite+aiosqlite:///")
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(target, connect_args={"timeout": timeout})
+        # One connection: SQLite runs one writer at a time anyway, and several connections
+        # in transactions fail each other with "database is locked" under load instead
+        # of queueing; one connection queues them in the pool, in order.
+        engine = create_async_engine(
+            target,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=timeout,
+            connect_args={"timeout": timeout},
+        )
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
@@ -283,14 +292,16 @@ class SqlStore(Store[TurnContext], AttachmentStore[TurnContext]):
         limit = max(1, min(limit, MAX_PAGE))
 
         async def work(conn: AsyncConnection) -> list[str]:
-            await self._owned(conn, thread_id, context.user)
             mine = (items.c.thread_id == thread_id, items.c.user_id == context.user)
             q = sa.select(items.c.data).where(*mine)
             if after is not None:
                 seq = sa.select(items.c.seq).where(*mine, items.c.id == after).scalar_subquery()
                 q = q.where(items.c.seq < seq if desc else items.c.seq > seq)
             q = q.order_by(items.c.seq.desc() if desc else items.c.seq.asc()).limit(limit + 1)
-            return list((await conn.execute(q)).scalars())
+            found = list((await conn.execute(q)).scalars())
+            if not found:  # items carry their user: only an empty page asks whose thread
+                await self._owned(conn, thread_id, context.user)
+            return found
 
         rows = await self._run(context, work)
         data = [_ITEM.validate_json(r) for r in rows[:limit]]
@@ -298,26 +309,38 @@ class SqlStore(Store[TurnContext], AttachmentStore[TurnContext]):
         return Page(data=data, has_more=more, after=data[-1].id if more and data else None)
 
     async def add_thread_item(self, thread_id: str, item: ThreadItem, context: TurnContext) -> None:
-        await self.save_item(thread_id, item, context)
+        await self._write_item(thread_id, item, context, new=True)
 
     async def save_item(self, thread_id: str, item: ThreadItem, context: TurnContext) -> None:
+        await self._write_item(thread_id, item, context, new=False)
+
+    async def _write_item(
+        self, thread_id: str, item: ThreadItem, context: TurnContext, *, new: bool
+    ) -> None:
+        """Two statements for a new item: touching the thread (which proves it is the
+        user's, and keeps it from the retention sweep) and the insert."""
         data = item.model_dump_json()
 
         async def work(conn: AsyncConnection) -> None:
-            await self._owned(conn, thread_id, context.user)
-            done = await conn.execute(
-                items.update()
-                .where(items.c.thread_id == thread_id, items.c.id == item.id)
-                .values(data=data)
+            touched = await conn.execute(
+                threads.update()
+                .where(threads.c.id == thread_id, threads.c.user_id == context.user)
+                .values(updated_at=_now())
             )
-            if done.rowcount == 0:
-                await conn.execute(
-                    items.insert().values(
-                        id=item.id, thread_id=thread_id, user_id=context.user, data=data
-                    )
+            if touched.rowcount == 0:
+                raise NotFoundError(f"Thread {thread_id} not found")
+            if not new:
+                done = await conn.execute(
+                    items.update()
+                    .where(items.c.thread_id == thread_id, items.c.id == item.id)
+                    .values(data=data)
                 )
+                if done.rowcount:
+                    return
             await conn.execute(
-                threads.update().where(threads.c.id == thread_id).values(updated_at=_now())
+                items.insert().values(
+                    id=item.id, thread_id=thread_id, user_id=context.user, data=data
+                )
             )
 
         await self._run(context, work)
