@@ -1,0 +1,181 @@
+"""The thread store's tables, engines and migrations, and the transaction every store
+call runs in (SQLite through aiosqlite, PostgreSQL through asyncpg)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from chatkit.store import NotFoundError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..errors import Unavailable
+from .context import TurnContext
+
+log = logging.getLogger("gateway.agent.store")
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+meta = sa.MetaData()
+_SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # sqlite: rowid autoincrement
+threads = sa.Table(
+    "ckgw_threads",
+    meta,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("updated_at", sa.DateTime(), nullable=False),
+    sa.Column("data", sa.Text(), nullable=False),
+    sa.Index("ckgw_threads_user", "user_id", "created_at"),
+    sa.Index("ckgw_threads_updated", "updated_at"),
+)
+items = sa.Table(
+    "ckgw_items",
+    meta,
+    sa.Column("seq", _SEQ, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(128), nullable=False),
+    sa.Column("thread_id", sa.String(128), nullable=False),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("data", sa.Text(), nullable=False),
+    sa.UniqueConstraint("thread_id", "id", name="ckgw_items_thread_item"),
+)
+attachments = sa.Table(
+    "ckgw_attachments",
+    meta,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("thread_id", sa.String(128), nullable=True),
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+    sa.Column("data", sa.Text(), nullable=False),
+    sa.Column("content", sa.LargeBinary(), nullable=True),  # null until uploaded
+    sa.Index("ckgw_attachments_user", "user_id"),
+    sa.Index("ckgw_attachments_thread", "thread_id"),
+)
+schema = sa.Table(
+    "ckgw_schema",
+    meta,
+    sa.Column("version", sa.Integer(), primary_key=True),
+    sa.Column("applied_at", sa.DateTime(), nullable=False),
+)
+
+
+class StoreUnavailable(Unavailable):
+    message = "Thread store unavailable"
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The policy's `sqlite:///…` / `postgresql://…` with the async driver named."""
+    scheme, rest = url.split(":", 1)
+    if scheme.lower() == "sqlite":
+        return "sqlite+aiosqlite:" + rest
+    return "postgresql+asyncpg:" + rest
+
+
+def open_engine(url: str, *, timeout: float, pool_size: int) -> AsyncEngine:
+    target = sqlalchemy_url(url)
+    if target.startswith("sqlite"):
+        path = target.removeprefix("sqlite+aiosqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection: SQLite runs one writer at a time anyway, and several connections
+        # in transactions fail each other with "database is locked" under load instead
+        # of queueing; one connection queues them in the pool, in order.
+        engine = create_async_engine(
+            target,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=timeout,
+            connect_args={"timeout": timeout},
+        )
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        target,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,  # a restarted PostgreSQL: stale connections replaced, not failed
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout, "command_timeout": timeout},
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    """WAL: readers do not wait for the writer, so concurrent conversations do not queue
+    behind each other's saves (and a busy database is not mistaken for a down one)."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Create the tables, or refuse a database written by a newer gateway."""
+    async with engine.begin() as conn:
+        await conn.run_sync(meta.create_all)
+        found = (await conn.execute(sa.select(sa.func.max(schema.c.version)))).scalar()
+        if found is None:
+            await conn.execute(schema.insert().values(version=SCHEMA_VERSION, applied_at=_now()))
+        elif found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the thread store has schema version {found}; this gateway knows "
+                f"{SCHEMA_VERSION}: run the newer gateway, or another database"
+            )
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+_DOWN = (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError)
+
+
+class Transactions:
+    """One database's transactions: each within a timeout; a database that does not answer
+    becomes StoreUnavailable (503), counted by `on_error`."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        timeout: float,
+        on_error: Callable[[TurnContext | None], None],
+    ) -> None:
+        self.engine = engine
+        self._timeout = timeout
+        self._on_error = on_error
+        self.healthy = True
+        self.upload_url: Callable[[str, TurnContext], str] | None = None
+
+    @asynccontextmanager
+    async def _tx(self, context: TurnContext | None) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with asyncio.timeout(self._timeout), self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise NotFoundError("conflicting id") from None  # a race on one id: not down
+        except _DOWN as exc:
+            self.healthy = False
+            self._on_error(context)
+            log.warning("thread store unavailable: %s", type(exc).__name__)
+            raise StoreUnavailable() from None
+        self.healthy = True
+
+    async def _run(
+        self, context: TurnContext | None, work: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        async with self._tx(context) as conn:
+            return await work(conn)
+
+    async def ping(self) -> bool:
+        try:
+            await self._run(None, lambda c: c.execute(sa.text("SELECT 1")))
+        except StoreUnavailable:
+            return False
+        return True
