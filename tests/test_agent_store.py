@@ -224,7 +224,7 @@ async def test_the_servers_process_is_the_sdks_with_its_parser_built_once(agent:
 async def _owner_of(thread: str, store: Any) -> str:
     import sqlalchemy as sa
 
-    from gateway.agent.store import threads
+    from gateway.agent.store_schema import threads
 
     async with store.engine.connect() as conn:
         found = await conn.execute(sa.select(threads.c.user_id).where(threads.c.id == thread))
