@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from chatkit.store import NotFoundError
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from ..errors import Unavailable
 from .context import TurnContext
@@ -89,6 +90,7 @@ def open_engine(url: str, *, timeout: float, pool_size: int) -> AsyncEngine:
         # of queueing; one connection queues them in the pool, in order.
         engine = create_async_engine(
             target,
+            poolclass=AsyncAdaptedQueuePool,  # SQLAlchemy 2.0 defaults to none for SQLite
             pool_size=1,
             max_overflow=0,
             pool_timeout=timeout,
