@@ -17,8 +17,12 @@ got every delta of the answer. Per server and concurrency C:
   over the phase / the SSE events the clients received;
 - RSS per open conversation: the server's RSS at the moment all C conversations are
   streaming (each has its first delta, none has finished) minus its RSS just before,
-  / C (at C=1: the median over the phase's conversations).
-C=1: `--sequential` conversations one after another; C=200: all opened at once.
+  / C (at C=1: the median over the phase's conversations, sampled mid-answer).
+C=1: `--sequential` conversations one after another; C=200: all opened at once, their
+deltas after the first `--burst-pace` apart (the upstream's `pace:`), so that all are still
+open when the last one's first delta arrives; the first delta comes as at C=1.
+The sample stack's uvicorn uses httptools when it is installed (the samples'
+`uvicorn[standard]`), else h11: `--sample-http` chooses, the report says which ran.
 Results: bench/results/agent_bench.json and a Markdown table on stdout.
 """
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import itertools
 import json
 import os
@@ -57,8 +62,8 @@ server:
   host: 127.0.0.1
   port: {port}
   shutdown_grace_seconds: 0
-  max_connections: 100000
-  max_connections_per_client: 100000
+  max_connections: 10000
+  max_connections_per_client: 10000
 upstream:
   base_url: http://127.0.0.1:{upstream}/v1
   api_key: {api_key}
@@ -114,6 +119,7 @@ class Phase:
     upstream_ttfd_ms_p50: float
     cpu_seconds: float
     cpu_us_per_event: float | None
+    cpu_ms_per_conversation: float
     rss_idle_kib: int
     rss_open_kib: int
     rss_kib_per_conversation: float
@@ -136,15 +142,19 @@ class Client:
         self.streaming = 0  # conversations with their first delta and not finished
 
     async def converse(
-        self, label: str, on_delta: Callable[[Conversation], None] | None = None
+        self,
+        label: str,
+        on_delta: Callable[[Conversation], None] | None = None,
+        pace_ms: int | None = None,
     ) -> Conversation:
         n = next(self.tags)
         conv = Conversation(tag=f"ckb-{label}-{n:06d}")
+        text = f"Hello, {conv.tag}" + (f" pace:{pace_ms}" if pace_ms else "")
         body = {
             "type": "threads.create",
             "params": {
                 "input": {
-                    "content": [{"type": "input_text", "text": f"Hello, {conv.tag}"}],
+                    "content": [{"type": "input_text", "text": text}],
                     "attachments": [],
                     "inference_options": {},
                 }
@@ -201,6 +211,7 @@ async def run_phase(
     rnd: int,
     concurrency: int,
     sequential: int,
+    pace_ms: int,
 ) -> Phase:
     await asyncio.sleep(0.5)  # settle after the warm-up / the previous phase
     label = f"{target}-r{rnd}-c{concurrency}"
@@ -242,7 +253,8 @@ async def run_phase(
                 await asyncio.sleep(0.005)
 
         tasks = [
-            asyncio.create_task(client.converse(label, all_streaming)) for _ in range(concurrency)
+            asyncio.create_task(client.converse(label, all_streaming, pace_ms))
+            for _ in range(concurrency)
         ]
         watcher = asyncio.create_task(peak_watch())
         convs = list(await asyncio.gather(*tasks))
@@ -282,6 +294,7 @@ async def run_phase(
         ),
         cpu_seconds=round(cpu1 - cpu0, 4),
         cpu_us_per_event=round((cpu1 - cpu0) / events * 1e6, 2) if events else None,
+        cpu_ms_per_conversation=round((cpu1 - cpu0) / len(convs) * 1e3, 2) if convs else 0.0,
         rss_idle_kib=rss_idle_all[0] if rss_idle_all else 0,
         rss_open_kib=rss_open_all[0] if rss_open_all else 0,
         rss_kib_per_conversation=round(rss_per, 2),
@@ -291,7 +304,16 @@ async def run_phase(
     )
 
 
-def start_server(target: str, port: int, upstream_port: int, tmp: Path) -> subprocess.Popen[bytes]:
+def sample_http(choice: str) -> str:
+    """What uvicorn's `http` setting comes to in the sample stack's process."""
+    if choice != "auto":
+        return choice
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def start_server(
+    target: str, port: int, upstream_port: int, tmp: Path, http: str = "auto"
+) -> subprocess.Popen[bytes]:
     if target == "gateway":
         policy = tmp / "gateway.yaml"
         policy.write_text(
@@ -306,7 +328,8 @@ def start_server(target: str, port: int, upstream_port: int, tmp: Path) -> subpr
         cmd = [GATEWAY, "serve", "--config", str(policy)]
     else:
         up = f"http://127.0.0.1:{upstream_port}/v1"
-        cmd = [PY, "-m", "bench.agent_sample_stack", str(port), up, "--api-key", API_KEY]
+        cmd = [PY, "-m", "bench.agent_sample_stack", str(port), up, "--api-key", API_KEY,
+               "--http", http]  # fmt: skip
     return subprocess.Popen(
         ["taskset", "-c", SERVER_CORE, *cmd],
         stdout=subprocess.DEVNULL,
@@ -339,13 +362,13 @@ async def one_server(
     upstream = f"http://127.0.0.1:{upstream_port}"
     chunks = answer_chunks(args.deltas)
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start_server(target, port, upstream_port, Path(tmp))
+        proc = start_server(target, port, upstream_port, Path(tmp), args.sample_http)
         try:
             base = f"http://127.0.0.1:{port}"
             wait_ready(base + ("/healthz" if target == "gateway" else "/"), timeout=60)
             url = base + ("/chatkit/assistant" if target == "gateway" else "/chatkit")
             connector = aiohttp.TCPConnector(limit=0)
-            timeout = aiohttp.ClientTimeout(total=120)
+            timeout = aiohttp.ClientTimeout(total=90)
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
                 client = Client(session, url, chunks)
                 for _ in range(2):  # warm-up: imports, pools, first-request paths
@@ -355,7 +378,7 @@ async def one_server(
                 for concurrency in args.concurrency:
                     phase = await run_phase(
                         client, session, upstream, proc.pid, target, rnd, concurrency,
-                        args.sequential,
+                        args.sequential, round(args.burst_pace * 1000),
                     )  # fmt: skip
                     if target == "gateway":
                         phase.extra["metrics"] = await gateway_evidence(session, base)
@@ -397,6 +420,7 @@ def summarise(phases: list[Phase]) -> dict[str, dict[str, dict[str, Any]]]:
                 "upstream_ttfd_ms_p50": statistics.median(p.upstream_ttfd_ms_p50 for p in mine),
                 "cpu_us_per_event": cpu / events * 1e6 if events else None,
                 "cpu_us_per_event_rounds": [p.cpu_us_per_event for p in mine],
+                "cpu_ms_per_conversation": cpu * 1e3 / max(1, sum(p.conversations for p in mine)),
                 "rss_kib_per_conversation": statistics.median(
                     p.rss_kib_per_conversation for p in mine
                 ),
@@ -424,11 +448,13 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], args: argparse.Names
         ("added time to first text delta, p50 (ms)", "added_ttfd_ms_p50", ".2f"),
         ("added time to first text delta, p90 (ms)", "added_ttfd_ms_p90", ".2f"),
         ("CPU per streamed event (µs)", "cpu_us_per_event", ".0f"),
+        ("CPU per conversation (ms)", "cpu_ms_per_conversation", ".1f"),
         ("RSS per open conversation (KiB)", "rss_kib_per_conversation", ".0f"),
     ]
     lines = [
         f"Machine: {machine()}; upstream: {args.deltas} deltas, {args.delay * 1e3:.0f} ms "
-        f"before each; {args.rounds} rounds.",
+        f"before each (at {max(args.concurrency)}: {args.burst_pace * 1e3:.0f} ms after the "
+        f"first); {args.rounds} rounds; sample stack's uvicorn on {sample_http(args.sample_http)}.",
         "",
         "| conversations | measure | gateway | sample stack | gateway / sample |",
         "| ---: | --- | ---: | ---: | ---: |",
@@ -464,9 +490,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 200])
-    parser.add_argument("--sequential", type=int, default=6, help="conversations at C=1")
+    parser.add_argument("--sequential", type=int, default=5, help="conversations at C=1")
     parser.add_argument("--deltas", type=int, default=20)
     parser.add_argument("--delay", type=float, default=0.05, help="seconds before each delta")
+    parser.add_argument(
+        "--burst-pace", type=float, default=0.6,
+        help="seconds between the deltas after the first, when C > 1",
+    )  # fmt: skip
+    parser.add_argument("--sample-http", default="auto", choices=["auto", "h11", "httptools"])
     parser.add_argument("--quick", action="store_true", help="1 round: a smoke run")
     args = parser.parse_args()
     if args.quick:
@@ -491,6 +522,7 @@ def main() -> None:
         "machine": machine(),
         "command": "python -m bench.agent_bench " + " ".join(sys.argv[1:]),
         "settings": {k: v for k, v in vars(args).items() if k != "quick"},
+        "sample_http": sample_http(args.sample_http),
         "seconds": round(time.perf_counter() - started, 1),
         "summary": summary,
         "phases": [asdict(p) for p in phases],

@@ -4,7 +4,9 @@ Run: python -m bench.agent_upstream PORT [--deltas N] [--delay SECONDS] [--api-k
 
 `POST /v1/responses` (streaming only) answers `event: <type>\\ndata: <json>\\n\\n` for each of
 response.created, output_item.added (a message), content_part.added, N output_text.delta
-(`--delay` seconds before each), output_text.done, content_part.done, output_item.done and
+(`--delay` seconds before each; a request whose body has `pace:<ms>` gets the deltas
+after the first that many ms apart, so a burst of conversations can be held open without
+changing how the first delta comes), output_text.done, content_part.done, output_item.done and
 response.completed with usage. Every event is an instance of the `openai` SDK's own types
 (`openai.types.responses`), so what the servers under test parse is what OpenAI sends.
 
@@ -49,6 +51,7 @@ from bench.common import use_uvloop
 from gateway.gc_tuning import tune_gc
 
 TAG = re.compile(rb"ckb-[A-Za-z0-9-]{4,64}")
+PACE = re.compile(rb"pace:([0-9]{1,6})")
 WORDS = ("lorem ", "ipsum ", "dolor ", "sit ", "amet ", "consectetur ", "adipiscing ", "elit ")
 API_KEY = "sk-bench-not-a-real-key"
 
@@ -103,6 +106,8 @@ class Upstream:
             raise web.HTTPBadRequest(text="this fake only streams")
         found = TAG.search(raw)
         tag = found.group().decode() if found else f"untagged-{self.requests}"
+        paced = PACE.search(raw)
+        later = int(paced.group(1)) / 1000 if paced else self.delay
         model = str(body.get("model", "gpt-5-mini"))
         self.requests += 1
         n = next(self.ids)
@@ -154,7 +159,7 @@ class Upstream:
             ]
             await response.write(b"".join(sse(e) for e in head))
             for i, chunk in enumerate(self.chunks):
-                await asyncio.sleep(self.delay)
+                await asyncio.sleep(self.delay if i == 0 else later)
                 delta = ResponseTextDeltaEvent(
                     type="response.output_text.delta",
                     sequence_number=next(seq),
