@@ -393,3 +393,24 @@ async def test_a_reload_changes_the_agent_and_keeps_the_threads(
     request = model.requests[-1]
     assert (request.model, request.instructions) == ("gpt-5", "Newer instructions.")
     assert "before the reload" in json.dumps(request.input_items)
+
+
+async def test_a_visitor_who_leaves_mid_answer_is_still_charged(
+    agent: Any, model: FakeResponses
+) -> None:
+    model.script(Script(text="a long answer never finished", hang_after=1))
+    model.default = Script(text="ok", input_tokens=1, output_tokens=1)
+    client, metrics = await agent(token_budgets=[{"key": "user", "tokens": 20, "per": "1d"}])
+    held = await chat(client, create("question " * 20))
+    async for event in sse_events(held):
+        if event["type"] == "thread.item.updated":
+            break
+    held.close()  # no usage will come: the turn is charged its estimated input
+    await asyncio.wait_for(model.disconnected.wait(), 5)
+    for _ in range(100):
+        if sample(metrics, "chatkit_gateway_open_streams", route="assistant") == 0:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)  # the charge follows the stream's close in the same cleanup
+    again = await chat(client, create("again"))
+    assert again.status == 429

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -124,6 +125,7 @@ class AgentServer(ChatKitServer[TurnContext]):
         history = await AttachmentConverter(self.sql, context).to_agent_input(
             list(reversed(recent.data))
         )
+        context.estimated_input = len(json.dumps(history, default=str)) // 4
         agent = Agent[AgentContext[TurnContext]](
             name=spec.name,
             instructions=spec.instructions,

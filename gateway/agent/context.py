@@ -22,3 +22,6 @@ class TurnContext:
     attachments: AttachmentsConfig | None = None
     url_key: bytes = dataclasses.field(default=b"", repr=False)  # signs upload URLs
     usage: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (in, out)
+    # What a turn is charged when the model reports no usage (the visitor left, the call
+    # failed): the input's size in tokens, roughly (4 bytes each).
+    estimated_input: int = 0

@@ -121,7 +121,10 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     finally:
         open_streams.dec()
         proxy.release_stream(stream_key)
-        if budgets and (spent := sum(i + o for i, o in context.usage)):
+        # Usage as OpenAI reported it; a turn that ended without it (the visitor left
+        # mid-answer, the call failed) is charged its input's estimated size instead.
+        spent = sum(i + o for i, o in context.usage) or context.estimated_input
+        if budgets and spent:
             await runtime.budgets.charge(budgets, spent)
 
 
