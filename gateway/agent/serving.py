@@ -30,7 +30,13 @@ from ..metrics import METRICS, chatkit_type_label
 from ..policy import UserIdSource, whole_seconds
 from ..request_body import parse_object, read_capped
 from ..requestinfo import INFO, RequestInfo
-from ..upstream.stream import PROXY
+from ..upstream.stream import (
+    PROXY,
+    stream_key,
+    too_many_streams,
+    too_many_uploads,
+    upload_key,
+)
 from .attachment_policy import BELOW
 from .attachments import handle_attachment, signed_user
 from .config import AgentRouteData, AgentRoutePolicy, BudgetKey
@@ -55,7 +61,6 @@ SERVED = frozenset(
     }
 )
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_STREAM_RETRY_AFTER = "5"
 _MAX_ATTACHMENTS = 10
 _UPLOADS_PER_CLIENT = 4  # uploads one client may have in flight (each up to max_bytes held)
 
@@ -85,9 +90,9 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     user = _user(request, route, data, info)
     streaming = kind in CHATKIT_STREAMING_TYPES
     proxy = request.app[PROXY]
-    stream_key = f"{route.name}\x00{info.client_ip}"
-    if streaming and proxy.streams_full(stream_key, route.max_streams_per_client):
-        raise _too_many_streams(request, route.name)
+    streams = stream_key(route.name, info.client_ip)
+    if streaming and proxy.streams_full(streams, route.max_streams_per_client):
+        raise too_many_streams(request, route.name)
     await spend_limits(request, info, compiled, typed=True, earlier=earlier)
     runtime = request.app[AGENTS]
     budgets = _budgets(route, user, info)
@@ -112,15 +117,15 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
         raise BadRequest("Not a valid ChatKit request") from None
     if isinstance(result, NonStreamingResult):
         return web.Response(body=result.json, content_type="application/json")
-    if not proxy.take_stream(stream_key, route.max_streams_per_client):
-        raise _too_many_streams(request, route.name)
+    if not proxy.take_stream(streams, route.max_streams_per_client):
+        raise too_many_streams(request, route.name)
     open_streams = request.app[METRICS].open_streams.labels(route.name)
     open_streams.inc()
     try:
         return await _stream(request, route, result)
     finally:
         open_streams.dec()
-        proxy.release_stream(stream_key)
+        proxy.release_stream(streams)
         # Usage as OpenAI reported it; a turn that ended without it (the visitor left
         # mid-answer, the call failed) is charged its input's estimated size instead.
         spent = sum(i + o for i, o in context.usage) or context.estimated_input
@@ -196,10 +201,9 @@ async def _attachment(
     store = await request.app[AGENTS].store_for(route)
     context = _context(request, route, data, info, user)
     proxy = request.app[PROXY]
-    key = f"{route.name}\x00upload\x00{info.client_ip}"
+    key = upload_key(route.name, info.client_ip)
     if request.method == "POST" and not proxy.take_stream(key, _UPLOADS_PER_CLIENT):
-        request.app[METRICS].rate_limited.labels(route.name, "uploads").inc()
-        raise RateLimited("Too many uploads at once", headers={"Retry-After": "5"})
+        raise too_many_uploads(request, route.name)
     try:
         return await handle_attachment(request, store, config, context, attachment_id)
     finally:
@@ -255,8 +259,3 @@ def _context(
         attachments=route.attachments,
         url_key=data.url_key,
     )
-
-
-def _too_many_streams(request: web.Request, route_name: str) -> RateLimited:
-    request.app[METRICS].rate_limited.labels(route_name, "streams").inc()
-    return RateLimited("Too many open streams", headers={"Retry-After": _STREAM_RETRY_AFTER})

@@ -37,7 +37,7 @@ from pydantic.json_schema import WithJsonSchema
 
 from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
 from ..compiled_policy import CompiledRoute
-from ..errors import ClientClosed, NotFound, PayloadTooLarge, RateLimited, RequestTimeout
+from ..errors import ClientClosed, NotFound, PayloadTooLarge, RequestTimeout
 from ..http_fields import HOP_BY_HOP
 from ..identity import proxy_user_id, user_secret
 from ..limits.enforcement import spend_limits
@@ -54,12 +54,16 @@ from ..policy import (
 from ..policy.types import HEADER_NAME, Between, HttpUrl, at, strip
 from ..request_body import parse_object, read_capped
 from ..requestinfo import INFO, RequestInfo
-from ..upstream.stream import PROXY, relay
+from ..upstream.stream import (
+    PROXY,
+    relay,
+    stream_key,
+    too_many_streams,
+    too_many_uploads,
+    upload_key,
+)
 from .proxy_forwarding import forward_headers, upstream_url
 
-# Open streams end when an answer does (seconds to minutes): a short, honest guess.
-_STREAM_RETRY_AFTER = "5"
-_UPLOAD_RETRY_AFTER = "5"
 _CHUNK = 65536
 
 
@@ -171,9 +175,9 @@ class ChatKitProxyRoute(RouteBase):
         info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
         # Refused before the typed limits spend anything; the handler's check is binding.
         cap = self.max_streams_per_client
-        full = request.app[PROXY].streams_full(_stream_key(self.name, info), cap)
+        full = request.app[PROXY].streams_full(stream_key(self.name, info.client_ip), cap)
         if full and info.chatkit_type in CHATKIT_STREAMING_TYPES:
-            raise _too_many_streams(request, self.name)
+            raise too_many_streams(request, self.name)
         await spend_limits(request, info, compiled, typed=True, earlier=earlier)
         return await handle_proxy(request, url, body)
 
@@ -233,19 +237,6 @@ def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -
     )
 
 
-def _stream_key(route_name: str, info: RequestInfo) -> str:
-    return f"{route_name}\x00{info.client_ip}"
-
-
-def _upload_key(route_name: str, info: RequestInfo) -> str:
-    return f"{route_name}\x00upload\x00{info.client_ip}"
-
-
-def _too_many_streams(request: web.Request, route_name: str) -> RateLimited:
-    request.app[METRICS].rate_limited.labels(route_name, "streams").inc()
-    return RateLimited("Too many open streams", headers={"Retry-After": _STREAM_RETRY_AFTER})
-
-
 class _Overflow(Exception):
     """The upload went past max_body_bytes mid-stream (aborts the upstream request)."""
 
@@ -295,10 +286,9 @@ async def handle_upload(
         raise PayloadTooLarge()
     await spend_limits(request, info, compiled, typed=False)
     state = request.app[PROXY]
-    key = _upload_key(route.name, info)
+    key = upload_key(route.name, info.client_ip)
     if not state.take_stream(key, route.max_uploads_per_client):
-        request.app[METRICS].rate_limited.labels(route.name, "uploads").inc()
-        raise RateLimited("Too many uploads at once", headers={"Retry-After": _UPLOAD_RETRY_AFTER})
+        raise too_many_uploads(request, route.name)
     try:
         metrics = request.app[METRICS]
         metrics.chatkit_requests.labels(route.name, chatkit_type_label(None)).inc()
@@ -331,9 +321,9 @@ async def handle_proxy(request: web.Request, url: str, body: bytes) -> web.Strea
     if not streaming:
         metrics.chatkit_requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
         return await relay(request, info, url, headers, body, timeout, write_timeout)
-    key = _stream_key(route.name, info)
+    key = stream_key(route.name, info.client_ip)
     if not state.take_stream(key, route.max_streams_per_client):
-        raise _too_many_streams(request, route.name)
+        raise too_many_streams(request, route.name)
     metrics.chatkit_requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
     open_streams = metrics.open_streams.labels(route.name)
     open_streams.inc()

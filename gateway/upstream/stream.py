@@ -33,7 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..errors import UpstreamError, UpstreamTimeout
+from ..errors import RateLimited, UpstreamError, UpstreamTimeout
 from ..http_fields import HOP_BY_HOP
 from ..metrics import METRICS
 from ..requestinfo import RequestInfo
@@ -69,6 +69,29 @@ class ProxyState:
         count = self._streams.pop(key, 1) - 1
         if count > 0:
             self._streams[key] = count
+
+
+# Open streams and uploads end in seconds to minutes: a short, honest guess.
+_RETRY_AFTER = "5"
+
+
+def stream_key(route_name: str, client_ip: str) -> str:
+    """The counter of one client's open streams on one route (ChatKit proxy and agent)."""
+    return f"{route_name}\x00{client_ip}"
+
+
+def upload_key(route_name: str, client_ip: str) -> str:
+    return f"{route_name}\x00upload\x00{client_ip}"
+
+
+def too_many_streams(request: web.Request, route_name: str) -> RateLimited:
+    request.app[METRICS].rate_limited.labels(route_name, "streams").inc()
+    return RateLimited("Too many open streams", headers={"Retry-After": _RETRY_AFTER})
+
+
+def too_many_uploads(request: web.Request, route_name: str) -> RateLimited:
+    request.app[METRICS].rate_limited.labels(route_name, "uploads").inc()
+    return RateLimited("Too many uploads at once", headers={"Retry-After": _RETRY_AFTER})
 
 
 PROXY = web.AppKey("proxy", ProxyState)
