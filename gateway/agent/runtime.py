@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -21,10 +21,11 @@ from ..compiled_policy import ACTIVE_POLICY
 from ..limits.budgets import BudgetStorage, MemoryBudgets, RedisBudgets
 from ..metrics import METRICS, Metrics
 from ..policy import Backend, Policy, UpstreamConfig
+from ..upstream import UPSTREAM
+from ..upstream.openai import OpenAIClient
 from .config import KIND, AgentRouteData, AgentRoutePolicy
 
 if TYPE_CHECKING:
-    from aiolimiter import AsyncLimiter
     from openai import AsyncOpenAI
 
     from .chatkit_server import AgentServer
@@ -37,15 +38,22 @@ _CONNECT_SECONDS = 10.0
 
 
 class AgentRuntime:
-    def __init__(self, policy: Policy, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        metrics: Metrics,
+        smooth: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._metrics = metrics
+        # upstream.max_rate, shared with the token routes (OpenAIClient.smooth); None with
+        # the stub upstream.
+        self._smooth_upstream = smooth
         self._stub = policy.stub_upstream
         self._stores: dict[str, SqlStore] = {}
         self._ready: dict[str, bool] = {}  # store URL → migrated
         self._lock = asyncio.Lock()
         self._servers: dict[str, tuple[AgentRoutePolicy, AgentRouteData, AgentServer]] = {}
         self._clients: dict[tuple[str, str, float], AsyncOpenAI] = {}
-        self._smoothing: tuple[object, AsyncLimiter | None] = (None, None)
         errors = metrics.limiter_backend_errors.labels(policy.limiter.backend.value)
         self.budgets: BudgetStorage = (
             RedisBudgets(policy.limiter, errors.inc)
@@ -129,7 +137,7 @@ class AgentRuntime:
             store,
             data.spec,
             self._model(data.spec.model, route, upstream),
-            before_call=self._smooth(upstream),
+            before_call=self._smooth,
             after_call=self._after_call,
         )
         self._servers[route.name] = (route, data, server)
@@ -155,21 +163,9 @@ class AgentRuntime:
             )
         return OpenAIResponsesModel(model=model, openai_client=client)
 
-    def _smooth(self, upstream: UpstreamConfig) -> Any:
-        """The outbound smoothing of token routes (`upstream.max_rate`), for model calls."""
-        rate = upstream.max_rate
-        if rate != self._smoothing[0]:
-            from aiolimiter import AsyncLimiter
-
-            limiter = AsyncLimiter(rate.requests, rate.per_seconds) if rate else None
-            self._smoothing = (rate, limiter)
-        limiter = self._smoothing[1]
-
-        async def before_call(context: TurnContext) -> None:
-            if limiter is not None:
-                await limiter.acquire()
-
-        return before_call
+    async def _smooth(self, context: TurnContext) -> None:
+        if self._smooth_upstream is not None:
+            await self._smooth_upstream()
 
     def _after_call(
         self, context: TurnContext, outcome: str, seconds: float, tokens_in: int, tokens_out: int
@@ -225,7 +221,9 @@ def agent_routes(policy: Policy) -> list[AgentRoutePolicy]:
 async def agent_context(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the runtime, its stores opened (and migrated) at start, the sweep."""
     policy = app[ACTIVE_POLICY].current.policy
-    runtime = AgentRuntime(policy, app[METRICS])
+    upstream = app.get(UPSTREAM)  # opened before this context (app.py)
+    smooth = upstream.smooth if isinstance(upstream, OpenAIClient) else None
+    runtime = AgentRuntime(policy, app[METRICS], smooth)
     app[AGENTS] = runtime
     await runtime.open_all(policy)
     await runtime.sweep_once(policy)

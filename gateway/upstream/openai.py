@@ -70,6 +70,12 @@ class OpenAIClient:
             self._limiter = _limiter_for(config)
         self._apply(config)
 
+    async def smooth(self) -> None:
+        """Wait for a slot of `upstream.max_rate`: every call toward OpenAI takes one, the
+        agent routes' model calls too, so the policy's rate holds for all of them."""
+        if self._limiter is not None:
+            await self._limiter.acquire()
+
     def _apply(self, config: UpstreamConfig) -> None:
         """What every call reuses, built once per policy rather than per request."""
         self._config = config
@@ -123,8 +129,7 @@ class OpenAIClient:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            if self._limiter is not None:
-                await self._limiter.acquire()
+            await self.smooth()
             async with self._session.post(url, json=body, headers=headers, timeout=timeout) as r:
                 info.upstream_status = r.status
                 if r.status == 200:
