@@ -77,7 +77,7 @@ routes:
     kind: chatkit_agent
     allowed_origins: [{origin}]
     agent:
-      model: gpt-5-mini
+      model: gpt-6.1-terra
       instructions: You are the assistant of this site. Answer briefly.
       history_items: 30
     store:

@@ -41,7 +41,7 @@ from openai import AsyncOpenAI
 
 from bench.agent_upstream import API_KEY
 
-MODEL = "gpt-5-mini"
+MODEL = "gpt-6.1-terra"
 INSTRUCTIONS = "You are the assistant of this site. Answer briefly."
 HISTORY_ITEMS = 30  # the gateway's default `history_items`
 

@@ -108,7 +108,7 @@ class Upstream:
         tag = found.group().decode() if found else f"untagged-{self.requests}"
         paced = PACE.search(raw)
         later = int(paced.group(1)) / 1000 if paced else self.delay
-        model = str(body.get("model", "gpt-5-mini"))
+        model = str(body.get("model", "gpt-6.1-terra"))
         self.requests += 1
         n = next(self.ids)
         rid, mid = f"resp_bench{n:08d}", f"msg_bench{n:08d}"

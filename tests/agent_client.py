@@ -27,7 +27,7 @@ def agent_route(store_url: str, **overrides: Any) -> dict[str, Any]:
         "kind": "chatkit_agent",
         "allowed_origins": [ALLOWED],
         "agent": {
-            "model": "gpt-5-mini",
+            "model": "gpt-6.1-terra",
             "instructions": "You answer questions about example.org.",
             "tools": [{"type": "file_search", "vector_store_ids": ["vs_abc123"]}],
         },

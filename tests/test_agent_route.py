@@ -75,7 +75,7 @@ async def test_the_model_gets_the_policy_agent_and_the_thread_history(
     model.script(Script(text="Second answer.", input_tokens=20, output_tokens=4))
     client, metrics = await agent(
         agent={
-            "model": "gpt-5-mini",
+            "model": "gpt-6.1-terra",
             "instructions": "Cite example.org.",
             "tools": [
                 {"type": "file_search", "vector_store_ids": ["vs_abc123"], "max_num_results": 8},
@@ -94,7 +94,7 @@ async def test_the_model_gets_the_policy_agent_and_the_thread_history(
     assert text_of(second) == "Second answer."
     request = model.requests[-1]
     assert request.api_key == TEST_KEY
-    assert request.model == "gpt-5-mini"
+    assert request.model == "gpt-6.1-terra"
     assert request.instructions == "Cite example.org."
     tools = {t["type"]: t for t in request.tools}
     assert tools["file_search"]["vector_store_ids"] == ["vs_abc123"]
@@ -118,7 +118,7 @@ async def test_the_model_gets_the_policy_agent_and_the_thread_history(
 
 
 async def test_history_items_bounds_what_each_turn_sends(agent: Any, model: FakeResponses) -> None:
-    client, _ = await agent(agent={"model": "gpt-5-mini", "instructions": "x", "history_items": 2})
+    client, _ = await agent(agent={"model": "gpt-6.1-terra", "instructions": "x", "history_items": 2})
     thread = thread_id_of(await events_of(await chat(client, create("question one"))))
     await events_of(await chat(client, add(thread, "question two")))
     sent = json.dumps(model.requests[-1].input_items)
@@ -336,7 +336,7 @@ async def test_instructions_from_a_file_reach_the_model(
 ) -> None:
     prompt = tmp_path / "assistant.md"
     prompt.write_text("You answer from the handbook.\n")
-    client, _ = await agent(agent={"model": "gpt-5-mini", "instructions_file": str(prompt)})
+    client, _ = await agent(agent={"model": "gpt-6.1-terra", "instructions_file": str(prompt)})
     await events_of(await chat(client, create("hi")))
     assert model.requests[-1].instructions == "You answer from the handbook.\n"
 
@@ -386,12 +386,12 @@ async def test_a_reload_changes_the_agent_and_keeps_the_threads(
     thread = thread_id_of(await events_of(await chat(client, create("before the reload"))))
     newer = agent_policy(
         f"sqlite:///{tmp_path / 'threads.db'}", base_url=model.base_url,
-        agent={"model": "gpt-5", "instructions": "Newer instructions."},
+        agent={"model": "gpt-6.1", "instructions": "Newer instructions."},
     )  # fmt: skip
     assert apply_policy(client.server.app, newer) == ["route assistant changed"]
     await events_of(await chat(client, add(thread, "after the reload")))
     request = model.requests[-1]
-    assert (request.model, request.instructions) == ("gpt-5", "Newer instructions.")
+    assert (request.model, request.instructions) == ("gpt-6.1", "Newer instructions.")
     assert "before the reload" in json.dumps(request.input_items)
 
 

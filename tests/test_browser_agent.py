@@ -108,7 +108,7 @@ def agent_route(name: str, path: str, origin: str, store: str, **overrides: Any)
         "path": path,
         "kind": "chatkit_agent",
         "allowed_origins": [origin],
-        "agent": {"model": "gpt-5-mini", "instructions": "Answer briefly and cite sources."},
+        "agent": {"model": "gpt-6.1-terra", "instructions": "Answer briefly and cite sources."},
         "store": {"url": store},
         "rate_limits": [{"key": "client_ip", "requests": 1000, "per": "1h"}],
     }

@@ -85,7 +85,7 @@ async def client(fake: FakeResponses) -> AsyncIterator[AsyncOpenAI]:
 
 
 async def collect(client: AsyncOpenAI, **kw: Any) -> list[ResponseStreamEvent]:
-    kw.setdefault("model", "gpt-5-mini")
+    kw.setdefault("model", "gpt-6.1-terra")
     kw.setdefault("input", "What are the opening hours?")
     stream = await client.responses.create(stream=True, **kw)
     return [event async for event in stream]
@@ -121,7 +121,7 @@ async def test_text_streams_as_typed_events_with_usage(
     assert response.id.startswith("resp_") and response.id == fake.requests[0].response_id
     assert response.status == "completed"
     assert response.output_text == "Nine to five."
-    assert response.model == "gpt-5-mini"
+    assert response.model == "gpt-6.1-terra"
     assert response.instructions == "Be brief."
     assert response.usage is not None
     assert (response.usage.input_tokens, response.usage.output_tokens) == (12, 4)
@@ -134,7 +134,7 @@ async def test_text_streams_as_typed_events_with_usage(
 
 async def test_deltas_arrive_incrementally(fake: FakeResponses, client: AsyncOpenAI) -> None:
     fake.script(Script(text="one two three four", delay=0.1))
-    stream = await client.responses.create(model="gpt-5-mini", input="count", stream=True)
+    stream = await client.responses.create(model="gpt-6.1-terra", input="count", stream=True)
     arrivals: list[float] = []
     async for event in stream:
         if event.type == "response.output_text.delta":
@@ -161,7 +161,7 @@ async def test_wire_format_is_server_sent_events(fake: FakeResponses) -> None:
     async with aiohttp.ClientSession() as http:
         resp = await http.post(
             f"{fake.base_url}/responses",
-            json={"model": "gpt-5-mini", "input": "hi", "stream": True},
+            json={"model": "gpt-6.1-terra", "input": "hi", "stream": True},
             headers={"Authorization": f"Bearer {KEY}"},
         )
         body = await resp.text()
@@ -341,7 +341,7 @@ async def test_non_streamed_create_echoes_the_request(
 ) -> None:
     fake.script(Script(text="Done.", input_tokens=30, output_tokens=2))
     response = await client.responses.create(
-        model="gpt-5-mini",
+        model="gpt-6.1-terra",
         instructions="You are terse.",
         input=[{"role": "user", "content": "hi"}],
         tools=[FILE_SEARCH],
@@ -353,7 +353,7 @@ async def test_non_streamed_create_echoes_the_request(
     assert isinstance(response, Response)
     assert response.status == "completed"
     assert response.output_text == "Done."
-    assert response.model == "gpt-5-mini"
+    assert response.model == "gpt-6.1-terra"
     assert response.instructions == "You are terse."
     assert response.temperature == 0.2
     assert response.max_output_tokens == 64
@@ -370,7 +370,7 @@ async def test_non_streamed_create_echoes_the_request(
 async def test_stream_helper_gets_the_final_text(fake: FakeResponses, client: AsyncOpenAI) -> None:
     fake.script(Script(text="Final words here.", file_search=True))
     async with client.responses.stream(
-        model="gpt-5-mini", input="hi", tools=[FILE_SEARCH]
+        model="gpt-6.1-terra", input="hi", tools=[FILE_SEARCH]
     ) as stream:
         snapshots = [e.snapshot async for e in stream if e.type == "response.output_text.delta"]
         final = await stream.get_final_response()
@@ -407,7 +407,7 @@ async def test_records_headers_history_settings_and_attachments(
     assert sent.headers["authorization"] == f"Bearer {KEY}"
     assert KEY not in repr(sent) and "<masked>" in repr(sent)
     assert sent.path == "/v1/responses" and sent.stream
-    assert sent.model == "gpt-5-mini"
+    assert sent.model == "gpt-6.1-terra"
     assert sent.body["temperature"] == 0.5 and sent.body["max_output_tokens"] == 10
     assert len(sent.input_items) == 3
     assert [p["file_id"] for p in sent.content_parts("input_file")] == ["file-abc"]
@@ -496,7 +496,7 @@ async def test_fail_forever_and_custom_message(fake: FakeResponses, client: Asyn
     fake.default = Script(status=500, fail_times=None, error_message="upstream exploded")
     for _ in range(3):
         with pytest.raises(openai.InternalServerError, match="upstream exploded"):
-            await client.responses.create(model="gpt-5-mini", input="hi")
+            await client.responses.create(model="gpt-6.1-terra", input="hi")
 
 
 async def test_unknown_parameter_and_bad_tool_are_bad_requests(client: AsyncOpenAI) -> None:
@@ -514,7 +514,7 @@ async def test_die_mid_answer_is_a_connection_error(
 ) -> None:
     fake.script(Script(text="one two three four", die_after=2))
     seen: list[str] = []
-    stream = await client.responses.create(model="gpt-5-mini", input="hi", stream=True)
+    stream = await client.responses.create(model="gpt-6.1-terra", input="hi", stream=True)
     with pytest.raises(openai.APIConnectionError):
         async for event in stream:
             seen.append(event.type)
@@ -524,7 +524,7 @@ async def test_die_mid_answer_is_a_connection_error(
 
     fake.script(Script(die_after=0))
     with pytest.raises(openai.APIConnectionError):
-        await client.responses.create(model="gpt-5-mini", input="hi")
+        await client.responses.create(model="gpt-6.1-terra", input="hi")
 
 
 @pytest.mark.parametrize(
@@ -558,7 +558,7 @@ async def test_terminal_failures_in_the_stream(
 
 async def test_non_streamed_failed_response(fake: FakeResponses, client: AsyncOpenAI) -> None:
     fake.script(Script(text="", end="failed"))
-    response = await client.responses.create(model="gpt-5-mini", input="hi")
+    response = await client.responses.create(model="gpt-6.1-terra", input="hi")
     assert response.status == "failed"
     assert response.error is not None and response.error.code == "server_error"
     assert response.output == []
@@ -571,7 +571,7 @@ async def test_client_leaving_a_hung_stream_is_seen(
     fake: FakeResponses, client: AsyncOpenAI
 ) -> None:
     fake.script(Script(text="one two three", hang_after=1))
-    stream = await client.responses.create(model="gpt-5-mini", input="hi", stream=True)
+    stream = await client.responses.create(model="gpt-6.1-terra", input="hi", stream=True)
     async for event in stream:
         if event.type == "response.output_text.delta":
             break
@@ -587,7 +587,7 @@ async def test_cancelled_call_is_seen_as_disconnect(
     fake: FakeResponses, client: AsyncOpenAI
 ) -> None:
     fake.script(Script(hang_after=0))
-    task = asyncio.create_task(client.responses.create(model="gpt-5-mini", input="hi"))
+    task = asyncio.create_task(client.responses.create(model="gpt-6.1-terra", input="hi"))
     await fake.wait_for_requests(1)
     await asyncio.sleep(0.05)
     assert fake.requests[0].outcome == "hung"
@@ -602,7 +602,7 @@ async def test_latency_and_slow_search_can_be_left(fake: FakeResponses) -> None:
     fake.script(Script(file_search=FileSearch(delay=30)))
     sdk = make_client(fake, timeout=0.3)
     try:
-        stream = await sdk.responses.create(model="gpt-5-mini", input="hi", stream=True)
+        stream = await sdk.responses.create(model="gpt-6.1-terra", input="hi", stream=True)
         with pytest.raises(openai.APITimeoutError):
             async for _ in stream:
                 pass
@@ -617,7 +617,7 @@ async def test_close_does_not_wait_for_a_hung_request(fake: FakeResponses) -> No
     sdk = make_client(fake, timeout=0.2)
     try:
         with pytest.raises(openai.APITimeoutError):
-            await sdk.responses.create(model="gpt-5-mini", input="hi")
+            await sdk.responses.create(model="gpt-6.1-terra", input="hi")
     finally:
         await sdk.close()
     started = time.monotonic()
@@ -654,7 +654,7 @@ async def test_agents_sdk_streams_file_search_answer(fake: FakeResponses) -> Non
     agent = Agent(
         name="helper",
         instructions="Answer from the handbook.",
-        model=OpenAIResponsesModel(model="gpt-5-mini", openai_client=client),
+        model=OpenAIResponsesModel(model="gpt-6.1-terra", openai_client=client),
         tools=[FileSearchTool(vector_store_ids=["vs_1"], max_num_results=3)],
         model_settings=ModelSettings(
             temperature=0.3, max_tokens=200, reasoning=Reasoning(effort="low")
@@ -689,7 +689,7 @@ async def test_agents_sdk_streams_file_search_answer(fake: FakeResponses) -> Non
     assert usage.total_tokens == 45
 
     sent = fake.requests[0]
-    assert sent.model == "gpt-5-mini" and sent.stream
+    assert sent.model == "gpt-6.1-terra" and sent.stream
     assert sent.instructions == "Answer from the handbook."
     assert sent.tools == [
         {"type": "file_search", "vector_store_ids": ["vs_1"], "max_num_results": 3}

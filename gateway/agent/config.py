@@ -24,7 +24,7 @@ _MODEL = Annotated[
     str,
     BeforeValidator(strip),
     AfterValidator(lambda v: _bounded(v, 128, "a model name")),
-    WithJsonSchema({"type": "string", "examples": ["gpt-5-mini"]}),
+    WithJsonSchema({"type": "string", "examples": ["gpt-6.1-terra"]}),
 ]
 
 
