@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # System packages the tests drive for real: redis-server, prometheus (promtool too),
-# chromium, postgresql. Installed from Debian when we are root with apt-get; under CI=true
+# chromium, postgresql, and postgresql-doc-15 (a real site for the knowledge tests). Installed from Debian when we are root with apt-get; under CI=true
 # a package still missing afterwards is a failure, never a silent skip.
 set -euo pipefail
 
@@ -18,6 +18,8 @@ missing_packages() {
   command -v promtool >/dev/null 2>&1 || echo prometheus
   command -v chromium >/dev/null 2>&1 || echo chromium
   have_postgres || echo postgresql
+  # Real documentation no one here wrote, served on loopback to the knowledge ingest.
+  [ -f /usr/share/doc/postgresql-doc-15/html/index.html ] || echo postgresql-doc-15
 }
 
 mapfile -t need < <(missing_packages)

@@ -31,6 +31,7 @@ from ..agent.config import (
     TokenBudget,
 )
 from ..identity import user_secret
+from ..knowledge.config import KnowledgeConfig
 from ..openapi import route_path_item
 from ..policy import STRICT, RouteBase, UpstreamConfig, UserIdConfig, UserIdSource
 from ..policy.types import Between, HttpUrl, at
@@ -55,6 +56,8 @@ class ChatKitAgentRoute(RouteBase):
     # Absent: `attachments.create` is refused and nothing can be uploaded.
     attachments: AttachmentsConfig | None = None
     user_id: UserIdConfig = dataclasses.field(default_factory=UserIdConfig)
+    # The site's own pages, indexed in the route's store and searched by the agent (§9).
+    knowledge: KnowledgeConfig | None = None
     token_budgets: tuple[TokenBudget, ...] = ()
     max_streams_per_client: Annotated[int, Between(1, 10000)] | None = None
     max_json_bytes: Annotated[int, Between(1024, 16 << 20)] = 256 * 1024

@@ -1,0 +1,42 @@
+"""The knowledge index's interface: one per store, the backend chosen by its URL.
+
+An ingest builds aside (`begin` → `put`/`keep` → `commit`) and switches at the end: a
+running gateway searches the last committed index until then, never a half-built one.
+Every call names the route: several routes may share one store.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .model import Hit, IndexStats, Page, PageState
+
+
+class IndexBuild(Protocol):
+    """One ingest of one route, invisible to searches until `commit`."""
+
+    async def put(self, page: Page) -> None:
+        """A new or changed page: its passages replace the page's old ones."""
+
+    async def keep(self, url: str) -> None:
+        """A page left as it is: unchanged (304, or the same text hash), or failed this
+        time (its previous passages stay)."""
+
+    async def commit(self) -> int:
+        """Switch searches to this build; pages neither put nor kept are removed.
+        Returns how many pages were removed."""
+
+    async def abort(self) -> None:
+        """Drop the build; searches keep the last committed index."""
+
+
+class KnowledgeIndex(Protocol):
+    async def pages(self, route: str) -> dict[str, PageState]:
+        """The committed index's pages, by URL, for conditional requests."""
+
+    async def begin(self, route: str) -> IndexBuild: ...
+
+    async def search(self, route: str, query: str, limit: int) -> list[Hit]:
+        """Natural-language search (any text is safe), best first."""
+
+    async def stats(self, route: str) -> IndexStats: ...
