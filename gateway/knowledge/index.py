@@ -7,6 +7,7 @@ Every call names the route: several routes may share one store.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
 from .model import Hit, IndexStats, Page, PageState
@@ -40,3 +41,7 @@ class KnowledgeIndex(Protocol):
         """Natural-language search (any text is safe), best first."""
 
     async def stats(self, route: str) -> IndexStats: ...
+
+    def refresh_lock(self, route: str) -> AbstractAsyncContextManager[bool]:
+        """Held by one process at a time across replicas (PostgreSQL: an advisory lock;
+        SQLite: one replica by definition); yields False at once when another holds it."""
