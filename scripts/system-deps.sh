@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests drive for real: redis-server, prometheus (promtool too),
-# chromium, postgresql, and postgresql-doc-15 (a real site for the knowledge tests). Installed from Debian when we are root with apt-get; under CI=true
-# a package still missing afterwards is a failure, never a silent skip.
+# chromium, postgresql, and postgresql-doc-15 (a real site for the knowledge tests).
+# Installed from Debian when we are root with apt-get; under CI=true a package still
+# missing afterwards is a failure, never a silent skip.
 set -euo pipefail
 
 # PostgreSQL's server binaries are not on PATH: Debian keeps them per major version.
