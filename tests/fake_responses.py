@@ -23,6 +23,12 @@ A ``Script`` is one successful answer, optionally preceded by ``fail_times`` HTT
   ``WebSearch(query, sources, delay)`` always; ``False`` never. ``delay`` is spent between
   ``.searching`` and ``.completed``. Results and sources appear in the finished item only when
   the request's ``include`` asks for them, as with OpenAI.
+- ``function_calls``: ``FunctionCall(name, arguments, call_id)`` items (a function tool the
+  request offers, e.g. the gateway's ``search_site``), streamed as OpenAI does
+  (``output_item.added``, ``function_call_arguments.delta``/``.done``, ``output_item.done``);
+  the answer is then the calls alone, no message. Queue the follow-up answer as the next
+  script: the follow-up request carries the ``function_call_output`` items
+  (``ResponsesRequest.function_outputs``).
 - ``citations``: ``FileCitation`` / ``UrlCitation`` on the text (``None``: one per search
   result or source, at the end of the text). Each is streamed as one
   ``output_text.annotation.added`` once the text reaches its index; the finished part and
@@ -65,6 +71,7 @@ from openai.types.responses import (
     ResponseCompletedEvent,
     ResponseFailedEvent,
     ResponseFileSearchToolCall,
+    ResponseFunctionToolCall,
     ResponseFunctionWebSearch,
     ResponseIncompleteEvent,
     ResponseOutputItem,
@@ -146,6 +153,17 @@ Citation = FileCitation | UrlCitation
 
 
 @dataclass(frozen=True)
+class FunctionCall:
+    name: str
+    arguments: str | dict[str, Any] = "{}"  # a dict is sent as its JSON
+    call_id: str | None = None  # None: a fresh call_…
+
+    @property
+    def json_arguments(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
 class Script:
     text: str = "Hello from the fake Responses API."
     chunks: Sequence[str] | None = None
@@ -154,6 +172,7 @@ class Script:
     file_search: FileSearch | bool | None = None
     web_search: WebSearch | bool | None = None
     citations: Sequence[Citation] | None = None
+    function_calls: Sequence[FunctionCall] = ()
     input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int = 0
@@ -233,6 +252,11 @@ class ResponsesRequest:
     def input_items(self) -> list[dict[str, Any]]:
         value = self._get("input")
         return [{"role": "user", "content": value}] if isinstance(value, str) else list(value or [])
+
+    @property
+    def function_outputs(self) -> list[dict[str, Any]]:
+        """The ``function_call_output`` input items: what the client's tools returned."""
+        return [item for item in self.input_items if item.get("type") == "function_call_output"]
 
     def content_parts(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Content parts of all input messages, optionally of one type ("input_image", …)."""
@@ -538,11 +562,17 @@ class FakeResponses:
             yield _event(seq, f"response.{kind}.completed", **at)
             yield _event(seq, "response.output_item.done", output_index=len(output), item=finished)
             output.append(finished)
+        for call in script.function_calls:
+            calling = _CallPlay(call, len(output))
+            async for event in calling.events(seq):
+                yield event
+            output.append(calling.item)
 
-        text, deltas = script.text, script.deltas()
+        calls = bool(script.function_calls)
+        text, deltas = ("", []) if calls else (script.text, script.deltas())
         die = None if script.die_after is None else min(script.die_after, len(deltas))
         hang = None if script.hang_after is None else min(script.hang_after, len(deltas))
-        finishes = script.end in ("completed", "incomplete")
+        finishes = script.end in ("completed", "incomplete") and not calls
         message_id, index = f"msg_{_token()}", len(output)
         at = {"item_id": message_id, "output_index": index, "content_index": 0}
         annotations: list[output_text.Annotation] = []
@@ -608,6 +638,29 @@ class FakeResponses:
             yield _event(seq, "error", code="server_error", message=error_text, param=None)
             return
         yield _event(seq, f"response.{script.end}", response=Response.model_validate(final))
+
+
+class _CallPlay:
+    """One function call's events, as OpenAI streams them; `item` is the finished call."""
+
+    def __init__(self, call: FunctionCall, index: int) -> None:
+        arguments = call.json_arguments
+        self.index = index
+        self.started = ResponseFunctionToolCall(
+            id=f"fc_{_token()}", type="function_call", status="in_progress",
+            call_id=call.call_id or f"call_{_token()}", name=call.name, arguments="",
+        )  # fmt: skip
+        self.item = self.started.model_copy(update={"status": "completed", "arguments": arguments})
+
+    async def events(self, seq: Iterator[int]) -> AsyncGenerator[ResponseStreamEvent, None]:
+        at = {"item_id": self.started.id, "output_index": self.index}
+        yield _event(seq, "response.output_item.added", output_index=self.index, item=self.started)
+        arguments = self.item.arguments
+        for start in range(0, len(arguments), 16):
+            delta = arguments[start : start + 16]
+            yield _event(seq, "response.function_call_arguments.delta", **at, delta=delta)
+        yield _event(seq, "response.function_call_arguments.done", **at, arguments=arguments)
+        yield _event(seq, "response.output_item.done", output_index=self.index, item=self.item)
 
 
 def _token() -> str:
@@ -786,7 +839,8 @@ def _usage(script: Script, body: dict[str, Any]) -> ResponseUsage:
         input_tokens = -(-len(prompt) // 4)
     output_tokens = script.output_tokens
     if output_tokens is None:
-        output_tokens = -(-len(script.text) // 4) + script.reasoning_tokens
+        said = "".join(c.json_arguments for c in script.function_calls) or script.text
+        output_tokens = -(-len(said) // 4) + script.reasoning_tokens
     return ResponseUsage(
         input_tokens=input_tokens,
         input_tokens_details=InputTokensDetails(

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from agents import Agent, FileSearchTool, ModelSettings, RunConfig, Runner
+from agents import Agent, FileSearchTool, ModelSettings, RunConfig, Runner, function_tool
 from agents.models.openai_responses import OpenAIResponsesModel
 from openai import AsyncOpenAI
 from openai.types.responses import (
@@ -27,6 +27,8 @@ from openai.types.responses import (
     ResponseErrorEvent,
     ResponseFailedEvent,
     ResponseFileSearchToolCall,
+    ResponseFunctionCallArgumentsDoneEvent,
+    ResponseFunctionToolCall,
     ResponseFunctionWebSearch,
     ResponseIncompleteEvent,
     ResponseOutputMessage,
@@ -40,6 +42,7 @@ from tests.fake_responses import (
     FakeResponses,
     FileCitation,
     FileSearch,
+    FunctionCall,
     Script,
     SearchHit,
     UrlCitation,
@@ -377,6 +380,83 @@ async def test_stream_helper_gets_the_final_text(fake: FakeResponses, client: As
     assert snapshots == ["Final", "Final words", "Final words here."]
     assert final.output_text == "Final words here."
     assert [o.type for o in final.output] == ["file_search_call", "message"]
+
+
+async def test_function_call_streams_as_the_sdk_parses_it(
+    fake: FakeResponses, client: AsyncOpenAI
+) -> None:
+    tool: Any = {
+        "type": "function",
+        "name": "search_site",
+        "parameters": {
+            "type": "object",
+            "properties": {"query": {"type": "string"}},
+            "required": ["query"],
+            "additionalProperties": False,
+        },
+        "strict": True,
+    }
+    query = {"query": "opening hours on a long weekend"}
+    fake.script(Script(function_calls=[FunctionCall("search_site", query, call_id="call_1")]))
+    async with client.responses.stream(
+        model="gpt-6.1-terra", input="When are you open?", tools=[tool]
+    ) as stream:
+        events = [e async for e in stream]
+        final = await stream.get_final_response()
+    names = [e.type for e in events]
+    assert names[2] == "response.output_item.added"
+    assert names.count("response.function_call_arguments.delta") > 1  # in pieces
+    assert names[-3:] == [
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    (done,) = [e for e in events if isinstance(e, ResponseFunctionCallArgumentsDoneEvent)]
+    assert json.loads(done.arguments) == query
+    (call,) = final.output  # the call alone: no message until the tool's output comes back
+    assert isinstance(call, ResponseFunctionToolCall)
+    assert (call.name, call.call_id, call.status) == ("search_site", "call_1", "completed")
+    assert json.loads(call.arguments) == query
+    assert final.output_text == ""
+
+
+async def test_agents_sdk_runs_a_function_tool_and_answers(fake: FakeResponses) -> None:
+    calls: list[str] = []
+
+    @function_tool
+    def search_site(query: str) -> str:
+        """Search the site."""
+        calls.append(query)
+        return "[1] Hours\nURL: https://example.org/hours\nNine to five."
+
+    fake.script(
+        Script(function_calls=[FunctionCall("search_site", {"query": "hours"})]),
+        Script(text="Nine to five [1]."),
+    )
+    client = AsyncOpenAI(base_url=fake.base_url, api_key=KEY, max_retries=0)
+    agent = Agent(
+        name="helper",
+        model=OpenAIResponsesModel(model="gpt-6.1-terra", openai_client=client),
+        tools=[search_site],
+    )
+    try:
+        result = Runner.run_streamed(
+            agent, "When do you open?", run_config=RunConfig(tracing_disabled=True)
+        )
+        async for _ in result.stream_events():
+            pass
+    finally:
+        await client.close()
+    assert calls == ["hours"]
+    assert result.final_output == "Nine to five [1]."
+    first, follow_up = fake.requests
+    assert [t["name"] for t in first.tools] == ["search_site"]
+    assert first.function_outputs == []
+    (output,) = follow_up.function_outputs
+    (call,) = [i for i in follow_up.input_items if i.get("type") == "function_call"]
+    assert output["call_id"] == call["call_id"] and call["name"] == "search_site"
+    assert output["output"] == "[1] Hours\nURL: https://example.org/hours\nNine to five."
+    assert result.context_wrapper.usage.requests == 2
 
 
 # --- recording -----------------------------------------------------------------------------------
