@@ -105,6 +105,27 @@ class Metrics:
             p + "store_errors_total", "Thread store calls that failed, by route.", ["route"],
             registry=r,
         )  # fmt: skip
+        # knowledge (SPEC §9): the index of each route's site, read from the store (so an
+        # ingest by the CLI or another replica shows too), and serve's refreshes.
+        self.knowledge_pages = Gauge(
+            p + "knowledge_pages", "Pages in the route's knowledge index.", ["route"],
+            registry=r,
+        )  # fmt: skip
+        self.knowledge_last_ingest = Gauge(
+            p + "knowledge_last_ingest_timestamp_seconds",
+            "Unix time of the last ingest committed to the route's knowledge index.", ["route"],
+            registry=r,
+        )  # fmt: skip
+        self.knowledge_refresh = Gauge(
+            p + "knowledge_refresh_seconds",
+            "The route's knowledge.refresh period (what the staleness alert compares with).",
+            ["route"], registry=r,
+        )  # fmt: skip
+        self.knowledge_ingest_errors = Counter(
+            p + "knowledge_ingest_errors_total",
+            "Pages that failed in serve's knowledge refreshes (a run that failed whole: 1).",
+            ["route"], registry=r,
+        )  # fmt: skip
         self.limiter_backend_errors = Counter(
             p + "limiter_backend_errors_total", "Limiter backend calls that failed.",
             ["backend"], registry=r,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 
 from ..compiled_policy import ACTIVE_POLICY
+from ..knowledge.refresh import run_knowledge
 from ..limits.budgets import BudgetStorage, MemoryBudgets, RedisBudgets
 from ..metrics import METRICS, Metrics
 from ..policy import Backend, Policy, UpstreamConfig
@@ -219,7 +220,8 @@ def agent_routes(policy: Policy) -> list[AgentRoutePolicy]:
 
 
 async def agent_context(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the runtime, its stores opened (and migrated) at start, the sweep."""
+    """cleanup_ctx: the runtime, its stores opened (and migrated) at start, the sweep, and
+    the routes' knowledge kept current (gateway/knowledge/refresh.py)."""
     policy = app[ACTIVE_POLICY].current.policy
     upstream = app.get(UPSTREAM)  # opened before this context (app.py)
     smooth = upstream.smooth if isinstance(upstream, OpenAIClient) else None
@@ -235,7 +237,8 @@ async def agent_context(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(sweeper())
     try:
-        yield
+        async with run_knowledge(app, runtime):  # knowledge: refreshes and index gauges
+            yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -1,0 +1,229 @@
+"""`serve` keeps each route's knowledge current: the `refresh` ingests and the index gauges.
+
+One task per app polls every route with a `knowledge` block each POLL_SECONDS (≤ 60 s, so
+the gauges follow an ingest made by the CLI or another replica within a minute: SPEC §9),
+reading the index's `stats()` — one cheap query — from the route's own store. A route with
+`refresh` is re-ingested when its last committed ingest is older than the period: soon
+after start when the index is empty or stale, else at last ingest + refresh. The ingest
+runs in a task of its own under the index's `refresh_lock`, so one replica refreshes at a
+time and the others see its commit in their next poll. The policy is read at each poll: a
+reload that adds, changes or removes a route's knowledge is followed (changed sources are
+ingested at once). Nothing here stops the gateway: a store that is down or a source that
+fails is logged (its type, never a URL with credentials or a message) and counted in
+`chatkit_gateway_knowledge_ingest_errors_total`: the pages that failed, and 1 for a run
+that failed whole (an exception, or no page fetched at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from aiohttp import web
+
+from ..compiled_policy import ACTIVE_POLICY
+from ..metrics import METRICS, Metrics
+from .config import KnowledgeConfig
+
+if TYPE_CHECKING:
+    from ..agent.config import AgentRoutePolicy
+    from .index import KnowledgeIndex
+
+log = logging.getLogger("gateway.knowledge")
+
+POLL_SECONDS = 30.0  # the gauges' lag behind another process's ingest, at most
+RETRY_SECONDS = 300.0  # after a failed run, before the next try (at most `refresh`)
+
+
+class Stores(Protocol):
+    """What the agent runtime lends: the route's store (opened and migrated; StoreUnavailable
+    when it does not answer) and the knowledge index in it, one per store."""
+
+    async def store_for(self, route: Any) -> Any: ...
+
+    async def index_for(self, store: Any) -> KnowledgeIndex: ...
+
+
+def _now() -> float:
+    """Wall-clock seconds, as the index stamps its ingests (tests move it)."""
+    return time.time()
+
+
+def knowledge_routes(policy: Any) -> list[tuple[AgentRoutePolicy, KnowledgeConfig]]:
+    out = []
+    for route in policy.routes:
+        config = getattr(route, "knowledge", None)
+        if isinstance(config, KnowledgeConfig):
+            out.append((cast("AgentRoutePolicy", route), config))
+    return out
+
+
+def _what(config: KnowledgeConfig) -> KnowledgeConfig:
+    """The part of the block that decides what the index holds (not when, not how much)."""
+    return dataclasses.replace(config, refresh=None, max_results=1)
+
+
+@dataclasses.dataclass(slots=True)
+class _RouteState:
+    what: KnowledgeConfig
+    task: asyncio.Task[None] | None = None
+    retry_at: float = 0.0  # after a failed run
+    last_ingest: float | None = None  # as last read from the index
+    readable: bool = True  # the index answered the last poll (its failure is logged once)
+    stale: bool = False  # its sources changed on a reload: ingest at once
+
+
+class KnowledgeRefresher:
+    """The poll loop and each route's refresh task, for one app."""
+
+    __slots__ = ("_metrics", "_routes", "_runtime")
+
+    def __init__(self, runtime: Stores, metrics: Metrics) -> None:
+        self._runtime = runtime
+        self._metrics = metrics
+        self._routes: dict[str, _RouteState] = {}
+
+    async def poll(self, policy: Any) -> None:
+        """Gauges from every knowledge route's index; refreshes started when due."""
+        current = knowledge_routes(policy)
+        names = {route.name for route, _ in current}
+        for name in list(self._routes):
+            if name not in names:
+                self._forget(name)
+        for route, config in current:
+            state = self._routes.get(route.name)
+            if state is None:
+                state = self._routes[route.name] = _RouteState(_what(config))
+            elif state.what != _what(config):
+                state.what, state.stale, state.retry_at = _what(config), True, 0.0
+            await self._poll_route(route, config, state)
+
+    async def _poll_route(
+        self, route: AgentRoutePolicy, config: KnowledgeConfig, state: _RouteState
+    ) -> None:
+        m, name = self._metrics, route.name
+        if config.refresh is None:
+            with contextlib.suppress(KeyError):
+                m.knowledge_refresh.remove(name)
+        else:
+            m.knowledge_refresh.labels(name).set(config.refresh)
+        index: KnowledgeIndex | None = None
+        try:
+            index = await self._runtime.index_for(await self._runtime.store_for(route))
+            stats = await index.stats(name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            index = None
+            if state.readable:
+                why = type(exc).__name__
+                log.warning("knowledge index of route %s not readable: %s", name, why)
+            state.readable = False
+        else:
+            state.readable, state.last_ingest = True, stats.last_ingest
+            m.knowledge_pages.labels(name).set(stats.pages)
+            if stats.last_ingest is not None:
+                m.knowledge_last_ingest.labels(name).set(stats.last_ingest)
+        if config.refresh is None or (state.task is not None and not state.task.done()):
+            return
+        now, last = _now(), state.last_ingest
+        due = state.stale or last is None or now >= last + config.refresh
+        if not due or now < state.retry_at:
+            return
+        if index is None:  # due, and the store does not answer: a run that failed whole
+            self._failed(name, config, "the store does not answer")
+            return
+        state.stale = False
+        state.task = asyncio.create_task(
+            self._refresh(route, config, index), name=f"knowledge refresh {name}"
+        )
+
+    def _failed(self, name: str, config: KnowledgeConfig, why: str) -> None:
+        state = self._routes.get(name)
+        retry = min(RETRY_SECONDS, config.refresh or RETRY_SECONDS)
+        if state is not None:
+            state.retry_at = _now() + retry
+        self._metrics.knowledge_ingest_errors.labels(name).inc()
+        log.warning(
+            "knowledge refresh of route %s failed: %s (next try in %.0f s)", name, why, retry
+        )
+
+    async def _refresh(
+        self, route: AgentRoutePolicy, config: KnowledgeConfig, index: KnowledgeIndex
+    ) -> None:
+        from .ingest import ingest
+
+        name = route.name
+        try:
+            async with index.refresh_lock(name) as held:
+                if not held:
+                    log.info("knowledge refresh of route %s: another replica is at it", name)
+                    return
+                report = await ingest(name, config, index)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed(name, config, type(exc).__name__)
+            return
+        if report.fetched == 0:  # nothing answered: counted as one failure at least
+            self._failed(name, config, report.line())
+            self._metrics.knowledge_ingest_errors.labels(name).inc(max(report.failed - 1, 0))
+            return
+        self._metrics.knowledge_ingest_errors.labels(name).inc(report.failed)
+        log.info("knowledge refresh: %s", report.line())
+        with contextlib.suppress(Exception):
+            stats = await index.stats(name)
+            self._metrics.knowledge_pages.labels(name).set(stats.pages)
+            if stats.last_ingest is not None:
+                self._metrics.knowledge_last_ingest.labels(name).set(stats.last_ingest)
+
+    def _forget(self, name: str) -> None:
+        """The route lost its knowledge block (or the route is gone): no more series."""
+        state = self._routes.pop(name)
+        if state.task is not None:
+            state.task.cancel()
+        for gauge in (
+            self._metrics.knowledge_pages,
+            self._metrics.knowledge_last_ingest,
+            self._metrics.knowledge_refresh,
+        ):
+            with contextlib.suppress(KeyError):
+                gauge.remove(name)
+
+    async def close(self) -> None:
+        tasks = [s.task for s in self._routes.values() if s.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+@contextlib.asynccontextmanager
+async def run_knowledge(app: web.Application, runtime: Stores) -> AsyncIterator[None]:
+    """For agent_context: the poll loop while the app runs (nothing without knowledge)."""
+    refresher = KnowledgeRefresher(runtime, app[METRICS])
+
+    async def loop() -> None:
+        while True:
+            try:
+                await refresher.poll(app[ACTIVE_POLICY].current.policy)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug here must not end the refreshes
+                log.error("knowledge poll failed: %s", type(exc).__name__)
+            await asyncio.sleep(POLL_SECONDS)
+
+    task = asyncio.create_task(loop(), name="knowledge poll")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await refresher.close()
