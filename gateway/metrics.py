@@ -105,6 +105,11 @@ class Metrics:
             p + "store_errors_total", "Thread store calls that failed, by route.", ["route"],
             registry=r,
         )  # fmt: skip
+        # knowledge (SPEC §9): searches the agent made in the route's site index.
+        self.knowledge_searches = Counter(
+            p + "knowledge_searches_total", "Searches of the site's pages by the agent.",
+            ["route"], registry=r,
+        )  # fmt: skip
         # knowledge (SPEC §9): the index of each route's site, read from the store (so an
         # ingest by the CLI or another replica shows too), and serve's refreshes.
         self.knowledge_pages = Gauge(

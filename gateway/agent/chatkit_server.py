@@ -37,6 +37,7 @@ from chatkit.types import (
 )
 from pydantic import BaseModel, TypeAdapter
 
+from ..knowledge.citations import cite
 from .context import TurnContext
 from .converter import AttachmentConverter
 from .store import SqlStore
@@ -147,6 +148,7 @@ class AgentServer(ChatKitServer[TurnContext]):
             events = stream_agent_response(
                 agent_context, cast(RunResultStreaming, _WithProgress(result, agent_context))
             )
+            events = cite(events, context)  # `[n]` → links to the site's pages (§9)
             async for event in events:
                 yield event
         except openai.RateLimitError:

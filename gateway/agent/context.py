@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..knowledge.model import Hit
     from ..requestinfo import RequestInfo
     from .config import AttachmentsConfig
 
@@ -25,3 +26,7 @@ class TurnContext:
     # What a turn is charged when the model reports no usage (the visitor left, the call
     # failed): the input's size in tokens, roughly (4 bytes each).
     estimated_input: int = 0
+    # knowledge (SPEC §9): the passages the site search handed the model this turn, in
+    # citation order ([1] first): a second search goes on numbering, and `[n]` in the
+    # answer becomes a link to hit n's page (gateway/knowledge/citations.py).
+    knowledge_hits: list[Hit] = dataclasses.field(default_factory=list)

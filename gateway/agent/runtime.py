@@ -29,9 +29,11 @@ from .config import KIND, AgentRouteData, AgentRoutePolicy
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
+    from ..knowledge.index import KnowledgeIndex
     from .chatkit_server import AgentServer
     from .context import TurnContext
     from .store import SqlStore
+    from .tools import AgentSpec
 
 log = logging.getLogger("gateway.agent")
 _SWEEP_EVERY = 3600.0
@@ -55,6 +57,8 @@ class AgentRuntime:
         self._lock = asyncio.Lock()
         self._servers: dict[str, tuple[AgentRoutePolicy, AgentRouteData, AgentServer]] = {}
         self._clients: dict[tuple[str, str, float], AsyncOpenAI] = {}
+        self._indexes: dict[SqlStore, KnowledgeIndex] = {}  # knowledge (§9), one per store
+        self._index_lock = asyncio.Lock()
         errors = metrics.limiter_backend_errors.labels(policy.limiter.backend.value)
         self.budgets: BudgetStorage = (
             RedisBudgets(policy.limiter, errors.inc)
@@ -134,15 +138,48 @@ class AgentRuntime:
             return cached[2]
         from .chatkit_server import AgentServer
 
+        spec = data.spec
+        if spec.knowledge is not None:
+            spec = self._with_search(route, spec, store)
         server = AgentServer(
             store,
-            data.spec,
+            spec,
             self._model(data.spec.model, route, upstream),
             before_call=self._smooth,
             after_call=self._after_call,
         )
         self._servers[route.name] = (route, data, server)
         return server
+
+    def _with_search(self, route: AgentRoutePolicy, spec: AgentSpec, store: SqlStore) -> AgentSpec:
+        """The spec with the site search tool (SPEC §9), bound to the store's index."""
+        import dataclasses
+
+        from ..knowledge.tool import search_tool
+
+        assert spec.knowledge is not None
+        tool = search_tool(
+            route.name,
+            spec.knowledge.max_results,
+            lambda: self.index_for(store),
+            self._metrics.knowledge_searches.labels(route.name).inc,
+            timeout=route.store.timeout_seconds,
+        )
+        return dataclasses.replace(spec, tools=(*spec.tools, tool))
+
+    async def index_for(self, store: SqlStore) -> KnowledgeIndex:
+        """The knowledge index in the store's database, opened on first use (a failure is
+        retried on the next)."""
+        index = self._indexes.get(store)
+        if index is not None:
+            return index
+        from ..knowledge.sql_index import open_index
+
+        async with self._index_lock:
+            index = self._indexes.get(store)
+            if index is None:
+                index = self._indexes[store] = await open_index(store.engine)
+        return index
 
     def _model(self, model: str, route: AgentRoutePolicy, upstream: UpstreamConfig) -> Any:
         if self._stub:

@@ -35,6 +35,8 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_output_text import AnnotationFileCitation
 
+from ..knowledge.stub import offers_search, stub_turn
+
 STUB_SOURCE = "stub-guide.md"
 _SEARCH_SECONDS = 0.4
 _WORD_SECONDS = 0.04
@@ -96,6 +98,12 @@ class StubModel(Model):
         seq = itertools.count()
         rid, fs_id, msg_id = f"resp_stub{n}", f"fs_stub{n}", f"msg_stub{n}"
         question = _last_user_text(input)
+        if args and offers_search(args[1]):  # knowledge (§9): search the site, cite [1]
+            async for event in stub_turn(
+                n, system_instructions, input, question, self._word_seconds
+            ):
+                yield event
+            return
         text = self._answer(question)
 
         def response(status: str, output: list[Any], usage: ResponseUsage | None) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from agents import FileSearchTool, Tool, WebSearchTool
 from agents.model_settings import ModelSettings
@@ -10,6 +11,9 @@ from openai.types.shared import Reasoning
 
 from .config import AgentConfig, AttachmentsConfig
 from .config import FileSearchTool as FileSearchConfig
+
+if TYPE_CHECKING:
+    from ..knowledge.config import KnowledgeConfig
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -21,9 +25,15 @@ class AgentSpec:
     model_settings: ModelSettings
     history_items: int
     attachments: AttachmentsConfig | None
+    # The site search (SPEC §9): the runtime adds its tool, bound to the store's index.
+    knowledge: KnowledgeConfig | None = None
 
 
-def agent_spec(config: AgentConfig, attachments: AttachmentsConfig | None) -> AgentSpec:
+def agent_spec(
+    config: AgentConfig,
+    attachments: AttachmentsConfig | None,
+    knowledge: KnowledgeConfig | None = None,
+) -> AgentSpec:
     tools: list[Tool] = []
     for tool in config.tools:
         if isinstance(tool, FileSearchConfig):
@@ -45,12 +55,18 @@ def agent_spec(config: AgentConfig, attachments: AttachmentsConfig | None) -> Ag
         reasoning=Reasoning(effort=effort.value) if effort is not None else None,
         store=False,  # the gateway keeps the thread; nothing to keep at OpenAI
     )
+    instructions = config.prompt
+    if knowledge is not None:  # how to search the site and cite its pages
+        from ..knowledge.tool import INSTRUCTIONS
+
+        instructions = f"{instructions}\n\n{INSTRUCTIONS}" if instructions else INSTRUCTIONS
     return AgentSpec(
         name=config.name,
         model=config.model,
-        instructions=config.prompt,
+        instructions=instructions,
         tools=tuple(tools),
         model_settings=settings,
         history_items=config.history_items,
         attachments=attachments,
+        knowledge=knowledge,
     )

@@ -94,7 +94,8 @@ class ChatKitAgentRoute(RouteBase):
 
         secret = user_secret(self.user_id, upstream)
         url_key = hashlib.sha256(b"chatkit-gateway/attachments/v1\x00" + secret).digest()
-        return AgentRouteData(secret, url_key, agent_spec(self.agent, self.attachments))
+        spec = agent_spec(self.agent, self.attachments, self.knowledge)
+        return AgentRouteData(secret, url_key, spec)
 
     async def serve(self, request: web.Request) -> web.StreamResponse:
         from ..agent.serving import serve_agent
