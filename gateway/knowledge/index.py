@@ -13,6 +13,16 @@ from typing import Protocol
 from .model import Hit, IndexStats, Page, PageState
 
 
+class IndexUnavailable(Exception):
+    """The store did not answer (down, locked past its timeout); the last committed index
+    is unchanged and still serves once the store is back."""
+
+
+class IndexConflict(Exception):
+    """Another ingest of the same route committed while this one was building; this build
+    is dropped (the other one's index serves)."""
+
+
 class IndexBuild(Protocol):
     """One ingest of one route, invisible to searches until `commit`."""
 

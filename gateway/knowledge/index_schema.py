@@ -1,0 +1,102 @@
+"""The knowledge index's tables and their migrations, apart from the thread tables'.
+
+Its own version row (`ckgw_knowledge_schema`): the index and the threads migrate on their
+own. A database written by a newer gateway stops the start with a clear error.
+
+Every page row carries its route (routes may share a store) and `born`, the build that
+wrote it; a route's searches see the rows born at or before its `committed` build. A build
+writes its rows with a new number, invisible until its commit moves `committed` to it and
+deletes what the new index no longer holds, in one transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+SCHEMA_VERSION = 1
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # sqlite: the rowid
+
+meta = sa.MetaData()
+schema = sa.Table(
+    "ckgw_knowledge_schema",
+    meta,
+    sa.Column("version", sa.Integer(), primary_key=True),
+    sa.Column("applied_at", sa.DateTime(), nullable=False),
+)
+routes = sa.Table(
+    "ckgw_knowledge_routes",
+    meta,
+    sa.Column("route", sa.String(128), primary_key=True),
+    sa.Column("committed", sa.BigInteger(), nullable=False),  # the build searches see
+    sa.Column("next_build", sa.BigInteger(), nullable=False),
+    sa.Column("last_ingest", sa.Float(), nullable=True),  # unix seconds of that commit
+)
+pages = sa.Table(
+    "ckgw_knowledge_pages",
+    meta,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("route", sa.String(128), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("title", sa.Text(), nullable=False),
+    sa.Column("text_hash", sa.String(128), nullable=False),
+    sa.Column("etag", sa.Text(), nullable=True),
+    sa.Column("last_modified", sa.Text(), nullable=True),
+    sa.Column("born", sa.BigInteger(), nullable=False),  # the build that wrote it
+    sa.Column("kept", sa.BigInteger(), nullable=True),  # the last build that kept it
+    sa.Index("ckgw_knowledge_pages_url", "route", "url", "born"),
+    sa.Index("ckgw_knowledge_pages_born", "route", "born"),
+)
+
+# SQLite: the passages are the FTS5 table's rows; rowid = page id << 16 | passage number,
+# so a page's passages are one rowid range (FTS5 finds ranges without a scan) and a deleted
+# page takes them along (trigger). 65,536 passages per page at most.
+PASSAGE_BITS = 16
+MAX_PASSAGES = 1 << PASSAGE_BITS
+_SQLITE_DDL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS ckgw_knowledge_fts USING fts5("
+    "title, heading, body, url UNINDEXED, "
+    "tokenize = 'porter unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS ckgw_knowledge_pages_gone "
+    "AFTER DELETE ON ckgw_knowledge_pages BEGIN DELETE FROM ckgw_knowledge_fts "
+    "WHERE rowid BETWEEN old.id * 65536 AND old.id * 65536 + 65535; END",  # MAX_PASSAGES
+)
+# PostgreSQL: a passages table with its tsvector (title A, heading B, text C) and GIN index.
+_POSTGRES_DDL = (
+    "CREATE TABLE IF NOT EXISTS ckgw_knowledge_passages ("
+    " id BIGSERIAL PRIMARY KEY,"
+    " page_id BIGINT NOT NULL REFERENCES ckgw_knowledge_pages (id) ON DELETE CASCADE,"
+    " heading TEXT NOT NULL, url TEXT NOT NULL, body TEXT NOT NULL,"
+    " tsv TSVECTOR NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ckgw_knowledge_passages_page ON ckgw_knowledge_passages (page_id)",
+    "CREATE INDEX IF NOT EXISTS ckgw_knowledge_passages_tsv "
+    "ON ckgw_knowledge_passages USING GIN (tsv)",
+)
+# Concurrent starts (replicas, an ingest beside serve) create the tables one at a time.
+_MIGRATION_LOCK = 0x636B67776B6E6F77  # "ckgwknow"
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Create or upgrade the knowledge tables, or refuse a newer database."""
+    async with engine.begin() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        await conn.run_sync(meta.create_all)
+        found = (await conn.execute(sa.select(sa.func.max(schema.c.version)))).scalar()
+        if found is not None and found > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the knowledge index has schema version {found}; this gateway knows "
+                f"{SCHEMA_VERSION}: run the newer gateway, or another database"
+            )
+        await _create(conn, postgres)
+        if found is None:
+            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+            await conn.execute(schema.insert().values(version=SCHEMA_VERSION, applied_at=now))
+
+
+async def _create(conn: AsyncConnection, postgres: bool) -> None:
+    for ddl in _POSTGRES_DDL if postgres else _SQLITE_DDL:
+        await conn.execute(sa.text(ddl))

@@ -1,0 +1,61 @@
+"""SQLite: passages in an FTS5 table (Porter stemming), ranked by BM25 with the page title
+and the heading weighing more than the text."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .index_query import fts5_query
+from .index_schema import MAX_PASSAGES, PASSAGE_BITS
+from .model import Hit, Page
+from .sql_index import SqlIndex, clean
+
+# bm25() weights per column: title, heading, body (url is not indexed). Lower is better.
+_INSERT = sa.text(
+    "INSERT INTO ckgw_knowledge_fts (rowid, title, heading, body, url) "
+    "VALUES (:rowid, :title, :heading, :body, :url)"
+)
+_SEARCH = sa.text(
+    "SELECT f.title, f.url, f.heading, f.body, bm25(ckgw_knowledge_fts, 8.0, 4.0, 1.0) AS rank "
+    "FROM ckgw_knowledge_fts AS f "
+    "JOIN ckgw_knowledge_pages AS p ON p.id = (f.rowid >> 16) "  # PASSAGE_BITS
+    "WHERE ckgw_knowledge_fts MATCH :q AND p.route = :route AND p.born <= "
+    "(SELECT committed FROM ckgw_knowledge_routes WHERE route = :route) "
+    "ORDER BY rank LIMIT :limit"
+)
+
+
+class SqliteIndex(SqlIndex):
+    __slots__ = ()
+
+    async def insert_passages(self, conn: AsyncConnection, page_id: int, page: Page) -> None:
+        if not page.passages:
+            return
+        title = clean(page.title)
+        rows = [
+            {
+                "rowid": (page_id << PASSAGE_BITS) | number,
+                "title": title,
+                "heading": clean(passage.heading),
+                "body": clean(passage.text),
+                "url": clean(passage.url),
+            }
+            for number, passage in enumerate(page.passages[:MAX_PASSAGES])
+        ]
+        await conn.execute(_INSERT, rows)
+
+    async def find(
+        self, conn: AsyncConnection, route: str, words: list[str], limit: int
+    ) -> list[Hit]:
+        params = {"q": fts5_query(words), "route": route, "limit": limit}
+        rows = (await conn.execute(_SEARCH, params)).all()
+        return [Hit(row.title, row.url, row.heading, row.body, -float(row.rank)) for row in rows]
+
+    @asynccontextmanager
+    async def refresh_lock(self, route: str) -> AsyncIterator[bool]:
+        """SQLite is one replica by definition."""
+        yield True
