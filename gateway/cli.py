@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(CI without the production secrets)",
     )
     sub.add_parser("schema", help="print the JSON Schema of the policy file")
+    ingest_p = sub.add_parser("ingest", help="fetch and index the pages of knowledge routes")
+    ingest_p.add_argument("--config", required=True, type=Path)
+    ingest_p.add_argument("--route", help="only this route (default: every knowledge route)")
     args = parser.parse_args(argv)
 
     if args.command == "check":
@@ -71,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         sys.stdout.write(json.dumps(policy_schema(), indent=2) + "\n")
         return 0
+    if args.command == "ingest":
+        from .knowledge.ingest_cli import run
+
+        return run(args.config, args.route)
     setup_logging(args.log_level)
     if args.stub_upstream:
         log.warning(

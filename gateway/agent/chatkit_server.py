@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +41,7 @@ from .context import TurnContext
 from .converter import AttachmentConverter
 from .store import SqlStore
 from .tools import AgentSpec
+from .turn_cost import input_estimate
 
 log = logging.getLogger("gateway.agent")
 
@@ -126,7 +126,10 @@ class AgentServer(ChatKitServer[TurnContext]):
         history = await AttachmentConverter(self.sql, context).to_agent_input(
             list(reversed(recent.data))
         )
-        context.estimated_input = len(json.dumps(history, default=str)) // 4
+        # Counted where the text lies: no copy of the input, whose attachments are inline.
+        context.estimated_input = input_estimate(
+            history, spec.instructions, context.attachment_bytes
+        )
         agent = Agent[AgentContext[TurnContext]](
             name=spec.name,
             instructions=spec.instructions,

@@ -24,11 +24,12 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from ..policy import LimiterConfig
@@ -125,6 +126,17 @@ class RedisStorage:
         if all(v.allowed for v in verdicts):
             return verdicts
         return [_refund(v) for v in verdicts]
+
+    def script(self, text: str) -> AsyncScript:
+        """Another script on the limiter's connection (token budgets): see `run`."""
+        return self._client.register_script(text)
+
+    async def run(self, script: AsyncScript, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """One call of `script` under the same breaker and patience as the limits' own, so
+        that everything the gateway keeps in Redis fails and recovers as one
+        (BackendUnavailable when it does not answer). Not batched: budgets are two calls
+        a model turn, not one per request. redis-py reloads a script Redis has lost."""
+        return await self._call(lambda: script(keys=list(keys), args=list(args)))
 
     async def ping(self) -> bool:
         """For /readyz: an open breaker answers False at once; a cooled-down one probes."""
