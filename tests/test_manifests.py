@@ -86,8 +86,20 @@ METRICS: Mapping[str, frozenset[str]] = {
     "chatkit_gateway_build_info": frozenset({"version", "upstream"}),
     "chatkit_gateway_model_tokens_total": frozenset({"route", "direction"}),
     "chatkit_gateway_store_errors_total": frozenset({"route"}),
+    # SPEC §9, and the refresh period the staleness alert compares with
+    "chatkit_gateway_knowledge_pages": frozenset({"route"}),
+    "chatkit_gateway_knowledge_last_ingest_timestamp_seconds": frozenset({"route"}),
+    "chatkit_gateway_knowledge_refresh_seconds": frozenset({"route"}),
+    "chatkit_gateway_knowledge_ingest_errors_total": frozenset({"route"}),
+    "chatkit_gateway_knowledge_searches_total": frozenset({"route"}),
 }
-HISTOGRAMS = frozenset(n for n in METRICS if n.endswith("_seconds"))
+GAUGES_IN_SECONDS = frozenset(
+    {
+        "chatkit_gateway_knowledge_last_ingest_timestamp_seconds",
+        "chatkit_gateway_knowledge_refresh_seconds",
+    }
+)
+HISTOGRAMS = frozenset(n for n in METRICS if n.endswith("_seconds")) - GAUGES_IN_SECONDS
 COUNTERS = frozenset(n for n in METRICS if n.endswith("_total"))
 METRIC_TYPES: Mapping[str, str] = {
     n: "histogram" if n in HISTOGRAMS else "counter" if n in COUNTERS else "gauge" for n in METRICS
@@ -748,6 +760,19 @@ def test_policy_serves_an_agent_route_on_postgresql() -> None:
     assert {"user", "global"} <= budgets
     text = (K8S / "gateway.yaml").read_text(encoding="utf-8")
     assert "# - name: chat" in text and "kind: chatkit_proxy" in text, "the proxy, as an option"
+
+
+def test_policy_keeps_the_sites_knowledge_in_postgresql_with_a_refresh() -> None:
+    """SPEC §9 in production: the agent route searches the site's pages, indexed in the
+    PostgreSQL store every replica shares, refreshed by serve (one replica at a time)."""
+    route = agent_route(rendered())
+    knowledge = route["knowledge"]
+    assert knowledge["sources"] and all(
+        str(next(iter(s.values()))).startswith("https://") for s in knowledge["sources"]
+    )
+    assert knowledge["refresh"]
+    assert route["store"]["url_file"] == "/run/secrets/store/url"  # postgresql://, a Secret
+    assert store_example()["url"].startswith("postgresql://")
 
 
 def test_store_files_are_the_mounted_store_secret() -> None:

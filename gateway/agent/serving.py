@@ -77,10 +77,11 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     if request.method != "POST":
         raise MethodNotAllowed(headers={"Allow": "POST, OPTIONS"})
     declared = request.content_length
-    if declared is not None and declared > route.max_json_bytes:
+    limit = min(route.max_json_bytes, route.body_limit)  # the route's own cap binds too
+    if declared is not None and declared > limit:
         raise PayloadTooLarge()
     earlier = await spend_limits(request, info, compiled, typed=False)
-    body = await read_capped(request, route.max_json_bytes)
+    body = await read_capped(request, limit)
     parsed = parse_object(body, empty_ok=False)
     kind = parsed.get("type")
     info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)

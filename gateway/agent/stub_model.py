@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -60,7 +61,6 @@ class StubModel(Model):
     """Answers every turn by quoting the question back, citing one stub source."""
 
     def __init__(self, *, word_seconds: float = _WORD_SECONDS) -> None:
-        self._ids = itertools.count(1)
         self._word_seconds = word_seconds
 
     def _answer(self, question: str) -> str:
@@ -94,7 +94,9 @@ class StubModel(Model):
         *args: Any,
         **kwargs: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        n = next(self._ids)
+        # Random, as OpenAI's are: a count from 1 would give a thread stored by an earlier
+        # process (or another replica) an item id it already holds, and ChatKit refuses it.
+        n = secrets.randbits(64)
         seq = itertools.count()
         rid, fs_id, msg_id = f"resp_stub{n}", f"fs_stub{n}", f"msg_stub{n}"
         question = _last_user_text(input)

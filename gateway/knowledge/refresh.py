@@ -11,7 +11,8 @@ reload that adds, changes or removes a route's knowledge is followed (changed so
 ingested at once). Nothing here stops the gateway: a store that is down or a source that
 fails is logged (its type, never a URL with credentials or a message) and counted in
 `chatkit_gateway_knowledge_ingest_errors_total`: the pages that failed, and 1 for a run
-that failed whole (an exception, or no page fetched at all).
+that failed whole (an exception, or no page fetched at all). The last-ingest gauge is 0
+until the first ingest commits, so an alert on its age sees an index that never filled.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class KnowledgeRefresher:
                 m.knowledge_refresh.remove(name)
         else:
             m.knowledge_refresh.labels(name).set(config.refresh)
+            m.knowledge_ingest_errors.labels(name)  # 0 from the start: increase() sees the 1st
         index: KnowledgeIndex | None = None
         try:
             index = await self._runtime.index_for(await self._runtime.store_for(route))
@@ -127,8 +129,7 @@ class KnowledgeRefresher:
         else:
             state.readable, state.last_ingest = True, stats.last_ingest
             m.knowledge_pages.labels(name).set(stats.pages)
-            if stats.last_ingest is not None:
-                m.knowledge_last_ingest.labels(name).set(stats.last_ingest)
+            m.knowledge_last_ingest.labels(name).set(stats.last_ingest or 0)  # 0: never
         if config.refresh is None or (state.task is not None and not state.task.done()):
             return
         now, last = _now(), state.last_ingest
@@ -156,6 +157,7 @@ class KnowledgeRefresher:
     async def _refresh(
         self, route: AgentRoutePolicy, config: KnowledgeConfig, index: KnowledgeIndex
     ) -> None:
+        from .index import IndexConflict
         from .ingest import ingest
 
         name = route.name
@@ -167,11 +169,14 @@ class KnowledgeRefresher:
                 report = await ingest(name, config, index)
         except asyncio.CancelledError:
             raise
+        except IndexConflict:  # the CLI committed meanwhile: its index serves
+            log.info("knowledge refresh of route %s: another ingest committed first", name)
+            return
         except Exception as exc:
             self._failed(name, config, type(exc).__name__)
             return
-        if report.fetched == 0:  # nothing answered: counted as one failure at least
-            self._failed(name, config, report.line())
+        if not report.committed:  # no page fetched: the old index stays, counted as 1 at least
+            self._failed(name, config, f"no page fetched ({report.line()})")
             self._metrics.knowledge_ingest_errors.labels(name).inc(max(report.failed - 1, 0))
             return
         self._metrics.knowledge_ingest_errors.labels(name).inc(report.failed)
@@ -179,8 +184,7 @@ class KnowledgeRefresher:
         with contextlib.suppress(Exception):
             stats = await index.stats(name)
             self._metrics.knowledge_pages.labels(name).set(stats.pages)
-            if stats.last_ingest is not None:
-                self._metrics.knowledge_last_ingest.labels(name).set(stats.last_ingest)
+            self._metrics.knowledge_last_ingest.labels(name).set(stats.last_ingest or 0)
 
     def _forget(self, name: str) -> None:
         """The route lost its knowledge block (or the route is gone): no more series."""

@@ -3,8 +3,8 @@
 The route's own path is the ChatKit endpoint: every request there is a small JSON object
 whose `type` picks the limits that apply (`types:`). So, in order, each step cheaper
 than the next and none reading more than it must:
-1. the path is checked (404) and a declared Content-Length over `max_json_bytes` refused
-   (413) — nothing read, nothing spent;
+1. the path is checked (404) and a declared Content-Length over `max_json_bytes` (or the
+   route's `max_body_bytes`, if smaller) refused (413) — nothing read, nothing spent;
 2. the limits that need no body (no `types:`) are spent: a client over them is refused
    (429) before one byte of its body is read or parsed;
 3. the body is read within `max_json_bytes` (256 KiB by default: far above any message a
@@ -129,7 +129,7 @@ class ChatKitProxyRoute(RouteBase):
     # backend's request): a client that stops reading does not hold a stream forever.
     stream_write_timeout_seconds: Annotated[float, Between(1, 3600)] = 30.0
     max_streams_per_client: Annotated[int, Between(1, 10000)] | None = None
-    # The ChatKit endpoint's JSON body; max_body_bytes is for uploads below the route.
+    # The ChatKit endpoint's own, smaller cap (`json_limit`); max_body_bytes caps it too.
     max_json_bytes: Annotated[int, Between(1024, 16 << 20)] = 256 * 1024
     # Uploads (paths below the route) one client may have in flight at once.
     max_uploads_per_client: Annotated[int, Between(1, 10000)] = 4
@@ -145,6 +145,12 @@ class ChatKitProxyRoute(RouteBase):
     serves_below: ClassVar[bool] = True
     takes_types: ClassVar[bool] = True
     default_max_body_bytes: ClassVar[int | None] = 10 * 1024 * 1024  # attachments
+
+    @property
+    def json_limit(self) -> int:
+        """The endpoint's cap: the smaller of `max_json_bytes` and the route's
+        `max_body_bytes` (a route's own cap is never widened by the endpoint's)."""
+        return min(self.max_json_bytes, self.body_limit)
 
     def compile(self, upstream: UpstreamConfig) -> ProxyTarget:
         idle = self.stream_idle_timeout_seconds
@@ -166,11 +172,11 @@ class ChatKitProxyRoute(RouteBase):
         if not is_endpoint(self.path, request.path):
             return await handle_upload(request, info, compiled, url)
         declared = request.content_length
-        if declared is not None and declared > self.max_json_bytes:
+        if declared is not None and declared > self.json_limit:
             raise PayloadTooLarge()
         # Limits that need no body first: a client over them costs a dict lookup.
         earlier = await spend_limits(request, info, compiled, typed=False)
-        body = await read_capped(request, self.max_json_bytes)
+        body = await read_capped(request, self.json_limit)
         kind = parse_object(body, empty_ok=False).get("type")
         info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
         # Refused before the typed limits spend anything; the handler's check is binding.
@@ -186,7 +192,7 @@ class ChatKitProxyRoute(RouteBase):
         endpoint = route_path_item(doc, "chatkit_proxy", self)
         post = endpoint["post"]
         post["description"] = post["description"].replace(
-            f"Body at most {self.body_limit} bytes.", f"Body at most {self.max_json_bytes} bytes."
+            f"Body at most {self.body_limit} bytes.", f"Body at most {self.json_limit} bytes."
         )
         return {
             self.path: endpoint,
