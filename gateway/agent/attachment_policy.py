@@ -13,9 +13,12 @@ sends no headers of ours) shows it only to whoever holds the URL.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
+import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from chatkit.types import (
     Attachment,
@@ -28,6 +31,10 @@ from chatkit.types import (
 from ..errors import BadRequest, PayloadTooLarge, RateLimited
 from .context import TurnContext
 
+if TYPE_CHECKING:
+    from .config import AttachmentsConfig
+
+log = logging.getLogger("gateway.agent")
 BELOW = "/attachments/"
 
 
@@ -35,14 +42,49 @@ class UnsupportedType(BadRequest):
     status, code = 415, "unsupported_media_type"
 
 
+_RETRY_HELD = "3600"  # uploads never sent are swept within the hour; then there is room
+
+
+class StoreFull(RateLimited):
+    message = "The attachment store is full"
+
+
 def token(key: bytes, user: str, attachment_id: str) -> str:
     return hmac.digest(key, f"{user}\x00{attachment_id}".encode(), hashlib.sha256)[:16].hex()
+
+
+def client_tag(context: TurnContext) -> str:
+    """Whose bytes, for `max_bytes_per_client`: the client's network as `client_ip` limits
+    count it, keyed-hashed so that the store holds no addresses."""
+    network = context.info.compiled.client_key(context.client)
+    return hmac.digest(context.url_key, network.encode(), hashlib.sha256)[:16].hex()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Held:
+    """What is stored already: the user's attachments, the address's and the store's bytes."""
+
+    count: int = 0
+    client_bytes: int = 0
+    store_bytes: int = 0
+
+
+def check_room(config: AttachmentsConfig, held: Held, size: int) -> None:
+    """429 when `size` more bytes would pass the address's or the store's cap."""
+    if held.client_bytes + size > config.max_bytes_per_client:
+        raise RateLimited(
+            f"This address stores at most {config.max_bytes_per_client} attachment bytes",
+            headers={"Retry-After": _RETRY_HELD},
+        )
+    if held.store_bytes + size > config.max_store_bytes:
+        log.warning("attachment store full (max_store_bytes %d)", config.max_store_bytes)
+        raise StoreFull(headers={"Retry-After": _RETRY_HELD})
 
 
 def new_attachment(
     params: AttachmentCreateParams,
     context: TurnContext,
-    held: int,
+    held: Held,
     generate_id: Callable[[str, TurnContext], str],
 ) -> Attachment:
     config = context.attachments
@@ -53,8 +95,9 @@ def new_attachment(
         raise UnsupportedType(f"Attachments of type {mime[:100]!r} are not accepted")
     if params.size > config.max_bytes or params.size < 0:
         raise PayloadTooLarge(f"Attachments are at most {config.max_bytes} bytes")
-    if held >= config.max_per_user:
-        raise RateLimited("Too many attachments", headers={"Retry-After": "3600"})
+    if held.count >= config.max_per_user:
+        raise RateLimited("Too many attachments", headers={"Retry-After": _RETRY_HELD})
+    check_room(config, held, params.size)
     attachment_id = generate_id(mime, context)
     signed = token(context.url_key, context.user, attachment_id)
     url = f"{context.upload_base}{BELOW}{attachment_id}?u={context.user}&t={signed}"

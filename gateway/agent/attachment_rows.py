@@ -1,4 +1,5 @@
-"""Attachment rows of the thread store: metadata and bytes, always with their user."""
+"""Attachment rows of the thread store: metadata and bytes, always with their user, and
+the stored bytes counted per client address and per store (the caps: attachment_policy)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,19 @@ from chatkit.types import Attachment, AttachmentCreateParams
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from .attachment_policy import Held, check_room, client_tag, new_attachment
 from .context import TurnContext
 from .store_schema import Transactions, _now, attachments
 
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
+_CAPS_LOCK = 0x636B_6761  # pg_advisory_xact_lock's key for the byte caps
+
+
+async def _held(conn: AsyncConnection, tag: str, count: int = 0) -> Held:
+    size = sa.func.coalesce(sa.func.sum(attachments.c.size), 0)
+    mine = sa.select(size).where(attachments.c.client == tag).scalar_subquery()
+    row = (await conn.execute(sa.select(mine, sa.select(size).scalar_subquery()))).one()
+    return Held(count, int(row[0]), int(row[1]))
 
 
 class AttachmentRows(Transactions):
@@ -25,13 +35,13 @@ class AttachmentRows(Transactions):
         self, input: AttachmentCreateParams, context: TurnContext
     ) -> Attachment:
         """Phase one of the SDK's two-phase upload: the record, and where to send the bytes."""
-        from .attachment_policy import new_attachment  # the policy's caps live there
 
-        async def count(conn: AsyncConnection) -> int:
+        async def work(conn: AsyncConnection) -> Held:
             q = sa.select(sa.func.count()).where(attachments.c.user_id == context.user)
-            return int((await conn.execute(q)).scalar() or 0)
+            count = int((await conn.execute(q)).scalar() or 0)
+            return await _held(conn, client_tag(context), count)
 
-        held = await self._run(context, count)
+        held = await self._run(context, work)
         return new_attachment(input, context, held, self.generate_attachment_id)
 
     async def save_attachment(self, attachment: Attachment, context: TurnContext) -> None:
@@ -50,7 +60,7 @@ class AttachmentRows(Transactions):
                 await conn.execute(
                     attachments.insert().values(
                         id=attachment.id, user_id=context.user, thread_id=attachment.thread_id,
-                        created_at=_now(), data=data,
+                        created_at=_now(), data=data, client=client_tag(context),
                     )
                 )  # fmt: skip
 
@@ -59,6 +69,23 @@ class AttachmentRows(Transactions):
     async def load_attachment(self, attachment_id: str, context: TurnContext) -> Attachment:
         row = await self._attachment_row(attachment_id, context, content=False)
         return _ATTACHMENT.validate_json(row[0])
+
+    async def load_attachment_size(
+        self, attachment_id: str, context: TurnContext
+    ) -> tuple[Attachment, int | None]:
+        """The record and its stored size (None until uploaded), without the bytes."""
+        size = sa.func.length(attachments.c.content)
+
+        async def work(conn: AsyncConnection) -> Any:
+            q = sa.select(attachments.c.data, size).where(
+                attachments.c.id == attachment_id, attachments.c.user_id == context.user
+            )
+            return (await conn.execute(q)).first()
+
+        row = await self._run(context, work)
+        if row is None:
+            raise NotFoundError(f"Attachment {attachment_id} not found")
+        return _ATTACHMENT.validate_json(row[0]), None if row[1] is None else int(row[1])
 
     async def load_attachment_content(
         self, attachment_id: str, context: TurnContext
@@ -85,18 +112,58 @@ class AttachmentRows(Transactions):
     async def put_attachment_content(
         self, attachment: Attachment, content: bytes, context: TurnContext
     ) -> None:
-        """Phase two: the bytes arrived; the record loses its upload descriptor."""
+        """Phase two: the bytes arrived, within the address's and the store's caps (checked
+        in the write's transaction; on PostgreSQL uploads take turns for it, so replicas
+        cannot both pass a cap); the record loses its upload descriptor."""
         done = attachment.model_copy(update={"upload_descriptor": None})
         data = done.model_dump_json()
+        tag = client_tag(context)
+        config = context.attachments
 
         async def work(conn: AsyncConnection) -> None:
+            if config is not None:
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_CAPS_LOCK)))
+                check_room(config, await _held(conn, tag), len(content))
             await conn.execute(
                 attachments.update()
                 .where(attachments.c.id == attachment.id, attachments.c.user_id == context.user)
-                .values(content=content, data=data)
+                .values(content=content, data=data, client=tag, size=len(content))
             )
 
         await self._run(context, work)
+
+    async def attachment_sizes(self, ids: list[str], context: TurnContext) -> dict[str, int]:
+        """The stored size of each of the user's uploaded attachments among `ids`."""
+        if not ids:
+            return {}
+        size = sa.func.length(attachments.c.content)
+
+        async def work(conn: AsyncConnection) -> dict[str, int]:
+            q = sa.select(attachments.c.id, size).where(
+                attachments.c.id.in_(ids),
+                attachments.c.user_id == context.user,
+                attachments.c.content.is_not(None),
+            )
+            return {row[0]: int(row[1]) for row in await conn.execute(q)}
+
+        return await self._run(context, work)
+
+    async def read_attachment_chunk(
+        self, attachment_id: str, context: TurnContext, offset: int, length: int
+    ) -> bytes:
+        """`length` bytes from `offset` of the stored content (fewer at its end; none when
+        it is gone), so a preview never holds the whole file."""
+        piece = sa.func.substr(attachments.c.content, offset + 1, length, type_=sa.LargeBinary)
+
+        async def work(conn: AsyncConnection) -> bytes:
+            q = sa.select(piece).where(
+                attachments.c.id == attachment_id, attachments.c.user_id == context.user
+            )
+            found = (await conn.execute(q)).scalar()
+            return bytes(found) if found else b""
+
+        return await self._run(context, work)
 
     async def delete_attachment(self, attachment_id: str, context: TurnContext) -> None:
         async def work(conn: AsyncConnection) -> None:

@@ -1,4 +1,4 @@
-"""The upload (phase two) and image preview of a `chatkit_agent` route's attachments."""
+"""The upload (phase two) of a `chatkit_agent` route's attachments."""
 
 from __future__ import annotations
 
@@ -59,21 +59,13 @@ async def handle_attachment(
     context: TurnContext,
     attachment_id: str,
 ) -> web.StreamResponse:
-    """POST: phase two of an upload; GET: the preview of an image. `context.user` is the
-    URL's signed user (`signed_user`): an `<img>` sends no X-Device-Id."""
+    """Phase two of an upload (the preview, its GET: preview.py). `context.user` is the
+    URL's signed user (`signed_user`)."""
     try:
-        attachment, content = await store.load_attachment_content(attachment_id, context)
+        attachment, size = await store.load_attachment_size(attachment_id, context)
     except NotFoundError:
         raise NotFound() from None
-    if request.method == "GET":
-        if content is None or not attachment.mime_type.startswith("image/"):
-            raise NotFound()
-        return web.Response(
-            body=content,
-            content_type=attachment.mime_type,
-            headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"},
-        )
-    if content is not None:
+    if size is not None:
         raise BadRequest("This attachment was uploaded already")
     data = await _read_upload(request, config.max_bytes)
     await store.put_attachment_content(attachment, data, context)

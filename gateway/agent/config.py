@@ -91,6 +91,9 @@ def _read_instructions(value: object, info: ValidationInfo) -> str:
 @dataclass(frozen=True, config=STRICT)
 class AgentConfig:
     model: _MODEL
+    # Tried in order when the model answers model_not_found (it was shut down), before
+    # anything reached the visitor (SPEC §10; gateway/agent/fallback_model.py).
+    fallback_models: Annotated[tuple[_MODEL, ...], Field(max_length=4)] = ()
     instructions: Annotated[Text, Field(max_length=256 * 1024)] | None = None
     # Read at load (and on reload), so the agent's prompt can live in its own file; `check`
     # shows the path.
@@ -100,6 +103,15 @@ class AgentConfig:
     # The thread's last items sent to the model each turn: bounds a turn's input tokens.
     history_items: Annotated[int, Between(1, 1000)] = 30
     name: Name = "assistant"
+
+    @model_validator(mode="after")
+    def _distinct_models(self) -> AgentConfig:
+        seen = {self.model}
+        for i, name in enumerate(self.fallback_models):
+            if name in seen:
+                raise at(("fallback_models", i), f"{name!r} is already named before it")
+            seen.add(name)
+        return self
 
     @model_validator(mode="after")
     def _one_instructions(self) -> AgentConfig:
@@ -163,12 +175,34 @@ _Mime = Annotated[
 ]
 
 
+_MiB = 1024 * 1024
+
+
 @dataclass(frozen=True, config=STRICT)
 class AttachmentsConfig:
-    max_bytes: Annotated[int, Between(1, 100 * 1024 * 1024)] = 10 * 1024 * 1024
+    max_bytes: Annotated[int, Between(1, 100 * _MiB)] = 10 * _MiB
     mime_types: Annotated[tuple[_Mime, ...], Field(min_length=1)] = DEFAULT_MIME_TYPES
     # One user's stored attachments at most (uploaded, whether sent yet or not).
     max_per_user: Annotated[int, Between(1, 100_000)] = 100
+    # Attachment bytes sent to the model in one turn, newest first; older ones (and any
+    # past the cap) become a line of text naming the file. Bounds a turn's memory and cost.
+    max_bytes_per_turn: Annotated[int, Between(1, 100 * _MiB)] = 20 * _MiB
+    # Bytes stored from one client address (its network, as `client_ip` limits count it):
+    # device ids are free, addresses are not.
+    max_bytes_per_client: Annotated[int, Between(1, 1024**4)] = 200 * _MiB
+    # Bytes stored for the whole store: a full disk would take threads down with it.
+    max_store_bytes: Annotated[int, Between(1, 1024**5)] = 5 * 1024 * _MiB
+
+    @model_validator(mode="after")
+    def _caps_fit(self) -> AttachmentsConfig:
+        for key in ("max_bytes_per_turn", "max_bytes_per_client", "max_store_bytes"):
+            if getattr(self, key) < self.max_bytes:
+                raise at(
+                    (key,),
+                    f"{key} ({getattr(self, key)}) is below max_bytes ({self.max_bytes}): "
+                    "an upload that fits could never be stored or sent",
+                )
+        return self
 
 
 class BudgetKey(enum.StrEnum):
@@ -205,6 +239,8 @@ class AgentRoutePolicy(Protocol):
     def name(self) -> str: ...
     @property
     def path(self) -> str: ...
+    @property
+    def agent(self) -> AgentConfig: ...
     @property
     def store(self) -> StoreConfig: ...
     @property

@@ -22,12 +22,12 @@ from chatkit.store import NotFoundError
 from pydantic import ValidationError
 
 from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
-from ..errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
+from ..errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited
 from ..identity import DEVICE_HEADER, proxy_user_id
-from ..limits.budgets import BudgetBucket
+from ..limits.budgets import BudgetBucket, retry_after
 from ..limits.enforcement import spend_limits
 from ..metrics import METRICS, chatkit_type_label
-from ..policy import UserIdSource
+from ..policy import UserIdSource, whole_seconds
 from ..request_body import parse_object, read_capped
 from ..requestinfo import INFO, RequestInfo
 from ..upstream.stream import (
@@ -41,9 +41,10 @@ from .attachment_policy import BELOW
 from .attachments import handle_attachment, signed_user
 from .config import AgentRouteData, AgentRoutePolicy, BudgetKey
 from .context import TurnContext
+from .preview import PER_CLIENT as PREVIEWS
+from .preview import preview_key, serve_preview, too_many_previews
 from .runtime import AGENTS
 from .store import SqlStore
-from .turn_cost import TurnBudget, budget_spent
 
 # What the SDK serves here: no client tools, widgets actions or dictation in a policy agent.
 SERVED = frozenset(
@@ -77,11 +78,10 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     if request.method != "POST":
         raise MethodNotAllowed(headers={"Allow": "POST, OPTIONS"})
     declared = request.content_length
-    limit = min(route.max_json_bytes, route.body_limit)  # the route's own cap binds too
-    if declared is not None and declared > limit:
+    if declared is not None and declared > route.max_json_bytes:
         raise PayloadTooLarge()
     earlier = await spend_limits(request, info, compiled, typed=False)
-    body = await read_capped(request, limit)
+    body = await read_capped(request, route.max_json_bytes)
     parsed = parse_object(body, empty_ok=False)
     kind = parsed.get("type")
     info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
@@ -97,18 +97,18 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
         raise too_many_streams(request, route.name)
     await spend_limits(request, info, compiled, typed=True, earlier=earlier)
     runtime = request.app[AGENTS]
-    output = data.spec.model_settings.max_tokens or 0
-    budget = TurnBudget(runtime.budgets, _budgets(route, user, info), output)
-    if streaming and budget.buckets:
-        wait = await budget.check()  # Unavailable (503): Redis down under `deny`
+    budgets = _budgets(route, user, info)
+    if streaming and budgets:
+        wait = retry_after(budgets, await runtime.budgets.levels(budgets))
         if wait is not None:
             request.app[METRICS].rate_limited.labels(route.name, "tokens").inc()
-            raise budget_spent(wait)
+            raise RateLimited(
+                "Token budget spent", headers={"Retry-After": str(whole_seconds(wait))}
+            )
     store = await runtime.store_for(route)
     upstream = info.compiled.policy.upstream
     server = runtime.server_for(route, data, store, upstream)
     context = _context(request, route, data, info, user)
-    context.budget = budget if streaming else None
     request.app[METRICS].chatkit_requests.labels(route.name, info.chatkit_type).inc()
     try:
         await _own_attachments(parsed, store, context)
@@ -128,9 +128,11 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     finally:
         open_streams.dec()
         proxy.release_stream(streams)
-        # The turn's reservation becomes its charge (turn_cost.py): the usage OpenAI
-        # reported, nothing for a call it refused, else the bounded input estimate.
-        await budget.settle(context)
+        # Usage as OpenAI reported it; a turn that ended without it (the visitor left
+        # mid-answer, the call failed) is charged its input's estimated size instead.
+        spent = sum(i + o for i, o in context.usage) or context.estimated_input
+        if budgets and spent:
+            await runtime.budgets.charge(budgets, spent)
 
 
 async def _own_attachments(parsed: dict[str, Any], store: SqlStore, context: TurnContext) -> None:
@@ -143,9 +145,11 @@ async def _own_attachments(parsed: dict[str, Any], store: SqlStore, context: Tur
         return
     if len(ids) > _MAX_ATTACHMENTS:
         raise BadRequest(f"At most {_MAX_ATTACHMENTS} attachments per message")
+    if not all(isinstance(i, str) for i in ids):
+        raise BadRequest("Not a valid ChatKit request")
+    if len(set(ids)) != len(ids):  # the widget never repeats one: refused, not guessed at
+        raise BadRequest("A message carries each attachment once")
     for attachment_id in ids:
-        if not isinstance(attachment_id, str):
-            raise BadRequest("Not a valid ChatKit request")
         await store.load_attachment(attachment_id, context)  # NotFoundError: 404
 
 
@@ -192,23 +196,27 @@ async def _attachment(
         raise NotFound()
     compiled = info.route
     assert compiled is not None
-    if request.method == "POST":
-        declared = request.content_length
-        if declared is not None and declared > config.max_bytes + 64 * 1024:
-            raise PayloadTooLarge()
-        await spend_limits(request, info, compiled, typed=False)
+    upload = request.method == "POST"
+    if not upload and request.method != "GET":
+        raise MethodNotAllowed(headers={"Allow": "GET, POST, OPTIONS"})
+    declared = request.content_length
+    if upload and declared is not None and declared > config.max_bytes + 64 * 1024:
+        raise PayloadTooLarge()
+    await spend_limits(request, info, compiled, typed=False)  # previews too: no free GETs
     user = signed_user(request, data.url_key, attachment_id)
     store = await request.app[AGENTS].store_for(route)
     context = _context(request, route, data, info, user)
     proxy = request.app[PROXY]
-    key = upload_key(route.name, info.client_ip)
-    if request.method == "POST" and not proxy.take_stream(key, _UPLOADS_PER_CLIENT):
-        raise too_many_uploads(request, route.name)
+    key = (upload_key if upload else preview_key)(route.name, info.client_ip)
+    if not proxy.take_stream(key, _UPLOADS_PER_CLIENT if upload else PREVIEWS):
+        raise (too_many_uploads if upload else too_many_previews)(request, route.name)
     try:
+        if not upload:
+            timeout = route.stream_write_timeout_seconds
+            return await serve_preview(request, store, context, attachment_id, timeout)
         return await handle_attachment(request, store, config, context, attachment_id)
     finally:
-        if request.method == "POST":
-            proxy.release_stream(key)
+        proxy.release_stream(key)
 
 
 def _user(

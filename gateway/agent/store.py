@@ -19,18 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .attachment_rows import AttachmentRows
 from .context import TurnContext
-from .store_schema import (
-    StoreUnavailable,
-    _now,
-    attachments,
-    items,
-    migrate,
-    open_engine,
-    threads,
-)
+from .store_migrations import migrate
+from .store_schema import StoreUnavailable, _now, attachments, items, open_engine, threads
 
 __all__ = ["SqlStore", "StoreUnavailable", "migrate", "open_engine"]
 MAX_PAGE = 100  # a client's `limit` is capped: one answer's size stays bounded
+UNSENT_SECONDS = 3600.0  # an upload no message carried is swept after this (SECURITY.md)
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 
 
@@ -213,20 +207,28 @@ class SqlStore(AttachmentRows, Store[TurnContext], AttachmentStore[TurnContext])
         await self._run(context, work)
 
     # -- retention ------------------------------------------------------------------
-    async def sweep(self, older_than_seconds: float) -> int:
-        """Delete threads (with their items and attachments) untouched for that long, and
-        attachments never sent in a message; returns the threads deleted."""
-        cutoff = _now() - dt.timedelta(seconds=older_than_seconds)
+    async def sweep(
+        self, older_than_seconds: float | None, unsent_seconds: float = UNSENT_SECONDS
+    ) -> int:
+        """Delete threads (with their items and attachments) untouched for
+        `older_than_seconds` (None: kept forever), and uploads no message carried within
+        `unsent_seconds`: bytes sent nowhere are not kept for the retention; returns the
+        threads deleted."""
+        now = _now()
+        unsent = now - dt.timedelta(seconds=min(unsent_seconds, older_than_seconds or 1e12))
 
         async def work(conn: AsyncConnection) -> int:
+            await conn.execute(
+                attachments.delete().where(
+                    attachments.c.thread_id.is_(None), attachments.c.created_at < unsent
+                )
+            )
+            if older_than_seconds is None:
+                return 0
+            cutoff = now - dt.timedelta(seconds=older_than_seconds)
             old = sa.select(threads.c.id).where(threads.c.updated_at < cutoff)
             await conn.execute(items.delete().where(items.c.thread_id.in_(old)))
             await conn.execute(attachments.delete().where(attachments.c.thread_id.in_(old)))
-            await conn.execute(
-                attachments.delete().where(
-                    attachments.c.thread_id.is_(None), attachments.c.created_at < cutoff
-                )
-            )
             done = await conn.execute(threads.delete().where(threads.c.updated_at < cutoff))
             return int(done.rowcount or 0)
 

@@ -21,7 +21,6 @@ from ..errors import Unavailable
 from .context import TurnContext
 
 log = logging.getLogger("gateway.agent.store")
-SCHEMA_VERSION = 1
 T = TypeVar("T")
 
 meta = sa.MetaData()
@@ -56,8 +55,13 @@ attachments = sa.Table(
     sa.Column("created_at", sa.DateTime(), nullable=False),
     sa.Column("data", sa.Text(), nullable=False),
     sa.Column("content", sa.LargeBinary(), nullable=True),  # null until uploaded
+    # Since version 2: who stored the bytes (a keyed hash of the client's network) and how
+    # many, so the caps per address and per store are sums over small columns.
+    sa.Column("client", sa.String(64), nullable=True),
+    sa.Column("size", sa.BigInteger(), nullable=True),
     sa.Index("ckgw_attachments_user", "user_id"),
     sa.Index("ckgw_attachments_thread", "thread_id"),
+    sa.Index("ckgw_attachments_client", "client"),
 )
 schema = sa.Table(
     "ckgw_schema",
@@ -115,20 +119,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-async def migrate(engine: AsyncEngine) -> None:
-    """Create the tables, or refuse a database written by a newer gateway."""
-    async with engine.begin() as conn:
-        await conn.run_sync(meta.create_all)
-        found = (await conn.execute(sa.select(sa.func.max(schema.c.version)))).scalar()
-        if found is None:
-            await conn.execute(schema.insert().values(version=SCHEMA_VERSION, applied_at=_now()))
-        elif found > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the thread store has schema version {found}; this gateway knows "
-                f"{SCHEMA_VERSION}: run the newer gateway, or another database"
-            )
 
 
 def _now() -> dt.datetime:
