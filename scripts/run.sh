@@ -26,9 +26,19 @@ trap 'stop; exit 130' INT
 trap 'stop; exit 143' TERM
 trap stop EXIT
 
-.venv/bin/chatkit-gateway "${args[@]}" &
-pids+=($!)
+# The demo pages first: they serve the project's docs (/project/) that the agent route's
+# `knowledge` ingests as soon as the gateway starts.
 .venv/bin/python demo/serve.py --host "${DEMO_HOST:-127.0.0.1}" --port "$demo_port" >/dev/null &
+pids+=($!)
+wait_for() {  # port: until it answers, or stop everything if a part died
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || { stop; exit 1; }; done
+    sleep 0.1
+  done
+}
+wait_for "$demo_port"
+.venv/bin/chatkit-gateway "${args[@]}" &
 pids+=($!)
 # The echo ChatKit server behind a chatkit_proxy route, when the policy points one at it
 # (gateway.yaml's target follows CHATKIT_DEMO_BACKEND_PORT, written as the variable).
@@ -46,20 +56,16 @@ fi
 # The banner comes when everything answers, so its links work when they are shown.
 ports=("$gateway_port" "$demo_port")
 [ ${#pids[@]} -lt 3 ] || ports+=("$backend_port")
-for port in "${ports[@]}"; do
-  for _ in $(seq 1 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/${port}") 2>/dev/null && break
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || { stop; exit 1; }; done
-    sleep 0.1
-  done
-done
+for port in "${ports[@]}"; do wait_for "$port"; done
 
 query=""
 [ "$gateway_port" = 8080 ] || query="?gateway=http://localhost:${gateway_port}"
 cat >&2 <<MSG
 
   Gateway     http://127.0.0.1:${gateway_port}/   (metrics: http://127.0.0.1:${gateway_port}/metrics)
-  Demo pages  http://localhost:${demo_port}/agent.html${query}  a chat served by the gateway (chatkit_agent)
+  Demo pages  http://localhost:${demo_port}/agent.html${query}  a chat served by the gateway (chatkit_agent):
+                ask about chatkit-gateway; it searches this project's docs and links the pages
+              http://localhost:${demo_port}/project/            those docs, as the gateway ingests them (knowledge)
               http://localhost:${demo_port}/${query}            client secrets, as the ChatKit widget gets them
               http://localhost:${demo_port}/proxy.html${query}  ChatKit requests through a chatkit_proxy route
                 ${backend_note}

@@ -3,7 +3,8 @@
 A real `make run` in this checkout, as its own process group, without OPENAI_API_KEY, on
 ports of its own (the environment variables the README names), then Ctrl-C: it must
 answer a token from the demo origin, serve the demo pages, stream a ChatKit answer from
-the demo backend through the proxy route, and stop every process it started.
+the demo backend through the proxy route, answer a question about this project on the
+agent route with a link to its docs (knowledge), and stop every process it started.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ async def wait_for_banner(proc: asyncio.subprocess.Process, log: Path) -> str:
         assert time.monotonic() < deadline, f"make run never became ready:\n{text}"
         await asyncio.sleep(0.2)
     return text
+
+
+async def knowledge_pages(http: aiohttp.ClientSession, gw: int) -> float:
+    """The agent route's indexed pages, once its first ingest has committed."""
+    deadline = time.monotonic() + START_SECONDS
+    while True:
+        async with http.get(f"http://127.0.0.1:{gw}/metrics") as resp:
+            text = await resp.text()
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == 'chatkit_gateway_knowledge_pages{route="assistant"}' and float(value):
+                return float(value)
+        assert time.monotonic() < deadline, "the demo's knowledge was never ingested"
+        await asyncio.sleep(0.2)
 
 
 async def test_make_run_serves_and_stops_on_sigint(tmp_path: Path) -> None:
@@ -110,6 +125,29 @@ async def test_make_run_serves_and_stops_on_sigint(tmp_path: Path) -> None:
             ]
             assert len(deltas) > 1, kinds  # streamed word by word, not in one piece
             assert "hello from make run" in "".join(deltas)
+
+            # The agent route knows this project's docs (knowledge over the demo server's
+            # /project/ sitemap, ingested at start) and answers with links to their pages.
+            assert f"http://localhost:{demo}/project/" in banner
+            pages = await knowledge_pages(http, gw)
+            assert pages >= 3, pages  # README, SECURITY, docs/*
+            async with http.post(
+                f"http://127.0.0.1:{gw}/chatkit/assistant",
+                headers={"Origin": origin, "X-Device-Id": "make-run-device-0123456789"},
+                json=create_req("How do I rotate the OpenAI API key on Kubernetes?"),
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                events = [event async for event in sse_events(resp)]
+            done = [
+                e["item"]
+                for e in events
+                if e["type"] == "thread.item.done" and e["item"]["type"] == "assistant_message"
+            ]
+            annotations = done[-1]["content"][0]["annotations"]
+            urls = [a["source"]["url"] for a in annotations if a["source"]["type"] == "url"]
+            assert urls and urls[0].startswith(f"http://localhost:{demo}/project/"), annotations
+            async with http.get(urls[0].replace("localhost", "127.0.0.1")) as resp:
+                assert resp.status == 200 and resp.content_type == "text/html"  # the link works
     finally:
         # Ctrl-C in the terminal: SIGINT to the whole foreground process group.
         with contextlib.suppress(ProcessLookupError):
