@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from ..knowledge.model import Hit
     from ..requestinfo import RequestInfo
     from .config import AttachmentsConfig
+    from .turn_cost import TurnBudget
 
 
 @dataclasses.dataclass(slots=True)
@@ -24,8 +25,16 @@ class TurnContext:
     url_key: bytes = dataclasses.field(default=b"", repr=False)  # signs upload URLs
     usage: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (in, out)
     # What a turn is charged when the model reports no usage (the visitor left, the call
-    # failed): the input's size in tokens, roughly (4 bytes each).
+    # failed): the input's size in tokens, roughly (turn_cost.input_estimate).
     estimated_input: int = 0
+    # Attachment bytes (as stored, before base64) this turn sent the model: at most
+    # `attachments.max_bytes_per_turn` (converter.py).
+    attachment_bytes: int = 0
+    # The model call's outcome as metrics count it ("ok", "client_error", …); "" while
+    # no call was made. A call OpenAI refused (4xx) is charged nothing (turn_cost.py).
+    outcome: str = ""
+    # The turn's token budgets: reserved before the model is called, settled after.
+    budget: TurnBudget | None = None
     # Attachment bytes (as stored, before base64) this turn sent the model: at most
     # `attachments.max_bytes_per_turn` (converter.py).
     attachment_bytes: int = 0

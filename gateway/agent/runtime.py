@@ -19,12 +19,15 @@ from aiohttp import web
 
 from ..compiled_policy import ACTIVE_POLICY
 from ..knowledge.refresh import run_knowledge
-from ..limits.budgets import BudgetStorage, MemoryBudgets, RedisBudgets
+from ..limits import LimitStorage
+from ..limits.budgets import Budgets, budgets_for
+from ..limits.enforcement import LIMITER
 from ..metrics import METRICS, Metrics
-from ..policy import Backend, Policy, UpstreamConfig
+from ..policy import Policy, UpstreamConfig
 from ..upstream import UPSTREAM
 from ..upstream.openai import OpenAIClient
 from .config import KIND, AgentRouteData, AgentRoutePolicy
+from .turn_cost import reserve_turn
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -46,6 +49,7 @@ class AgentRuntime:
         policy: Policy,
         metrics: Metrics,
         smooth: Callable[[], Awaitable[None]] | None = None,
+        limits: LimitStorage | None = None,
     ) -> None:
         self._metrics = metrics
         # upstream.max_rate, shared with the token routes (OpenAIClient.smooth); None with
@@ -60,11 +64,9 @@ class AgentRuntime:
         self._indexes: dict[SqlStore, KnowledgeIndex] = {}  # knowledge (§9), one per store
         self._index_lock = asyncio.Lock()
         errors = metrics.limiter_backend_errors.labels(policy.limiter.backend.value)
-        self.budgets: BudgetStorage = (
-            RedisBudgets(policy.limiter, errors.inc)
-            if policy.limiter.backend is Backend.REDIS
-            else MemoryBudgets(policy.limiter.max_tracked_keys)
-        )
+        # Beside the rate limits (`limits`: the limiter's storage): in the same Redis,
+        # through the same client and breaker, under the same `on_backend_error`.
+        self.budgets: Budgets = budgets_for(policy.limiter, limits, errors.inc)
 
     # -- stores ---------------------------------------------------------------------
     async def store_for(self, route: AgentRoutePolicy) -> SqlStore:
@@ -202,6 +204,10 @@ class AgentRuntime:
         return OpenAIResponsesModel(model=model, openai_client=client)
 
     async def _smooth(self, context: TurnContext) -> None:
+        """Before the model call: the turn's budget reserved (or the turn ends), then a
+        slot of `upstream.max_rate`."""
+        refused = self._metrics.rate_limited.labels(context.route, "tokens").inc
+        await reserve_turn(context, refused)
         if self._smooth_upstream is not None:
             await self._smooth_upstream()
 
@@ -215,6 +221,7 @@ class AgentRuntime:
         if tokens_out:
             m.model_tokens.labels(context.route, "output").inc(tokens_out)
         context.usage.append((tokens_in, tokens_out))
+        context.outcome = outcome  # a 4xx is charged nothing (turn_cost.py)
 
     # -- retention and shutdown -----------------------------------------------------
     async def open_all(self, policy: Policy) -> None:
@@ -243,7 +250,6 @@ class AgentRuntime:
             await client.close()
         for store in self._stores.values():
             await store.engine.dispose()
-        await self.budgets.close()
 
 
 AGENTS = web.AppKey("agents", AgentRuntime)
@@ -259,7 +265,7 @@ async def agent_context(app: web.Application) -> AsyncIterator[None]:
     policy = app[ACTIVE_POLICY].current.policy
     upstream = app.get(UPSTREAM)  # opened before this context (app.py)
     smooth = upstream.smooth if isinstance(upstream, OpenAIClient) else None
-    runtime = AgentRuntime(policy, app[METRICS], smooth)
+    runtime = AgentRuntime(policy, app[METRICS], smooth, app[LIMITER].storage)
     app[AGENTS] = runtime
     await runtime.open_all(policy)
     await runtime.sweep_once(policy)

@@ -22,12 +22,12 @@ from chatkit.store import NotFoundError
 from pydantic import ValidationError
 
 from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
-from ..errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited
+from ..errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from ..identity import DEVICE_HEADER, proxy_user_id
-from ..limits.budgets import BudgetBucket, retry_after
+from ..limits.budgets import BudgetBucket
 from ..limits.enforcement import spend_limits
 from ..metrics import METRICS, chatkit_type_label
-from ..policy import UserIdSource, whole_seconds
+from ..policy import UserIdSource
 from ..request_body import parse_object, read_capped
 from ..requestinfo import INFO, RequestInfo
 from ..upstream.stream import (
@@ -45,6 +45,7 @@ from .preview import PER_CLIENT as PREVIEWS
 from .preview import preview_key, serve_preview, too_many_previews
 from .runtime import AGENTS
 from .store import SqlStore
+from .turn_cost import TurnBudget, budget_spent
 
 # What the SDK serves here: no client tools, widgets actions or dictation in a policy agent.
 SERVED = frozenset(
@@ -78,10 +79,11 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     if request.method != "POST":
         raise MethodNotAllowed(headers={"Allow": "POST, OPTIONS"})
     declared = request.content_length
-    if declared is not None and declared > route.max_json_bytes:
+    limit = min(route.max_json_bytes, route.body_limit)  # the route's own cap binds too
+    if declared is not None and declared > limit:
         raise PayloadTooLarge()
     earlier = await spend_limits(request, info, compiled, typed=False)
-    body = await read_capped(request, route.max_json_bytes)
+    body = await read_capped(request, limit)
     parsed = parse_object(body, empty_ok=False)
     kind = parsed.get("type")
     info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
@@ -97,18 +99,18 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
         raise too_many_streams(request, route.name)
     await spend_limits(request, info, compiled, typed=True, earlier=earlier)
     runtime = request.app[AGENTS]
-    budgets = _budgets(route, user, info)
-    if streaming and budgets:
-        wait = retry_after(budgets, await runtime.budgets.levels(budgets))
+    output = data.spec.model_settings.max_tokens or 0
+    budget = TurnBudget(runtime.budgets, _budgets(route, user, info), output)
+    if streaming and budget.buckets:
+        wait = await budget.check()  # Unavailable (503): Redis down under `deny`
         if wait is not None:
             request.app[METRICS].rate_limited.labels(route.name, "tokens").inc()
-            raise RateLimited(
-                "Token budget spent", headers={"Retry-After": str(whole_seconds(wait))}
-            )
+            raise budget_spent(wait)
     store = await runtime.store_for(route)
     upstream = info.compiled.policy.upstream
     server = runtime.server_for(route, data, store, upstream)
     context = _context(request, route, data, info, user)
+    context.budget = budget if streaming else None
     request.app[METRICS].chatkit_requests.labels(route.name, info.chatkit_type).inc()
     try:
         await _own_attachments(parsed, store, context)
@@ -128,11 +130,9 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     finally:
         open_streams.dec()
         proxy.release_stream(streams)
-        # Usage as OpenAI reported it; a turn that ended without it (the visitor left
-        # mid-answer, the call failed) is charged its input's estimated size instead.
-        spent = sum(i + o for i, o in context.usage) or context.estimated_input
-        if budgets and spent:
-            await runtime.budgets.charge(budgets, spent)
+        # The turn's reservation becomes its charge (turn_cost.py): the usage OpenAI
+        # reported, nothing for a call it refused, else the bounded input estimate.
+        await budget.settle(context)
 
 
 async def _own_attachments(parsed: dict[str, Any], store: SqlStore, context: TurnContext) -> None:
