@@ -35,6 +35,7 @@ import pytest
 import yaml
 
 from tests.processes import ROOT, base_env, free_port
+from tests.test_make_run import knowledge_pages
 
 README = ROOT / "README.md"
 EXAMPLE_README = ROOT / "examples" / "chatkit_server" / "README.md"
@@ -64,7 +65,7 @@ AGENT_CURL = (
     "curl -sN http://127.0.0.1:8080/chatkit/assistant -H 'Origin: http://localhost:8000' "
     "-H 'X-Device-Id: readme-device-0123456789' -d "
     """'{"type":"threads.create","params":{"input":{"content":[{"type":"input_text","""
-    """"text":"hello"}],"attachments":[],"inference_options":{}}}}'"""
+    """"text":"How do I rotate the OpenAI API key?"}],"attachments":[],"inference_options":{}}}}'"""
 )
 
 
@@ -543,12 +544,17 @@ def _stream(out: str, demo: int) -> None:
 
 
 def _agent(out: str, demo: int) -> None:
-    """The stub model through the agent route: progress, a streamed answer, a source."""
-    _stream(out, demo)
+    """The stub model through the agent route: it searches this project's docs (knowledge),
+    streams the best passage and cites its page as a link to the demo server's copy."""
     events = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("data: ")]
-    assert any(e["type"] == "progress_update" for e in events), out
+    assert events[0]["type"] == "thread.created", out
+    deltas = [e for e in events if "delta" in e.get("update", {})]
+    assert len(deltas) > 1, out
+    assert {"type": "progress_update", "icon": "search", "text": "Searching the site…"} in events
     done = [e["item"] for e in events if e["type"] == "thread.item.done"]
-    assert done[-1]["content"][0]["annotations"][0]["source"]["filename"], out
+    sources = [a["source"] for a in done[-1]["content"][0]["annotations"]]
+    assert sources[0]["type"] == "url", out
+    assert sources[0]["url"].startswith(f"http://localhost:{demo}/project/"), out
 
 
 def _ready(out: str, demo: int) -> None:
@@ -607,6 +613,8 @@ async def test_readme_curl_commands_against_make_run(tmp_path: Path) -> None:
             assert proc.returncode is None, f"make run exited:\n{log.read_text()}"
             assert time.monotonic() < deadline, f"make run never got ready:\n{log.read_text()}"
             await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession() as http:  # the docs ingested (a second or so)
+            await knowledge_pages(http, gw)
         for command in curls:
             local = on_ports(command.text, gw, demo)
             done = await asyncio.to_thread(
