@@ -44,6 +44,11 @@ A ``Script`` is one successful answer, optionally preceded by ``fail_times`` HTT
   (``response.failed``; non-streamed a 200 with ``status: failed``), ``"error"`` (an ``error``
   event).
 
+``fake.models`` (tests/fake_models.py) answers ``GET /v1/models`` and ``/v1/models/{id}``
+(the SDK's ``Model``, a ``shutdown_date`` for chosen models, 404 ``model_not_found`` for
+unknown ones, a 5xx while ``fail_status`` is set); a model it ``retire``s is refused by
+``/v1/responses`` with ``model_not_found`` before any script is taken.
+
 A wrong or missing ``Authorization: Bearer`` key is always a 401, unknown body keys a 400.
 Every request is recorded in ``fake.requests`` (``ResponsesRequest``: headers including the
 key, masked in its repr; the parsed body; helpers for model, instructions, tools, input items
@@ -88,6 +93,7 @@ from openai.types.responses.response_file_search_tool_call import Result as File
 from openai.types.responses.response_function_web_search import ActionSearch, ActionSearchSource
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+from tests.fake_models import ModelCatalogue
 from tests.fake_openai import _NO_KEY, DEFAULT_API_KEY, _default_fault_payload, _mask_key
 
 End = Literal["completed", "incomplete", "failed", "error"]
@@ -306,6 +312,7 @@ class FakeResponses:
         self.api_key = api_key
         self.host = host
         self.requests: list[ResponsesRequest] = []
+        self.models = ModelCatalogue()  # GET /v1/models…, retired models (fake_models.py)
         self.disconnects = 0
         self.disconnected = asyncio.Event()
         self._queue: list[_Pending] = []
@@ -437,7 +444,8 @@ class FakeResponses:
         except ValueError:
             body = None
         record = ResponsesRequest(request.method, request.path, headers, body)
-        self.requests.append(record)
+        if not _below_models(request.path):  # look-ups: in self.models.requests
+            self.requests.append(record)
         try:
             return await self._serve(request, record, started)
         except asyncio.CancelledError:
@@ -449,9 +457,16 @@ class FakeResponses:
     ) -> web.StreamResponse:
         try:
             self._authorize(record)
+            if _below_models(request.path):
+                status, payload = self.models.answer(request.method, request.path)
+                record.outcome = "completed" if status == 200 else f"http_{status}"
+                return web.json_response(payload, status=status, headers=self._headers(started))
             if request.method != "POST" or request.path != "/v1/responses":
                 raise _Refused(404, _error(f"Invalid URL ({request.method} {request.path})"))
             body = _validate(record.body)
+            gone = self.models.refusal(body["model"])
+            if gone is not None:
+                raise _Refused(*gone)
             base = _base(body)
         except _Refused as refused:
             return self._refuse(record, started, refused.status, refused.error)
@@ -661,6 +676,10 @@ class _CallPlay:
             yield _event(seq, "response.function_call_arguments.delta", **at, delta=delta)
         yield _event(seq, "response.function_call_arguments.done", **at, arguments=arguments)
         yield _event(seq, "response.output_item.done", output_index=self.index, item=self.item)
+
+
+def _below_models(path: str) -> bool:
+    return path == "/v1/models" or path.startswith("/v1/models/")
 
 
 def _token() -> str:
