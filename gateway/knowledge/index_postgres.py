@@ -1,5 +1,5 @@
 """PostgreSQL: passages with a weighted tsvector (title A, heading B, text C; English
-stemming) under a GIN index, ranked by `ts_rank_cd`; one refresher per route across
+stemming) under a GIN index, ranked by `ts_rank`; one refresher per route across
 replicas through an advisory lock."""
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ _INSERT = sa.text(
     " setweight(to_tsvector('english', :heading), 'B') || "
     " setweight(to_tsvector('english', left(:body, 200000)), 'C'))"
 )
-# Normalization 1: a long passage does not win by length alone.
+# ts_rank, not ts_rank_cd: half the time on the PostgreSQL manual, the same hit@8 (measured,
+# bench/knowledge_search.py); normalization 1: a long passage does not win by length alone.
 _SEARCH = sa.text(
-    "SELECT p.title, s.url, s.heading, s.body, ts_rank_cd(s.tsv, q.q, 1) AS rank "
+    "SELECT p.title, s.url, s.heading, s.body, ts_rank(s.tsv, q.q, 1) AS rank "
     "FROM websearch_to_tsquery('english', :q) AS q (q) "
     "JOIN ckgw_knowledge_passages AS s ON s.tsv @@ q.q "
     "JOIN ckgw_knowledge_pages AS p ON p.id = s.page_id "
