@@ -53,7 +53,8 @@ class NotModified:
 class Failed:
     """A page that could not be fetched or used. `skipped`: the page answered, but is not
     something we index (not HTML or text, too large, undecodable, disallowed); `gone`: the
-    server says it is not there (404, 410) and its old passages should go too."""
+    server says it is not there (404, 410), or robots.txt now disallows it: its old passages
+    go too."""
 
     url: str
     reason: str
@@ -129,7 +130,7 @@ class Fetcher:
             headers["If-Modified-Since"] = old.last_modified
         target = URL(url)
         if not await self.allowed(target):
-            return Failed(url, "disallowed by robots.txt", skipped=True)
+            return Failed(url, "disallowed by robots.txt", skipped=True, gone=True)
         try:
             result = await self._get(target, headers)
         except TimeoutError:

@@ -229,8 +229,6 @@ class _Run:
         return self.compare(make_page(key, found, file.stamp, None), prev)
 
     def compare(self, new: Page, prev: PageState | None) -> _Write:
-        if not new.passages:
-            return _Write("failed", new.url, detail="no text")
         if prev is None:
             return _Write("added", new.url, new)
         if prev.text_hash == new.text_hash:
