@@ -171,3 +171,24 @@ async def test_a_sitemap_that_is_not_xml_beside_a_good_one(
     assert (report.added, report.failed, report.committed) == (1, 1, True)
     assert [r for r, _ in report.reasons] == ["source"]
     assert await urls(index, "okapi") == [f"{site.url}/good.html"]
+
+
+async def test_a_local_folder_stays_inside_itself(
+    tmp_path: Path, run: Run, index: KnowledgeIndex
+) -> None:
+    site = tmp_path / "site"
+    (site / "guide").mkdir(parents=True)
+    (site / "guide" / "install.md").write_text("# Installing\n\nThe wombat installs it.\n")
+    (site / "notes.txt").write_text("The quokka smiles.\n")
+    (site / "index.html").write_text(GOOD.format("The okapi grazes quietly."))
+    (site / "logo.png").write_bytes(b"\x89PNG")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("The pangolin password.\n")
+    (site / "leak.txt").symlink_to(secret)
+    source = {"path": str(site), "base_url": "https://example.org/"}
+    report = await run([source])
+    assert (report.added, report.failed) == (3, 0)
+    assert await urls(index, "wombat") == ["https://example.org/guide/install.md"]
+    assert not await urls(index, "pangolin")
+    report = await run([source])
+    assert (report.added, report.unchanged) == (0, 3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -20,19 +21,18 @@ from aiohttp import web
 from ..compiled_policy import ACTIVE_POLICY
 from ..knowledge.refresh import run_knowledge
 from ..limits import LimitStorage
-from ..limits.budgets import Budgets, budgets_for
 from ..limits.enforcement import LIMITER
 from ..metrics import METRICS, Metrics
 from ..policy import Policy, UpstreamConfig
 from ..upstream import UPSTREAM
 from ..upstream.openai import OpenAIClient
 from .config import KIND, AgentRouteData, AgentRoutePolicy
-from .turn_cost import reserve_turn
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
     from ..knowledge.index import KnowledgeIndex
+    from ..limits.budgets import Budgets
     from .chatkit_server import AgentServer
     from .context import TurnContext
     from .store import SqlStore
@@ -63,10 +63,19 @@ class AgentRuntime:
         self._clients: dict[tuple[str, str, float], AsyncOpenAI] = {}
         self._indexes: dict[SqlStore, KnowledgeIndex] = {}  # knowledge (§9), one per store
         self._index_lock = asyncio.Lock()
-        errors = metrics.limiter_backend_errors.labels(policy.limiter.backend.value)
-        # Beside the rate limits (`limits`: the limiter's storage): in the same Redis,
-        # through the same client and breaker, under the same `on_backend_error`.
-        self.budgets: Budgets = budgets_for(policy.limiter, limits, errors.inc)
+        self._limiter_config = policy.limiter
+        self._limits = limits
+
+    @functools.cached_property
+    def budgets(self) -> Budgets:
+        """Beside the rate limits (`limits`: the limiter's storage): in the same Redis,
+        through the same client and breaker, under the same `on_backend_error`. Built on
+        first use: a gateway that serves no agent turn imports neither them nor redis."""
+        from ..limits.budgets import budgets_for
+
+        config = self._limiter_config
+        errors = self._metrics.limiter_backend_errors.labels(config.backend.value)
+        return budgets_for(config, self._limits, errors.inc)
 
     # -- stores ---------------------------------------------------------------------
     async def store_for(self, route: AgentRoutePolicy) -> SqlStore:
@@ -111,9 +120,12 @@ class AgentRuntime:
 
     async def ready(self, policy: Policy) -> bool:
         """Every agent route's store answers (for /readyz)."""
+        routes = agent_routes(policy)
+        if not routes:  # nothing of the `agent` extra is imported without such a route
+            return True
         from .store import StoreUnavailable
 
-        for route in agent_routes(policy):
+        for route in routes:
             try:
                 store = await self.store_for(route)
             except StoreUnavailable:
@@ -206,6 +218,8 @@ class AgentRuntime:
     async def _smooth(self, context: TurnContext) -> None:
         """Before the model call: the turn's budget reserved (or the turn ends), then a
         slot of `upstream.max_rate`."""
+        from .turn_cost import reserve_turn  # the budgets: not imported by a token-only gateway
+
         refused = self._metrics.rate_limited.labels(context.route, "tokens").inc
         await reserve_turn(context, refused)
         if self._smooth_upstream is not None:
@@ -227,16 +241,22 @@ class AgentRuntime:
     async def open_all(self, policy: Policy) -> None:
         """At start: every store opened and migrated; one not reachable is retried on use
         (a database of a newer schema stops the start: RuntimeError)."""
+        routes = agent_routes(policy)
+        if not routes:  # a token-only gateway imports nothing of the `agent` extra
+            return
         from .store import StoreUnavailable
 
-        for route in agent_routes(policy):
+        for route in routes:
             with contextlib.suppress(StoreUnavailable):
                 await self.store_for(route)
 
     async def sweep_once(self, policy: Policy) -> None:
+        routes = agent_routes(policy)
+        if not routes:
+            return
         from .store import StoreUnavailable
 
-        for route in agent_routes(policy):
+        for route in routes:
             try:  # retention None keeps threads; unsent uploads still go after the hour
                 store = await self.store_for(route)
                 deleted = await store.sweep(route.store.retention)
