@@ -16,7 +16,6 @@ from .errors import error_middleware
 from .instrumentation import instrumentation_middleware
 from .limits import Limiter, LimitStorage, MemoryStorage
 from .limits.enforcement import LIMITER
-from .limits.redis import RedisStorage
 from .metrics import METRICS, Metrics
 from .policy import Backend, Policy
 from .request_context import REQUEST_IDS, RequestIds, add_response_headers, context_middleware
@@ -77,6 +76,8 @@ def _limiter(policy: Policy, metrics: Metrics, storage: LimitStorage | None) -> 
     cfg = policy.limiter
     if storage is None:
         if cfg.backend is Backend.REDIS:
+            from .limits.redis import RedisStorage  # redis-py: ~9 MiB, only when used
+
             storage = RedisStorage(cfg)  # connects lazily; warmed in _limiter_storage
         else:
             storage = MemoryStorage(cfg.max_tracked_keys)
@@ -112,7 +113,10 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
 
 async def _limiter_storage(app: web.Application) -> AsyncIterator[None]:
     storage = app[LIMITER].storage
-    if isinstance(storage, RedisStorage):
-        await storage.start()
+    if not isinstance(storage, MemoryStorage):
+        from .limits.redis import RedisStorage
+
+        if isinstance(storage, RedisStorage):
+            await storage.start()
     yield
     await storage.close()
