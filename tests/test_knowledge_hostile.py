@@ -192,3 +192,9 @@ async def test_a_local_folder_stays_inside_itself(
     assert not await urls(index, "pangolin")
     report = await run([source])
     assert (report.added, report.unchanged) == (0, 3)
+    # A newer file with the same text: read again, not re-indexed; a changed one is.
+    (site / "notes.txt").write_text("The quokka smiles.\n")
+    (site / "index.html").write_text(GOOD.format("The okapi sleeps now."))
+    report = await run([source])
+    assert (report.added, report.changed, report.unchanged) == (0, 1, 2)
+    assert await urls(index, "sleeps") == ["https://example.org/index.html"]
