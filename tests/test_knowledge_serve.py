@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,6 +31,8 @@ from gateway.metrics import Metrics
 from gateway.reload import apply_policy
 from tests.agent_client import agent_policy, create, headers
 from tests.postgres_server import PostgresServer, running_postgres
+from tests.processes import ROOT, base_env, free_port
+from tests.test_readme import readme_command
 
 ROUTE = "assistant"
 Client = TestClient[web.Request, web.Application]
@@ -373,3 +377,47 @@ async def test_a_stopped_store_is_logged_and_counted_and_the_gateway_serves_on(
     clock.shift += refresh.RETRY_SECONDS
     site.page("/docs/faq.html", "Frobnicator FAQ", "Ask the wombat.")
     await pages_are(client, 3)  # back without a restart
+
+
+# --------------------------------------------------------------------------- the README
+
+
+INGEST = ".venv/bin/chatkit-gateway ingest --config gateway.yaml"
+SUMMARY = re.compile(
+    r"^ingest assistant: (\d+) pages \((\d+) added, 0 changed, 0 removed, (\d+) unchanged, "
+    r"0 failed\) in \d+\.\d s$"
+)
+
+
+async def test_readme_ingest_command_on_make_runs_policy(tmp_path: Path) -> None:
+    """The README's `chatkit-gateway ingest`, on gateway.yaml's demo route: this project's
+    docs, served by demo/serve.py as `make run` starts it (on a free port)."""
+    spec = importlib.util.spec_from_file_location("demo_serve", ROOT / "demo" / "serve.py")
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    server = TestServer(demo.make_app(), host="127.0.0.1", port=free_port())
+    await server.start_server()
+    command = readme_command(INGEST)
+    env = base_env(
+        DEMO_PORT=str(server.port),
+        CHATKIT_STORE_URL=sqlite(tmp_path),
+        OPENAI_API_KEY="sk-readme-not-used-0123456789",  # the policy wants one; ingest never calls
+    )
+    outputs = []
+    try:
+        for _ in range(2):
+            proc = await asyncio.create_subprocess_exec(
+                "bash", "-c", command.text, cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), 120)
+            assert proc.returncode == 0, err.decode()
+            outputs.append(out.decode().strip())
+    finally:
+        await server.close()
+    first, again = (SUMMARY.match(o) for o in outputs)
+    assert first and again, outputs
+    docs = len(demo.documents())
+    assert (int(first[1]), int(first[2]), int(first[3])) == (docs, docs, 0)  # README, docs/…
+    assert (int(again[1]), int(again[2]), int(again[3])) == (docs, 0, docs)  # 304s

@@ -103,6 +103,11 @@ COMMANDS: dict[str, Runs | NotHere] = {
     ),
     # Checking a policy
     AGENT_CURL: Runs(TRY_IT, "ports of that make run"),
+    # Your site's pages as knowledge
+    ".venv/bin/chatkit-gateway ingest --config gateway.yaml": Runs(
+        "tests/test_knowledge_serve.py::test_readme_ingest_command_on_make_runs_policy",
+        "make run's demo server on a free port, a temporary store, a stand-in OPENAI_API_KEY",
+    ),
     "make check": Runs(MAKE_CHECK),
     ".venv/bin/chatkit-gateway check --config gateway.yaml --stub-upstream": Runs(VENV_CHECK),
     # The example ChatKit server (README and examples/chatkit_server/README.md)
