@@ -63,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="check everything but that the *_file secrets exist and can be read "
         "(CI without the production secrets)",
     )
+    check_p.add_argument(
+        "--online",
+        action="store_true",
+        help="also ask the upstream, with the policy's key, about each agent route's models "
+        "(shutdown dates; exit 1 when one is not served)",
+    )
     sub.add_parser("schema", help="print the JSON Schema of the policy file")
     ingest_p = sub.add_parser("ingest", help="fetch and index the pages of knowledge routes")
     ingest_p.add_argument("--config", required=True, type=Path)
@@ -70,7 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "check":
-        return _check(args.config, args.stub_upstream, not args.skip_secret_files)
+        if args.online and (args.stub_upstream or args.skip_secret_files):
+            check_p.error("--online asks the upstream with the policy's own key: not with "
+                          "--stub-upstream or --skip-secret-files")  # fmt: skip
+        status = _check(args.config, args.stub_upstream, not args.skip_secret_files)
+        if status or not args.online:
+            return status
+        from .check_online import check_models
+
+        return check_models(load_policy(args.config), args.config)
     if args.command == "schema":
         sys.stdout.write(json.dumps(policy_schema(), indent=2) + "\n")
         return 0
