@@ -26,6 +26,7 @@ OUTCOMES = (
     "rate_limited",
     "auth_failed",
     "not_found",
+    "model_not_found",  # chatkit_agent: the model is gone (a fallback may answer, SPEC §10)
     "client_error",
     "server_error",
     "timeout",
@@ -130,6 +131,16 @@ class Metrics:
             p + "knowledge_ingest_errors_total",
             "Pages that failed in serve's knowledge refreshes (a run that failed whole: 1).",
             ["route"], registry=r,
+        )  # fmt: skip
+        # The model watch (SPEC §10): what the upstream says of each model a route names.
+        self.model_shutdown = Gauge(
+            p + "model_shutdown_timestamp_seconds",
+            "The model's announced shutdown date (00:00 UTC, unix seconds).", ["route", "model"],
+            registry=r,
+        )  # fmt: skip
+        self.model_available = Gauge(
+            p + "model_available", "1 when the upstream serves the model, 0 when it does not.",
+            ["route", "model"], registry=r,
         )  # fmt: skip
         self.limiter_backend_errors = Counter(
             p + "limiter_backend_errors_total", "Limiter backend calls that failed.",

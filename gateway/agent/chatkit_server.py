@@ -39,6 +39,7 @@ from pydantic import BaseModel, TypeAdapter
 from ..knowledge.citations import cite
 from .context import TurnContext
 from .converter import AttachmentConverter
+from .model_watch import MODEL_NOT_FOUND, model_not_found
 from .store import SqlStore
 from .tools import AgentSpec
 from .turn_cost import input_estimate
@@ -169,6 +170,7 @@ class AgentServer(ChatKitServer[TurnContext]):
             raise CustomStreamError(_FAILED, allow_retry=True) from None
         except openai.APIStatusError as exc:
             outcome = "server_error" if exc.status_code >= 500 else "client_error"
+            outcome = MODEL_NOT_FOUND if model_not_found(exc) else outcome  # fallbacks spent
             log.warning("model call failed: HTTP %s (route %s)", exc.status_code, context.route)
             raise CustomStreamError(_FAILED, allow_retry=exc.status_code >= 500) from None
         except (openai.OpenAIError, AgentsException) as exc:

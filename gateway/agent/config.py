@@ -91,6 +91,9 @@ def _read_instructions(value: object, info: ValidationInfo) -> str:
 @dataclass(frozen=True, config=STRICT)
 class AgentConfig:
     model: _MODEL
+    # Tried in order when the model answers model_not_found (it was shut down), before
+    # anything reached the visitor (SPEC §10; gateway/agent/fallback_model.py).
+    fallback_models: Annotated[tuple[_MODEL, ...], Field(max_length=4)] = ()
     instructions: Annotated[Text, Field(max_length=256 * 1024)] | None = None
     # Read at load (and on reload), so the agent's prompt can live in its own file; `check`
     # shows the path.
@@ -100,6 +103,15 @@ class AgentConfig:
     # The thread's last items sent to the model each turn: bounds a turn's input tokens.
     history_items: Annotated[int, Between(1, 1000)] = 30
     name: Name = "assistant"
+
+    @model_validator(mode="after")
+    def _distinct_models(self) -> AgentConfig:
+        seen = {self.model}
+        for i, name in enumerate(self.fallback_models):
+            if name in seen:
+                raise at(("fallback_models", i), f"{name!r} is already named before it")
+            seen.add(name)
+        return self
 
     @model_validator(mode="after")
     def _one_instructions(self) -> AgentConfig:
@@ -227,6 +239,8 @@ class AgentRoutePolicy(Protocol):
     def name(self) -> str: ...
     @property
     def path(self) -> str: ...
+    @property
+    def agent(self) -> AgentConfig: ...
     @property
     def store(self) -> StoreConfig: ...
     @property

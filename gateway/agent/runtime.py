@@ -27,6 +27,7 @@ from ..policy import Policy, UpstreamConfig
 from ..upstream import UPSTREAM
 from ..upstream.openai import OpenAIClient
 from .config import KIND, AgentRouteData, AgentRoutePolicy
+from .model_watch import run_model_watch
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -63,6 +64,7 @@ class AgentRuntime:
         self._clients: dict[tuple[str, str, float], AsyncOpenAI] = {}
         self._indexes: dict[SqlStore, KnowledgeIndex] = {}  # knowledge (§9), one per store
         self._index_lock = asyncio.Lock()
+        self._refused_models: set[tuple[str, str]] = set()  # fallbacks: logged once each
         self._limiter_config = policy.limiter
         self._limits = limits
 
@@ -213,7 +215,16 @@ class AgentRuntime:
                 max_retries=upstream.retries,
                 timeout=Timeout(idle, connect=min(_CONNECT_SECONDS, idle)),
             )
-        return OpenAIResponsesModel(model=model, openai_client=client)
+        from .fallback_model import FallbackModel
+
+        names = (model, *route.agent.fallback_models)
+        return FallbackModel(
+            route.name,
+            [OpenAIResponsesModel(model=name, openai_client=client) for name in names],
+            count=self._metrics.upstream_call,
+            warned=self._refused_models,
+            smooth=self._smooth_upstream,
+        )
 
     async def _smooth(self, context: TurnContext) -> None:
         """Before the model call: the turn's budget reserved (or the turn ends), then a
@@ -297,7 +308,8 @@ async def agent_context(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(sweeper())
     try:
-        async with run_knowledge(app, runtime):  # knowledge: refreshes and index gauges
+        # knowledge: refreshes and index gauges; the models' shutdown dates (model_watch.py)
+        async with run_knowledge(app, runtime), run_model_watch(app):
             yield
     finally:
         task.cancel()
