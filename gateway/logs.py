@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus
 
+from .policy.secrets import is_credential
+
 REQUEST_FIELDS = (
     "request_id",
     "route",
@@ -41,6 +43,9 @@ class Redactor:
 
     Most lines hold none: a lower-cased copy and a substring test per spelling (C speed,
     ~0.5 µs a line) decide, and only a line that holds one goes through the regex (~5 µs).
+    Credentials in URLs that are not the policy's (a driver's error naming its DSN, a
+    link with `?token=`) are masked too (`mask_urls`): only a line with an `@` after a
+    `://`, or a `?` and an `=`, is searched for them.
     """
 
     __slots__ = ("_lowered", "_pattern")
@@ -65,6 +70,8 @@ class Redactor:
         )
 
     def redact(self, line: str) -> str:
+        if "@" in line or "=" in line:  # a URL may carry a credential: see mask_urls
+            line = mask_urls(line)
         pattern = self._pattern
         if pattern is None:
             return line
@@ -75,6 +82,32 @@ class Redactor:
 
 
 _MIN_SECRET = 6
+# Any URL in a line, not only the policy's: a driver's error naming its DSN, a link. Its
+# userinfo, and the values of query parameters named like credentials (policy/secrets.py).
+_USERINFO = re.compile(r"(://)([^\s/?#@\"'\\]*)@")
+_PARAM = re.compile(r"([?&;])([^\s=&;?#\"'\\]+)=([^\s&;#\"'\\]+)")
+
+
+def _userinfo(match: re.Match[str]) -> str:
+    name, colon, _ = match[2].partition(":")
+    return match[1] + (f"{name}:***" if colon else "***") + "@"
+
+
+def _param(match: re.Match[str]) -> str:
+    if not is_credential(match[2]):
+        return match[0]
+    return f"{match[1]}{match[2]}=***"
+
+
+def mask_urls(line: str) -> str:
+    """Every credential of every URL in `line` masked, as `check` masks the policy's."""
+    if "://" in line and "@" in line:
+        line = _USERINFO.sub(_userinfo, line)
+    if "?" in line and "=" in line:  # a query (a credential's is one)
+        line = _PARAM.sub(_param, line)
+    return line
+
+
 # The process's log boundary: `serve` gives it the policy's secrets at start and reload.
 REDACTOR = Redactor()
 

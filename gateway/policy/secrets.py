@@ -1,15 +1,17 @@
 """Secrets in the policy: never shown in repr, logs or `check`; read from `*_file` keys.
 
-`check` shows a secret as `***`, a secret file by its path, a URL (Redis) with its
-password masked, so its output can be pasted into an issue.
+`check` shows a secret as `***`, a secret file by its path, a URL (Redis, the thread
+store) with every credential masked — password, a lone user, credential query parameters
+such as `?password=` or `?sslpassword=` — so its output can be pasted into an issue.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus
 
 from pydantic import BeforeValidator, GetCoreSchemaHandler, PlainSerializer, ValidationInfo
 from pydantic.json_schema import WithJsonSchema
@@ -71,20 +73,76 @@ class FileSecret(Secret):
         self.path = path
 
 
+# Query parameters that carry credentials: libpq's `password`/`sslpassword`, tokens, API
+# keys, signatures of presigned URLs (`X-Amz-Signature`, `sig`), … — by name, any case.
+# (`sslkey`/`sslcert` name files, not secrets: shown.)
+CREDENTIAL_PARAM = re.compile(
+    r"pass(word|wd)?|pwd|secret|token|signature|credential|api[-_]?key|authorization|"
+    r"^auth$|^key$|^sig$",
+    re.IGNORECASE,
+)
+
+
+def is_credential(raw_name: str) -> bool:
+    """Is a query parameter of this (percent-encoded) name a credential?"""
+    return CREDENTIAL_PARAM.search(unquote_plus(raw_name)) is not None
+
+
+def _parts(url: str) -> tuple[str, str, str, str, str] | None:
+    """scheme, userinfo, host (and port), path, query-and-fragment — split by hand: no
+    ValueError on a malformed host, and `sqlite:///x.db` comes back unchanged."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    userinfo, _, host = rest[:end].rpartition("@")
+    path, mark, query = rest[end:].partition("?")
+    return scheme, userinfo, host, path, mark + query
+
+
+def _pairs(query: str) -> list[str]:
+    return re.split("([&;])", query)
+
+
+def url_credentials(url: str) -> list[str]:
+    """The credentials a URL carries, as written: its password (or a user given alone,
+    which is how tokens ride in URLs) and the values of credential query parameters."""
+    parts = _parts(url)
+    if parts is None:
+        return []
+    _, userinfo, _, _, query = parts
+    found = []
+    name, colon, password = userinfo.partition(":")
+    if password or (name and not colon):
+        found.append(password or name)
+    for pair in _pairs(query.lstrip("?").partition("#")[0])[::2]:
+        key, eq, value = pair.partition("=")
+        if eq and value and is_credential(key):
+            found.append(value)
+    return found
+
+
 def mask_url(url: str) -> str:
-    """A URL with its password replaced, so `check` output can be pasted anywhere."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """A URL with every credential replaced by `***` — the password (a user given alone
+    too) and credential query parameters — so `check` output can be pasted anywhere."""
+    parts = _parts(url)
+    if parts is None:
         return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@" + (f"[{host}]" if ":" in host else host)
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    scheme, userinfo, host, path, query = parts
+    if userinfo:
+        name, colon, _ = userinfo.partition(":")
+        host = (f"{name}:***" if colon else "***") + "@" + host
+    query, hash_, fragment = query.partition("#")
+    pairs = _pairs(query)
+    for i in range(0, len(pairs), 2):
+        key, eq, value = pairs[i].partition("=")
+        if eq and value and is_credential(key.lstrip("?")):
+            pairs[i] = f"{key}=***"
+    return f"{scheme}://{host}{path}{''.join(pairs)}{hash_}{fragment}"
 
 
 def secrets_in(value: object) -> set[str]:
-    """Every secret a policy holds (and a URL secret's password alone): what the log
+    """Every secret a policy holds (and each credential in a URL secret alone): what the log
     boundary masks (logs.py). Walks the dataclasses, so a new secret key is covered."""
     found: set[str] = set()
     if isinstance(value, Secret):
@@ -92,9 +150,8 @@ def secrets_in(value: object) -> set[str]:
         if revealed:
             found.add(revealed)
             if "://" in revealed:
-                password = urlsplit(revealed).password
-                if password:
-                    found.add(password)
+                for credential in url_credentials(revealed):
+                    found |= {credential, unquote_plus(credential)}
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         for f in dataclasses.fields(value):
             found |= secrets_in(getattr(value, f.name))
