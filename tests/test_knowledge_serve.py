@@ -284,6 +284,19 @@ async def test_a_route_without_refresh_is_never_ingested_by_serve_but_its_gauges
     await asyncio.sleep(0.3)
     assert site.requests["/docs/sitemap.xml"] == 1  # the ingest above, never serve
 
+    # `refresh` added by a reload: the index is fresh, so the next ingest is at the last
+    # one + refresh, not at once.
+    clock.shift = 0
+    apply_policy(client.app, policy(sqlite(tmp_path), knowledge(site, refresh="1h")))
+    await asyncio.sleep(0.3)
+    assert site.requests["/docs/sitemap.xml"] == 1
+    clock.shift += 3600
+
+    async def refreshed() -> bool:
+        return site.requests["/docs/sitemap.xml"] == 2
+
+    await until(refreshed, "serve's refresh an hour after the CLI's ingest")
+
 
 async def test_a_reload_adds_changes_and_removes_a_routes_knowledge(
     site: Site, clock: Clock, start_app: Any, tmp_path: Path
