@@ -1,8 +1,8 @@
 """`python -m bench.knowledge_search`: the knowledge index's search latency and hit@8.
 
 Corpus: the PostgreSQL 15 manual as Debian ships it (/usr/share/doc/postgresql-doc-15/html,
-~1,100 pages). Until gateway/knowledge/extract.py is committed, a stdlib HTMLParser here
-splits each page at its headings (navigation left out), about as the ingest will.
+~1,100 pages), each page extracted and split into passages by the ingest's own code
+(gateway/knowledge/extract.py, passages.py); no HTTP.
 
 Per backend (SQLite FTS5 in a temporary file; a private PostgreSQL from
 tests/postgres_server.py, on the same machine): build the index through the real
@@ -15,25 +15,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import statistics
 import tempfile
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from gateway.agent.store_schema import open_engine
+from gateway.knowledge.extract import extract_html
 from gateway.knowledge.index import KnowledgeIndex
-from gateway.knowledge.model import Page, Passage
+from gateway.knowledge.model import Page
+from gateway.knowledge.passages import page
 from gateway.knowledge.sql_index import open_index
 from tests.postgres_server import running_postgres
 
 CORPUS = Path("/usr/share/doc/postgresql-doc-15/html")
 BASE = "https://www.postgresql.org/docs/15/"
 ROUTE = "docs"
-PASSAGE_CHARS = 1500
 
 # Natural-language questions a visitor would ask, with the pages that answer them.
 QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
@@ -84,69 +83,10 @@ QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
 ]  # fmt: skip
 
 
-class _Splitter(HTMLParser):
-    """One page's title and passages: split at h1 to h4, nav header/footer and scripts out."""
-
-    _SKIP_CLASSES = frozenset({"navheader", "navfooter", "toc"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.title = ""
-        self.parts: list[tuple[str, str, list[str]]] = [("", "", [])]  # heading, anchor, text
-        self._stack: list[tuple[str, bool, str | None]] = []  # tag, skipped, id
-        self._heading: list[str] | None = None
-        self._in_title = False
-
-    def _skipping(self) -> bool:
-        return any(skip for _, skip, _ in self._stack)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in ("br", "hr", "img", "meta", "link", "input", "col"):
-            return
-        found = dict(attrs)
-        classes = set((found.get("class") or "").split())
-        skip = tag in ("script", "style") or bool(classes & self._SKIP_CLASSES)
-        self._stack.append((tag, skip, found.get("id")))
-        if tag == "title":
-            self._in_title = True
-        elif tag in ("h1", "h2", "h3", "h4") and not self._skipping():
-            self._heading = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "title":
-            self._in_title = False
-        if tag in ("h1", "h2", "h3", "h4") and self._heading is not None:
-            anchor = next((ident for _, _, ident in reversed(self._stack) if ident), "")
-            self.parts.append((" ".join("".join(self._heading).split()), anchor, []))
-            self._heading = None
-        while self._stack:
-            if self._stack.pop()[0] == tag:
-                break
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        elif self._skipping():
-            return
-        elif self._heading is not None:
-            self._heading.append(data)
-        else:
-            self.parts[-1][2].append(data)
-
-
 def load_page(path: Path) -> Page:
-    splitter = _Splitter()
-    splitter.feed(path.read_text(errors="replace"))
+    """As the ingest makes it: extracted (selectolax) and split along the headings."""
     url = BASE + path.name
-    title = " ".join(splitter.title.split())
-    passages: list[Passage] = []
-    for heading, anchor, chunks in splitter.parts:
-        text = " ".join(" ".join(chunks).split())
-        for start in range(0, len(text), PASSAGE_CHARS):
-            passage_url = f"{url}#{anchor}" if anchor else url
-            passages.append(Passage(heading, passage_url, text[start : start + PASSAGE_CHARS]))
-    digest = hashlib.sha256(repr((title, passages)).encode()).hexdigest()
-    return Page(url, title, digest, tuple(p for p in passages if p.text), etag=None)
+    return page(url, extract_html(path.read_text(errors="replace"), url))
 
 
 async def measure(url: str, corpus: list[Page], rounds: int) -> dict[str, Any]:
@@ -155,8 +95,8 @@ async def measure(url: str, corpus: list[Page], rounds: int) -> dict[str, Any]:
         index: KnowledgeIndex = await open_index(engine)
         started = time.perf_counter()
         build = await index.begin(ROUTE)
-        for page in corpus:
-            await build.put(page)
+        for item in corpus:
+            await build.put(item)
         await build.commit()
         built = time.perf_counter() - started
         hits = 0
@@ -192,7 +132,7 @@ async def measure(url: str, corpus: list[Page], rounds: int) -> dict[str, Any]:
 async def run(rounds: int, backends: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     corpus = [load_page(path) for path in sorted(CORPUS.glob("*.html"))]
-    passages = sum(len(page.passages) for page in corpus)
+    passages = sum(len(item.passages) for item in corpus)
     results: dict[str, Any] = {
         "pages": len(corpus),
         "passages": passages,
