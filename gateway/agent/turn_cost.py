@@ -32,8 +32,9 @@ BYTES_PER_TOKEN = 4  # OpenAI's rule of thumb for text; also how attachment byte
 ITEM_TEXT_CAP = 256 * 1024
 # Inline attachment data in converted input: counted by `attachment_bytes` instead.
 _INLINE = frozenset({"image_url", "file_data"})
-# Outcomes of a model call OpenAI answered with a 4xx: refused before any work, not billed.
-REFUSED = frozenset({"client_error", "rate_limited", "auth_failed"})
+# Outcomes of a model call OpenAI answered with a 4xx: refused before any work, not billed
+# ("model_not_found": model_watch.MODEL_NOT_FOUND, every fallback model refused too).
+REFUSED = frozenset({"client_error", "rate_limited", "auth_failed", "model_not_found"})
 
 
 class TurnBudget:
