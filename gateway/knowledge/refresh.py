@@ -116,8 +116,9 @@ class KnowledgeRefresher:
             m.knowledge_ingest_errors.labels(name)  # 0 from the start: increase() sees the 1st
         index: KnowledgeIndex | None = None
         try:
-            index = await self._runtime.index_for(await self._runtime.store_for(route))
-            stats = await index.stats(name)
+            async with asyncio.timeout(route.store.timeout_seconds * 2):  # one hung store
+                index = await self._runtime.index_for(await self._runtime.store_for(route))
+                stats = await index.stats(name)  # does not stall the others' polls
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -163,7 +164,7 @@ class KnowledgeRefresher:
         name = route.name
         try:
             async with index.refresh_lock(name) as held:
-                if not held:
+                if not held:  # its commit shows in the next polls' stats
                     log.info("knowledge refresh of route %s: another replica is at it", name)
                     return
                 report = await ingest(name, config, index)
