@@ -64,6 +64,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_a_token_only_gateway_imports_nothing_of_the_agent_extra_until_a_reload_adds_a_route(
     tmp_path: Path,
 ) -> None:
