@@ -27,6 +27,7 @@ from tests.postgres_server import PostgresServer, running_postgres
 from tests.test_agent_store import attachment_create, upload
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 992  # 1000 bytes
+MIB = 1024 * 1024
 CAPS = {"max_bytes": 1024, "mime_types": ["image/png", "application/pdf"]}
 
 
@@ -132,6 +133,19 @@ async def test_previews_are_cacheable_and_spend_the_routes_limits(agent: Any) ->
     assert refused.status == 429
     assert int(refused.headers["Retry-After"]) >= 1
     assert "RateLimit" in refused.headers
+
+
+async def test_a_preview_is_read_from_the_store_in_pieces(agent: Any, store_url: str) -> None:
+    big = 600 * 1024 + 7  # three pieces of 256 KiB, the last one short
+    client, _ = await agent(
+        store=store_url, attachments={**CAPS, "max_bytes": MIB, "max_bytes_per_turn": MIB}
+    )
+    data = b"\x89PNG" + bytes(range(256)) * (big // 256) + b"end"
+    image = await upload(client, "big.png", data[:big], "image/png")
+    shown = await client.get(URL(image["preview_url"]).path_qs)
+    assert shown.status == 200
+    assert shown.headers["Content-Length"] == str(big)
+    assert await shown.read() == data[:big]
 
 
 def _stalled_get(port: int, path: str) -> socket.socket:
