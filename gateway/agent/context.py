@@ -27,9 +27,6 @@ class TurnContext:
     # What a turn is charged when the model reports no usage (the visitor left, the call
     # failed): the input's size in tokens, roughly (turn_cost.input_estimate).
     estimated_input: int = 0
-    # Attachment bytes (as stored, before base64) this turn sent the model: at most
-    # `attachments.max_bytes_per_turn` (converter.py).
-    attachment_bytes: int = 0
     # The model call's outcome as metrics count it ("ok", "client_error", …); "" while
     # no call was made. A call OpenAI refused (4xx) is charged nothing (turn_cost.py).
     outcome: str = ""
