@@ -92,11 +92,15 @@ METRICS: Mapping[str, frozenset[str]] = {
     "chatkit_gateway_knowledge_refresh_seconds": frozenset({"route"}),
     "chatkit_gateway_knowledge_ingest_errors_total": frozenset({"route"}),
     "chatkit_gateway_knowledge_searches_total": frozenset({"route"}),
+    # SPEC §10: the model watch
+    "chatkit_gateway_model_shutdown_timestamp_seconds": frozenset({"route", "model"}),
+    "chatkit_gateway_model_available": frozenset({"route", "model"}),
 }
 GAUGES_IN_SECONDS = frozenset(
     {
         "chatkit_gateway_knowledge_last_ingest_timestamp_seconds",
         "chatkit_gateway_knowledge_refresh_seconds",
+        "chatkit_gateway_model_shutdown_timestamp_seconds",
     }
 )
 HISTOGRAMS = frozenset(n for n in METRICS if n.endswith("_seconds")) - GAUGES_IN_SECONDS
@@ -108,7 +112,7 @@ METRIC_TYPES: Mapping[str, str] = {
 LABEL_VALUES: Mapping[str, frozenset[str]] = {
     "outcome": frozenset(
         {"ok", "rate_limited", "auth_failed", "not_found", "client_error", "server_error"}
-        | {"timeout", "connection_error"}
+        | {"timeout", "connection_error", "model_not_found"}
     ),
     # rate-limit keys, plus the refusals that are not a rate limit: open streams, uploads
     # and (chatkit_agent) a spent token budget

@@ -121,14 +121,14 @@ def logged(json_logs: Any, level: str) -> list[str]:
 async def test_a_retiring_model_is_in_the_log_and_the_metrics(
     model: FakeResponses, start: Any, clock: Clock, json_logs: Any
 ) -> None:
-    model.models.add("gpt-5-mini", shutdown_date="2026-12-11")
-    client = await start(agent_block("gpt-5-mini", "gpt-6.1-terra"))
+    model.models.add("gpt-4.1-sunset", shutdown_date="2026-12-11")
+    client = await start(agent_block("gpt-4.1-sunset", "gpt-6.1-terra"))
 
-    await gauges_are(client, SHUTDOWN, {(ROUTE, "gpt-5-mini"): DEC_11})
-    await gauges_are(client, AVAILABLE, {(ROUTE, "gpt-5-mini"): 1, (ROUTE, "gpt-6.1-terra"): 1})
+    await gauges_are(client, SHUTDOWN, {(ROUTE, "gpt-4.1-sunset"): DEC_11})
+    await gauges_are(client, AVAILABLE, {(ROUTE, "gpt-4.1-sunset"): 1, (ROUTE, "gpt-6.1-terra"): 1})
     (warning,) = [m for m in logged(json_logs, "warning") if "shuts down" in m]
-    assert warning.startswith("model gpt-5-mini of route assistant shuts down on 2026-12-11")
-    assert model.models.requests == ["/v1/models/gpt-5-mini", "/v1/models/gpt-6.1-terra"]
+    assert warning.startswith("model gpt-4.1-sunset of route assistant shuts down on 2026-12-11")
+    assert model.models.requests == ["/v1/models/gpt-4.1-sunset", "/v1/models/gpt-6.1-terra"]
     assert model.requests == []  # no model call: only look-ups
     async with client.get("/readyz") as resp:
         assert resp.status == 200
@@ -176,28 +176,28 @@ async def test_a_failing_upstream_changes_nothing_and_is_tried_again(
     model: FakeResponses, start: Any, clock: Clock, json_logs: Any
 ) -> None:
     model.models.fail_status = 503
-    model.models.add("gpt-5-mini", shutdown_date="2026-12-11")
-    client = await start(agent_block("gpt-5-mini"))
+    model.models.add("gpt-4.1-sunset", shutdown_date="2026-12-11")
+    client = await start(agent_block("gpt-4.1-sunset"))
     await until(lambda: _true(len(model.models.requests) >= 1), "a look-up")
     await asyncio.sleep(0.3)  # several polls: not asked again before the backoff
-    assert model.models.requests == ["/v1/models/gpt-5-mini"]
+    assert model.models.requests == ["/v1/models/gpt-4.1-sunset"]
     assert await series(client, AVAILABLE) == {} and await series(client, SHUTDOWN) == {}
     (failed,) = [m for m in logged(json_logs, "warning") if "look-up failed" in m]
-    assert "HTTP 503" in failed and "gpt-5-mini" in failed
+    assert "HTTP 503" in failed and "gpt-4.1-sunset" in failed
     async with client.get("/readyz") as resp:
         assert resp.status == 200
 
     model.models.fail_status = None
     clock.shift += model_watch.RETRY_SECONDS + 1
-    await gauges_are(client, SHUTDOWN, {(ROUTE, "gpt-5-mini"): DEC_11})
+    await gauges_are(client, SHUTDOWN, {(ROUTE, "gpt-4.1-sunset"): DEC_11})
 
     # Known, then the upstream fails at the next daily look-up: the gauges stay as they were.
     model.models.fail_status = 500
     clock.shift += 86400 + 1
     await until(lambda: _true(len(model.models.requests) == 3), "the daily look-up")
     await asyncio.sleep(0.2)
-    assert await series(client, SHUTDOWN) == {(ROUTE, "gpt-5-mini"): DEC_11}
-    assert await series(client, AVAILABLE) == {(ROUTE, "gpt-5-mini"): 1}
+    assert await series(client, SHUTDOWN) == {(ROUTE, "gpt-4.1-sunset"): DEC_11}
+    assert await series(client, AVAILABLE) == {(ROUTE, "gpt-4.1-sunset"): 1}
 
 
 async def test_an_unreachable_upstream_changes_nothing(
@@ -221,9 +221,9 @@ async def test_an_unreachable_upstream_changes_nothing(
 async def test_a_reload_asks_about_new_models_and_drops_old_ones(
     model: FakeResponses, start: Any, clock: Clock, tmp_path: Path
 ) -> None:
-    model.models.add("gpt-5-mini", shutdown_date="2026-12-11")
-    client = await start(agent_block("gpt-5-mini"))
-    await gauges_are(client, SHUTDOWN, {(ROUTE, "gpt-5-mini"): DEC_11})
+    model.models.add("gpt-4.1-sunset", shutdown_date="2026-12-11")
+    client = await start(agent_block("gpt-4.1-sunset"))
+    await gauges_are(client, SHUTDOWN, {(ROUTE, "gpt-4.1-sunset"): DEC_11})
 
     url = f"sqlite:///{tmp_path / 'threads.db'}"
     reloaded = agent_policy(
@@ -268,17 +268,17 @@ async def check(path: Path, *flags: str) -> tuple[int, str, str]:
 async def test_check_online_warns_of_a_shutdown_date_and_exits_0(
     model: FakeResponses, tmp_path: Path
 ) -> None:
-    model.models.add("gpt-5-mini", shutdown_date="2026-12-11")
-    path = policy_file(tmp_path, model.base_url, "gpt-5-mini", "gpt-6.1-terra")
+    model.models.add("gpt-4.1-sunset", shutdown_date="2026-12-11")
+    path = policy_file(tmp_path, model.base_url, "gpt-4.1-sunset", "gpt-6.1-terra")
     status, out, err = await check(path, "--online")
     assert status == 0, err
     assert yaml.safe_load(out)["routes"][0]["agent"]["fallback_models"] == ["gpt-6.1-terra"]
     assert err.splitlines()[-2:] == [
-        f"{path}: warning: model gpt-5-mini of route assistant shuts down on 2026-12-11: "
+        f"{path}: warning: model gpt-4.1-sunset of route assistant shuts down on 2026-12-11: "
         "move agent.model to its successor, or name one in agent.fallback_models",
         f"{path}: ok: model gpt-6.1-terra of route assistant is served, no shutdown date",
     ]
-    assert model.models.requests == ["/v1/models/gpt-5-mini", "/v1/models/gpt-6.1-terra"]
+    assert model.models.requests == ["/v1/models/gpt-4.1-sunset", "/v1/models/gpt-6.1-terra"]
     assert TEST_KEY not in out + err
 
 
@@ -316,3 +316,28 @@ async def test_plain_check_stays_offline(model: FakeResponses, tmp_path: Path) -
         policy_file(tmp_path, model.base_url, "gpt-6.1-terra"), "--online", "--stub-upstream"
     )
     assert status == 2 and "--online" in err
+
+
+async def test_check_online_as_the_readme_writes_it(model: FakeResponses, tmp_path: Path) -> None:
+    from tests.test_readme import ROOT, clean_env, readme_command
+
+    command = readme_command(".venv/bin/chatkit-gateway check --config gateway.yaml --online")
+    shipped = (ROOT / "gateway.yaml").read_text()
+    assert shipped.count("base_url: https://api.openai.com/v1") == 1
+    policy = tmp_path / "gateway.yaml"
+    policy.write_text(shipped.replace("https://api.openai.com/v1", model.base_url))
+    argv = [str(policy) if word == "gateway.yaml" else word for word in command.text.split()]
+    model.models.add("gpt-6.1-terra", shutdown_date="2027-06-30")
+    process = await asyncio.create_subprocess_exec(
+        *argv, cwd=ROOT, env=clean_env(OPENAI_API_KEY=TEST_KEY),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert yaml.safe_load(out)["routes"]
+    assert (
+        f"{policy}: warning: model gpt-6.1-terra of route assistant shuts down on 2027-06-30"
+        in (err.decode())
+    )
+    assert model.models.requests == ["/v1/models/gpt-6.1-terra"]
+    assert TEST_KEY not in (out + err).decode()

@@ -110,6 +110,10 @@ COMMANDS: dict[str, Runs | NotHere] = {
     ),
     "make check": Runs(MAKE_CHECK),
     ".venv/bin/chatkit-gateway check --config gateway.yaml --stub-upstream": Runs(VENV_CHECK),
+    ".venv/bin/chatkit-gateway check --config gateway.yaml --online": Runs(
+        "tests/test_model_watch.py::test_check_online_as_the_readme_writes_it",
+        "gateway.yaml's upstream.base_url pointed at the fake OpenAI, a stand-in key",
+    ),
     # The example ChatKit server (README and examples/chatkit_server/README.md)
     "export CHATKIT_BACKEND_KEY=$(openssl rand -hex 24)": Runs(EXAMPLE),
     "export CHATKIT_PUBLIC_URL=http://localhost:8080/chatkit": Runs(EXAMPLE),
