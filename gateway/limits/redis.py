@@ -12,7 +12,9 @@ absolute epoch time keeps the float arithmetic as precise as the memory backend'
 
 Calls are batched and timed by `pipeline` (why: see there); failures feed a circuit
 breaker (`breaker`) and become `BackendUnavailable`, which the Limiter turns into the
-local fallback or a 503 per `on_backend_error`.
+local fallback or a 503 per `on_backend_error`. Token budgets (budgets.py) run their own
+script through `run`: the same connections, breaker and patience, so Redis is one
+integration that fails and recovers as one.
 
 Redis Cluster is not supported: a request's keys (per-IP and global) hash to different
 slots. A single primary (with replicas, Sentinel or a managed service) is what fits.
