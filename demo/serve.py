@@ -141,8 +141,9 @@ def add_project_docs(app: web.Application, repo: Path = REPO) -> None:
     app.router.add_get(PREFIX + "{doc:.+\\.md}", page)
 
 
-def make_app(root: Path = ROOT) -> web.Application:
-    """An aiohttp app serving `root`'s files (directories → index.html), uncached."""
+def make_app(root: Path = ROOT, repo: Path = REPO) -> web.Application:
+    """An aiohttp app serving `root`'s files (directories → index.html), uncached, and
+    `repo`'s documentation below /project/."""
     base = root.resolve()
 
     async def static(request: web.Request) -> web.StreamResponse:
@@ -157,7 +158,7 @@ def make_app(root: Path = ROOT) -> web.Application:
         return web.FileResponse(path, headers={**_NO_CACHE, "Content-Type": content_type})
 
     app = web.Application()
-    add_project_docs(app)  # /project/: before the catch-all
+    add_project_docs(app, repo)  # /project/: before the catch-all
     app.router.add_route("*", "/{tail:.*}", static)
     return app
 

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import importlib.util
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -409,7 +410,11 @@ async def test_readme_ingest_command_on_make_runs_policy(tmp_path: Path) -> None
     assert spec is not None and spec.loader is not None
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    server = TestServer(demo.make_app(), host="127.0.0.1", port=free_port())
+    repo = tmp_path / "repo"  # a copy: the docs do not change between the two runs
+    for name in demo.documents():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, repo / name)
+    server = TestServer(demo.make_app(repo=repo), host="127.0.0.1", port=free_port())
     await server.start_server()
     command = readme_command(INGEST)
     env = base_env(
@@ -431,6 +436,6 @@ async def test_readme_ingest_command_on_make_runs_policy(tmp_path: Path) -> None
         await server.close()
     first, again = (SUMMARY.match(o) for o in outputs)
     assert first and again, outputs
-    docs = len(demo.documents())
+    docs = len(demo.documents(repo))
     assert (int(first[1]), int(first[2]), int(first[3])) == (docs, docs, 0)  # README, docs/…
     assert (int(again[1]), int(again[2]), int(again[3])) == (docs, 0, docs)  # 304s
