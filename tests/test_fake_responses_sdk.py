@@ -786,14 +786,14 @@ async def test_agents_sdk_streams_file_search_answer(fake: FakeResponses) -> Non
 async def test_models_list_and_retrieve_parse_as_the_sdk_s_model(
     fake: FakeResponses, client: AsyncOpenAI
 ) -> None:
-    fake.models.add("gpt-5-mini", shutdown_date="2026-12-11")
+    fake.models.add("gpt-4.1-sunset", shutdown_date="2026-12-11")
 
     listed = [model async for model in client.models.list()]  # strict validation
-    assert [m.id for m in listed] == ["gpt-5-mini", "gpt-6.1-terra", "gpt-6.1-terra-mini"]
+    assert [m.id for m in listed] == ["gpt-4.1-sunset", "gpt-6.1-terra", "gpt-6.1-terra-mini"]
     assert all(isinstance(m, openai.types.Model) and m.object == "model" for m in listed)
 
-    retiring = await client.models.retrieve("gpt-5-mini")
-    assert (retiring.id, retiring.shutdown_date) == ("gpt-5-mini", "2026-12-11")
+    retiring = await client.models.retrieve("gpt-4.1-sunset")
+    assert (retiring.id, retiring.shutdown_date) == ("gpt-4.1-sunset", "2026-12-11")
     assert (await client.models.retrieve("gpt-6.1-terra")).shutdown_date is None
     fake.models.add("gpt-old", shutdown_date=1_797_033_600)  # unix seconds: not the SDK's type,
     lenient = AsyncOpenAI(base_url=fake.base_url, api_key=KEY)  # but read as given
@@ -803,7 +803,7 @@ async def test_models_list_and_retrieve_parse_as_the_sdk_s_model(
         await lenient.close()
     assert cast(Any, old.shutdown_date) == 1_797_033_600
     assert fake.models.requests == ["/v1/models", *(f"/v1/models/{m}" for m in (
-        "gpt-5-mini", "gpt-6.1-terra", "gpt-old"))]  # fmt: skip
+        "gpt-4.1-sunset", "gpt-6.1-terra", "gpt-old"))]  # fmt: skip
     assert fake.requests == []  # look-ups are kept apart
 
 
@@ -833,18 +833,18 @@ async def test_a_retired_model_is_refused_before_any_script(
     fake: FakeResponses, client: AsyncOpenAI, status: int, error: type[openai.APIStatusError]
 ) -> None:
     fake.models.gone_status = status
-    fake.models.retire("gpt-5-mini")
+    fake.models.retire("gpt-4.1-sunset")
     fake.script(Script(text="From the successor."))
     with pytest.raises(error) as caught:
-        await collect(client, model="gpt-5-mini")
+        await collect(client, model="gpt-4.1-sunset")
     assert caught.value.code == "model_not_found" and caught.value.param == "model"
     assert fake.requests[0].outcome == f"http_{status}"
     with pytest.raises(openai.NotFoundError):
-        await client.models.retrieve("gpt-5-mini")
+        await client.models.retrieve("gpt-4.1-sunset")
 
     events = await collect(client, model="gpt-6.1-terra")  # the script is still there
     assert completed(events).output_text == "From the successor."
     with pytest.raises(error):  # through the Agents SDK too
-        model = OpenAIResponsesModel(model="gpt-5-mini", openai_client=client)
+        model = OpenAIResponsesModel(model="gpt-4.1-sunset", openai_client=client)
         agent = Agent(name="helper", model=model)
         await Runner.run(agent, "Hi", run_config=RunConfig(tracing_disabled=True))

@@ -50,18 +50,18 @@ async def test_a_retired_model_hands_the_turn_to_the_fallback(
     agent: Any, model: FakeResponses, json_logs: Any, status: int
 ) -> None:
     model.models.gone_status = status
-    model.models.retire("gpt-5-mini")
+    model.models.retire("gpt-4.1-sunset")
     model.script(Script(text="We open at nine."), Script(text="And close at five."))
-    client, metrics = await agent(agent=agent_block("gpt-5-mini", "gpt-6.1-terra"))
+    client, metrics = await agent(agent=agent_block("gpt-4.1-sunset", "gpt-6.1-terra"))
 
     resp = await chat(client, create("When do you open?"))
     assert resp.status == 200
     events = await events_of(resp)
     assert text_of(events) == "We open at nine."
     assert not [e for e in events if e["type"] == "error"]
-    assert [r.model for r in model.requests] == ["gpt-5-mini", "gpt-6.1-terra"]
+    assert [r.model for r in model.requests] == ["gpt-4.1-sunset", "gpt-6.1-terra"]
     assert [r.outcome for r in model.requests] == [f"http_{status}", "completed"]
-    assert model.requests[0].body == {**model.requests[1].body, "model": "gpt-5-mini"}
+    assert model.requests[0].body == {**model.requests[1].body, "model": "gpt-4.1-sunset"}
 
     thread = thread_id_of(events)
     events = await events_of(await chat(client, add_message(thread, "And close?")))
@@ -71,7 +71,7 @@ async def test_a_retired_model_hands_the_turn_to_the_fallback(
     assert sample(metrics, OUTCOMES, **labels, outcome="model_not_found") == 2
     assert sample(metrics, OUTCOMES, **labels, outcome="ok") == 2
     assert sample(metrics, OUTCOMES, **labels, outcome="client_error") == 0
-    (warning,) = warnings_about(json_logs, "gpt-5-mini")  # once, for two refusals
+    (warning,) = warnings_about(json_logs, "gpt-4.1-sunset")  # once, for two refusals
     assert "route assistant" in warning["message"] and "gpt-6.1-terra" in warning["message"]
     assert TEST_KEY not in "\n".join(json_logs.lines)
 
@@ -79,32 +79,32 @@ async def test_a_retired_model_hands_the_turn_to_the_fallback(
 async def test_fallbacks_are_tried_in_order(
     agent: Any, model: FakeResponses, json_logs: Any
 ) -> None:
-    for gone in ("gpt-5-mini", "gpt-5-nano"):
+    for gone in ("gpt-4.1-sunset", "gpt-4.1-dusk"):
         model.models.retire(gone)
     model.script(Script(text="From the third model."))
     client, metrics = await agent(
-        agent=agent_block("gpt-5-mini", "gpt-5-nano", "gpt-6.1-terra", "gpt-6.1-terra-mini")
+        agent=agent_block("gpt-4.1-sunset", "gpt-4.1-dusk", "gpt-6.1-terra", "gpt-6.1-terra-mini")
     )
     events = await events_of(await chat(client, create("hi")))
     assert text_of(events) == "From the third model."
-    assert [r.model for r in model.requests] == ["gpt-5-mini", "gpt-5-nano", "gpt-6.1-terra"]
+    assert [r.model for r in model.requests] == ["gpt-4.1-sunset", "gpt-4.1-dusk", "gpt-6.1-terra"]
     assert sample(metrics, OUTCOMES, route=ROUTE, outcome="model_not_found") == 2
-    assert len(warnings_about(json_logs, "gpt-5-mini")) == 1
-    assert len(warnings_about(json_logs, "gpt-5-nano")) == 1
+    assert len(warnings_about(json_logs, "gpt-4.1-sunset")) == 1
+    assert len(warnings_about(json_logs, "gpt-4.1-dusk")) == 1
 
 
 async def test_every_model_gone_is_one_generic_error_each_refusal_counted(
     agent: Any, model: FakeResponses
 ) -> None:
-    for gone in ("gpt-5-mini", "gpt-5-nano"):
+    for gone in ("gpt-4.1-sunset", "gpt-4.1-dusk"):
         model.models.retire(gone)
-    client, metrics = await agent(agent=agent_block("gpt-5-mini", "gpt-5-nano"))
+    client, metrics = await agent(agent=agent_block("gpt-4.1-sunset", "gpt-4.1-dusk"))
     resp = await chat(client, create("hi"))
     raw = await resp.text()
     events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: ")]
     assert len([e for e in events if e["type"] == "error"]) == 1
-    assert "does not exist" not in raw and "gpt-5" not in raw  # never the upstream's words
-    assert [r.model for r in model.requests] == ["gpt-5-mini", "gpt-5-nano"]
+    assert "does not exist" not in raw and "gpt-4.1" not in raw  # never the upstream's words
+    assert [r.model for r in model.requests] == ["gpt-4.1-sunset", "gpt-4.1-dusk"]
     assert sample(metrics, OUTCOMES, route=ROUTE, outcome="model_not_found") == 2
     assert sample(metrics, OUTCOMES, route=ROUTE, outcome="client_error") == 0
 
@@ -112,8 +112,8 @@ async def test_every_model_gone_is_one_generic_error_each_refusal_counted(
 async def test_without_fallbacks_a_gone_model_is_counted_as_such(
     agent: Any, model: FakeResponses
 ) -> None:
-    model.models.retire("gpt-5-mini")
-    client, metrics = await agent(agent=agent_block("gpt-5-mini"))
+    model.models.retire("gpt-4.1-sunset")
+    client, metrics = await agent(agent=agent_block("gpt-4.1-sunset"))
     events = await events_of(await chat(client, create("hi")))
     assert [e["type"] for e in events if e["type"] == "error"] == ["error"]
     assert len(model.requests) == 1
