@@ -32,6 +32,7 @@ from tests.agent_client import agent_policy, agent_route
 from tests.conftest import TEST_KEY, policy_yaml
 from tests.fake_responses import FakeResponses
 from tests.processes import base_env
+from tests.test_prometheus_live import prometheus  # noqa: F401 (a fixture)
 
 ROUTE = "assistant"
 SHUTDOWN = "chatkit_gateway_model_shutdown_timestamp_seconds"
@@ -319,7 +320,8 @@ async def test_plain_check_stays_offline(model: FakeResponses, tmp_path: Path) -
 
 
 async def test_check_online_as_the_readme_writes_it(model: FakeResponses, tmp_path: Path) -> None:
-    from tests.test_readme import ROOT, clean_env, readme_command
+    from tests.processes import ROOT
+    from tests.test_readme import clean_env, readme_command
 
     command = readme_command(".venv/bin/chatkit-gateway check --config gateway.yaml --online")
     shipped = (ROOT / "gateway.yaml").read_text()
@@ -341,3 +343,46 @@ async def test_check_online_as_the_readme_writes_it(model: FakeResponses, tmp_pa
     )
     assert model.models.requests == ["/v1/models/gpt-6.1-terra"]
     assert TEST_KEY not in (out + err).decode()
+
+
+# --------------------------------------------------------------------------- the alert, live
+
+
+@pytest.mark.slow
+async def test_a_served_retiring_model_reaches_a_real_prometheus_alert(
+    model: FakeResponses,
+    tmp_path: Path,
+    gateways: list[Any],
+    http: Any,
+    prometheus: tuple[str, Path],  # noqa: F811
+) -> None:
+    """`serve` as a process, scraped by a real Prometheus loading the shipped rules: a model
+    retiring in 10 days puts ChatkitGatewayModelShutdownSoon in pending (its `for` is 15m)."""
+    from tests.processes import free_port, start_gateway, write_policy
+    from tests.test_prometheus_live import query
+
+    soon = datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=10)
+    model.models.add("gpt-4.1-sunset", shutdown_date=soon.isoformat())
+    prom_url, targets = prometheus
+    port = free_port()
+    route = agent_route(f"sqlite:///{tmp_path / 'threads.db'}", agent=agent_block("gpt-4.1-sunset"))
+    config = write_policy(tmp_path / "gateway.yaml", port=port, base_url=model.base_url,
+                          routes=[route])  # fmt: skip
+    gw = await start_gateway(config, port, env=base_env(OPENAI_API_KEY=TEST_KEY), gateways=gateways)
+    targets.write_text(yaml.safe_dump([{"targets": [f"127.0.0.1:{port}"]}]))
+
+    async def pending() -> bool:
+        body = await query(http, prom_url, 'ALERTS{alertname="ChatkitGatewayModelShutdownSoon"}')
+        return [r["metric"] for r in body["data"]["result"]] == [
+            {
+                "__name__": "ALERTS", "alertname": "ChatkitGatewayModelShutdownSoon",
+                "alertstate": "pending", "job": "chatkit-gateway", "route": ROUTE,
+                "model": "gpt-4.1-sunset", "severity": "warning",
+            }
+        ]  # fmt: skip
+
+    await until(pending, "the alert pending in Prometheus", seconds=60)
+    line = f"model gpt-4.1-sunset of route assistant shuts down on {soon.isoformat()}"
+    records = [json.loads(raw) for raw in gw.lines]
+    assert [r["level"] for r in records if r["message"].startswith(line)] == ["warning"]
+    assert TEST_KEY not in gw.stdout
