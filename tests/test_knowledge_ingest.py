@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from gateway.agent.store_schema import open_engine
 from gateway.knowledge.sql_index import open_index
@@ -50,11 +51,11 @@ def write_policy(tmp: Path, knowledge: dict[str, Any], name: str = "gateway.yaml
     return path
 
 
-async def run_ingest(policy: Path, *args: str) -> tuple[int, str, str]:
+async def run_ingest(policy: Path, *args: str, key: bool = True) -> tuple[int, str, str]:
+    env = base_env(OPENAI_API_KEY=TEST_KEY) if key else base_env()
     proc = await asyncio.create_subprocess_exec(
         str(SCRIPT), "ingest", "--config", str(policy), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env=base_env(OPENAI_API_KEY=TEST_KEY),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
@@ -162,3 +163,15 @@ async def test_cli_mistakes_exit_2(tmp_path: Path) -> None:
     assert status == 2
     assert "expected an http:// or https:// URL" in err
     assert sys.executable  # the CLI under test is this venv's
+
+
+async def test_ingest_needs_no_openai_key(site: DocsSite, tmp_path: Path) -> None:
+    """An ingest calls no model: a policy whose key is not set (a CI job, a cron on another
+    host) ingests all the same."""
+    store = f"sqlite:///{tmp_path / 'threads.db'}"
+    route = agent_route(store, knowledge={"sources": [{"sitemap": f"{site.url}/sitemap.xml"}]})
+    policy = tmp_path / "gateway.yaml"
+    policy.write_text(yaml.safe_dump({"routes": [route]}))
+    status, out, err = await run_ingest(policy, key=False)
+    assert status == 0, err
+    assert summary(out)[:2] == (PAGES, PAGES)
