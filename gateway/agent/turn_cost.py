@@ -16,14 +16,22 @@ After it, `settle` turns the reservation into the charge:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..errors import RateLimited, Unavailable
 from ..limits.budgets import BudgetBucket, Budgets
 from ..policy import whole_seconds
 
-if TYPE_CHECKING:
-    from .context import TurnContext
+
+class Turn(Protocol):
+    """What is read here of a turn's context (context.TurnContext, which refers to this
+    module: a protocol keeps the two apart)."""
+
+    usage: list[tuple[int, int]]
+    outcome: str
+    estimated_input: int
+    budget: TurnBudget | None
+
 
 BYTES_PER_TOKEN = 4  # OpenAI's rule of thumb for text; also how attachment bytes are priced
 # One history item's text at most, as counted: a user message cannot be longer than the
@@ -59,7 +67,15 @@ class TurnBudget:
             self.reserved = wanted
         return wait
 
-    async def settle(self, context: TurnContext) -> int:
+    async def reserve_more(self, tokens: int) -> bool:
+        """A further call of the same turn (its title: titles.py) reserves its own estimate;
+        False when a budget has no room left for it."""
+        wait = await self._budgets.reserve(self.buckets, tokens)
+        if wait is None:
+            self.reserved += tokens
+        return wait is None
+
+    async def settle(self, context: Turn) -> int:
         """Charges the turn (see the module doc); returns the charge."""
         charged = charge(context)
         await self._budgets.settle(self.buckets, charged - self.reserved)
@@ -67,7 +83,7 @@ class TurnBudget:
         return charged
 
 
-def charge(context: TurnContext) -> int:
+def charge(context: Turn) -> int:
     used = sum(i + o for i, o in context.usage)
     if used:
         return used
@@ -103,7 +119,7 @@ _SPENT = "The assistant has answered all it may for now. Please try again later.
 _UNAVAILABLE = "The assistant could not answer just now. Please try again."
 
 
-async def reserve_turn(context: TurnContext, refused: Callable[[], None]) -> None:
+async def reserve_turn(context: Turn, refused: Callable[[], None]) -> None:
     """Before the model is called: the turn's estimate reserved, or the turn ends in a
     ChatKit error without calling it (a parallel turn took the budget's last room; or the
     budgets' Redis is down under `on_backend_error: deny`)."""
