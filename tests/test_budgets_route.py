@@ -47,7 +47,7 @@ async def test_a_turn_openai_refuses_is_charged_nothing(agent: Any, model: FakeR
     refused = await chat(client, create("word " * 400))  # about 500 tokens, estimated
     assert refused.status == 200
     events = await events_of(refused)
-    assert events[-1]["type"] == "error"
+    assert [e["type"] for e in events].count("error") == 1
     await no_open_streams(metrics)
     other = await chat(client, create("hello"), device=DEVICE_B)
     assert other.status == 200  # before: 429 for most of a day, for nobody's spend
