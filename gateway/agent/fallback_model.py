@@ -11,10 +11,11 @@ it). The first model stands for the others wherever the SDK asks the model about
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import openai
 from agents.items import ModelResponse, TResponseStreamEvent
@@ -86,10 +87,13 @@ class FallbackModel(Model):
                 await self._before_retry()
             started = time.monotonic()
             streamed = False
+            # Closed with this one: a visitor who leaves ends the model's stream at once.
+            events = cast(AsyncGenerator[Any, None], model.stream_response(*args, **kwargs))
             try:
-                async for event in model.stream_response(*args, **kwargs):
-                    streamed = True
-                    yield event
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        streamed = True
+                        yield event
             except (openai.NotFoundError, openai.BadRequestError) as exc:
                 if streamed or index == last or not model_not_found(exc):
                     raise
