@@ -142,6 +142,11 @@ class Metrics:
             p + "model_available", "1 when the upstream serves the model, 0 when it does not.",
             ["route", "model"], registry=r,
         )  # fmt: skip
+        # Feedback (SPEC §10): items the widget's visitors rated, by kind (positive, negative).
+        self.feedback = Counter(
+            p + "feedback_total", "Items rated by visitors (the widget's thumbs), by kind.",
+            ["route", "kind"], registry=r,
+        )  # fmt: skip
         self.limiter_backend_errors = Counter(
             p + "limiter_backend_errors_total", "Limiter backend calls that failed.",
             ["backend"], registry=r,

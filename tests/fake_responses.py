@@ -44,6 +44,11 @@ A ``Script`` is one successful answer, optionally preceded by ``fail_times`` HTT
   (``response.failed``; non-streamed a 200 with ``status: failed``), ``"error"`` (an ``error``
   event).
 
+Title calls (gateway/agent/titles.py: a thread's title after its first answer, told apart by
+their ``instructions``) are answered from their own queue, ``fake.script_title(...)``, then
+``fake.title_default`` (a short title), and recorded in ``fake.title_requests``, not in
+``fake.requests``: a test scripting turns is not disturbed by the titles between them.
+
 ``fake.models`` (tests/fake_models.py) answers ``GET /v1/models`` and ``/v1/models/{id}``
 (the SDK's ``Model``, a ``shutdown_date`` for chosen models, 404 ``model_not_found`` for
 unknown ones, a 5xx while ``fail_status`` is set); a model it ``retire``s is refused by
@@ -93,6 +98,7 @@ from openai.types.responses.response_file_search_tool_call import Result as File
 from openai.types.responses.response_function_web_search import ActionSearch, ActionSearchSource
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
+from gateway.agent.titles import INSTRUCTIONS as TITLE_INSTRUCTIONS
 from tests.fake_models import ModelCatalogue
 from tests.fake_openai import _NO_KEY, DEFAULT_API_KEY, _default_fault_payload, _mask_key
 
@@ -211,6 +217,11 @@ class Script:
         return [*parts, rest] if rest else parts
 
 
+# What a title call gets when no title script is queued (gateway/agent/titles.py): usage 0,
+# so tests that count a turn's tokens are not shifted by it (title tests script their own).
+TITLE_DEFAULT: Final = Script(text="A fake title", input_tokens=0, output_tokens=0)
+
+
 @dataclass
 class ResponsesRequest:
     """One request as it arrived. ``outcome``: "pending", "completed", "incomplete", "failed",
@@ -317,6 +328,9 @@ class FakeResponses:
         self.disconnected = asyncio.Event()
         self._queue: list[_Pending] = []
         self._default = _Pending(default or Script())
+        self.title_requests: list[ResponsesRequest] = []
+        self._title_queue: list[_Pending] = []
+        self._title_default = _Pending(TITLE_DEFAULT)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
         self._closing = asyncio.Event()
@@ -334,12 +348,26 @@ class FakeResponses:
         self._queue.extend(_Pending(s) for s in scripts)
 
     @property
+    def title_default(self) -> Script:
+        return self._title_default.script
+
+    @title_default.setter
+    def title_default(self, script: Script) -> None:
+        self._title_default = _Pending(script)
+
+    def script_title(self, *scripts: Script) -> None:
+        """Queue scripts for the next title calls, in order."""
+        self._title_queue.extend(_Pending(s) for s in scripts)
+
+    @property
     def pending_scripts(self) -> int:
         return len(self._queue)
 
     def reset(self) -> None:
         self.requests.clear()
         self._queue.clear()
+        self.title_requests.clear()
+        self._title_queue.clear()
         self.disconnects = 0
         self.disconnected.clear()
 
@@ -406,16 +434,19 @@ class FakeResponses:
             self.disconnects += 1
             self.disconnected.set()
 
-    def _take(self) -> tuple[Script, bool]:
+    def _take(self, title: bool = False) -> tuple[Script, bool]:
         """The script for this attempt, and whether the attempt is one of its failures."""
-        pending = self._queue[0] if self._queue else self._default
+        queue, default = (
+            (self._title_queue, self._title_default) if title else (self._queue, self._default)
+        )
+        pending = queue[0] if queue else default
         script = pending.script
         if script.status is not None and pending.failures_left != 0:
             if pending.failures_left is not None:
                 pending.failures_left -= 1
             return script, True
-        if pending is not self._default:
-            self._queue.pop(0)
+        if pending is not default:
+            queue.pop(0)
         return script, False
 
     @staticmethod
@@ -444,7 +475,9 @@ class FakeResponses:
         except ValueError:
             body = None
         record = ResponsesRequest(request.method, request.path, headers, body)
-        if not _below_models(request.path):  # look-ups: in self.models.requests
+        if _is_title(body):  # titles: apart from the turns
+            self.title_requests.append(record)
+        elif not _below_models(request.path):  # look-ups: in self.models.requests
             self.requests.append(record)
         try:
             return await self._serve(request, record, started)
@@ -470,7 +503,7 @@ class FakeResponses:
             base = _base(body)
         except _Refused as refused:
             return self._refuse(record, started, refused.status, refused.error)
-        script, fail = self._take()
+        script, fail = self._take(title=_is_title(body))
         await self._sleep(script.latency)
         if fail:
             assert script.status is not None
@@ -676,6 +709,10 @@ class _CallPlay:
             yield _event(seq, "response.function_call_arguments.delta", **at, delta=delta)
         yield _event(seq, "response.function_call_arguments.done", **at, arguments=arguments)
         yield _event(seq, "response.output_item.done", output_index=self.index, item=self.item)
+
+
+def _is_title(body: Any) -> bool:
+    return isinstance(body, dict) and body.get("instructions") == TITLE_INSTRUCTIONS
 
 
 def _below_models(path: str) -> bool:

@@ -28,6 +28,7 @@ from chatkit.errors import CustomStreamError
 from chatkit.server import ChatKitServer, NonStreamingResult, StreamingResult
 from chatkit.types import (
     ChatKitReq,
+    FeedbackKind,
     ProgressUpdateEvent,
     ThreadMetadata,
     ThreadStreamEvent,
@@ -41,6 +42,7 @@ from .context import TurnContext
 from .converter import AttachmentConverter
 from .model_watch import MODEL_NOT_FOUND, model_not_found
 from .store import SqlStore
+from .titles import Titler
 from .tools import AgentSpec
 from .turn_cost import input_estimate
 
@@ -98,6 +100,8 @@ class AgentServer(ChatKitServer[TurnContext]):
         *,
         before_call: Callable[[TurnContext], Any],
         after_call: Callable[[TurnContext, str, float, int, int], None],
+        titler: Titler | None = None,
+        on_feedback: Callable[[str, str, int], None] | None = None,
     ) -> None:
         super().__init__(store, store if spec.attachments is not None else None)
         self.sql = store
@@ -105,6 +109,17 @@ class AgentServer(ChatKitServer[TurnContext]):
         self._model = model
         self._before_call = before_call  # outbound smoothing
         self._after_call = after_call  # usage → budgets and metrics; outcome → metrics
+        self._titler = titler  # None: `titles: false` (SPEC §10)
+        self._on_feedback = on_feedback  # (route, kind, items) → feedback_total
+
+    async def add_feedback(
+        self, thread_id: str, item_ids: list[str], feedback: FeedbackKind, context: TurnContext
+    ) -> None:
+        """The widget's thumbs, kept (SPEC §10; the SDK's own does nothing): another user's
+        thread or item is NotFoundError, a 404 like an unknown id."""
+        rated = await self.sql.save_feedback(thread_id, item_ids, feedback, context)
+        if self._on_feedback is not None:
+            self._on_feedback(context.route, feedback, rated)
 
     async def process(
         self, request: str | bytes | bytearray, context: TurnContext
@@ -148,6 +163,7 @@ class AgentServer(ChatKitServer[TurnContext]):
             run_config=RunConfig(tracing_disabled=True, trace_include_sensitive_data=False),
         )
         outcome = "ok"
+        first = sum(isinstance(i, UserMessageItem) for i in recent.data) == 1
         try:
             events = stream_agent_response(
                 agent_context, cast(RunResultStreaming, _WithProgress(result, agent_context))
@@ -195,3 +211,7 @@ class AgentServer(ChatKitServer[TurnContext]):
                 usage.input_tokens,
                 usage.output_tokens,
             )
+        # After the answer's last event: the thread's title (titles.py); the SDK saves the
+        # changed thread and sends the widget `thread.updated`.
+        if self._titler is not None and first and thread.title is None and input_user_message:
+            thread.title = await self._titler.title(input_user_message, context)

@@ -131,6 +131,22 @@ class AgentConfig:
         return text
 
 
+@dataclass(frozen=True, config=STRICT)
+class TitlesConfig:
+    """`titles:` of a route (SPEC §10): each thread named after its first answer."""
+
+    model: _MODEL | None = None  # default: agent.model (agent.fallback_models follow it)
+
+
+def title_model(titles: bool | TitlesConfig, agent: AgentConfig) -> str | None:
+    """The model that titles the route's threads; None with `titles: false`."""
+    if titles is False:
+        return None
+    if isinstance(titles, TitlesConfig) and titles.model is not None:
+        return titles.model
+    return agent.model
+
+
 DEFAULT_STORE = "sqlite:///chatkit-gateway-threads.db"
 
 
@@ -244,6 +260,8 @@ class AgentRoutePolicy(Protocol):
     @property
     def store(self) -> StoreConfig: ...
     @property
+    def titles(self) -> bool | TitlesConfig: ...
+    @property
     def attachments(self) -> AttachmentsConfig | None: ...
     @property
     def user_id(self) -> UserIdConfig: ...
@@ -276,6 +294,8 @@ __all__ = [
     "FileSearchTool",
     "ModelSettings",
     "StoreConfig",
+    "TitlesConfig",
     "TokenBudget",
     "WebSearchTool",
+    "title_model",
 ]

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from ..compiled_policy import ACTIVE_POLICY
 from ..metrics import METRICS, Metrics
-from .config import KIND
+from .config import KIND, title_model
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -57,7 +57,9 @@ def watched_models(policy: Policy) -> dict[str, tuple[str, ...]]:
         if route.kind != KIND:
             continue
         agent: Any = getattr(route, "agent")  # noqa: B009 (AgentConfig; kind-specific)
-        out[route.name] = tuple(dict.fromkeys((agent.model, *agent.fallback_models)))
+        titles = title_model(getattr(route, "titles", False), agent)  # titles.py's calls
+        named = (agent.model, *agent.fallback_models, *([titles] if titles else []))
+        out[route.name] = tuple(dict.fromkeys(named))
     return out
 
 

@@ -163,6 +163,8 @@ class AgentRuntime:
             self._model(data.spec.model, route, upstream),
             before_call=self._smooth,
             after_call=self._after_call,
+            titler=self._titler(route, upstream),
+            on_feedback=lambda name, kind, n: self._metrics.feedback.labels(name, kind).inc(n),
         )
         self._servers[route.name] = (route, data, server)
         return server
@@ -197,7 +199,31 @@ class AgentRuntime:
                 index = self._indexes[store] = await open_index(store.engine)
         return index
 
-    def _model(self, model: str, route: AgentRoutePolicy, upstream: UpstreamConfig) -> Any:
+    def _titler(self, route: AgentRoutePolicy, upstream: UpstreamConfig) -> Any:
+        """The route's thread titles (titles.py): None with `titles: false`."""
+        from openai.types.shared import Reasoning
+
+        from .config import title_model
+        from .titles import Titler
+
+        model = title_model(route.titles, route.agent)
+        if model is None:
+            return None
+        effort = route.agent.model_settings.reasoning_effort  # what the route's models take
+        return Titler(
+            self._model(model, route, upstream, count=_uncounted),
+            Reasoning(effort=effort.value) if effort is not None else None,
+            account=self._title_call,
+            smooth=self._smooth_upstream,
+        )
+
+    def _model(
+        self,
+        model: str,
+        route: AgentRoutePolicy,
+        upstream: UpstreamConfig,
+        count: Callable[[str, str, float], None] | None = None,
+    ) -> Any:
         if self._stub:
             from .stub_model import StubModel
 
@@ -217,11 +243,11 @@ class AgentRuntime:
             )
         from .fallback_model import FallbackModel
 
-        names = (model, *route.agent.fallback_models)
+        names = tuple(dict.fromkeys((model, *route.agent.fallback_models)))
         return FallbackModel(
             route.name,
             [OpenAIResponsesModel(model=name, openai_client=client) for name in names],
-            count=self._metrics.upstream_call,
+            count=count or self._metrics.upstream_call,
             warned=self._refused_models,
             smooth=self._smooth_upstream,
         )
@@ -247,6 +273,18 @@ class AgentRuntime:
             m.model_tokens.labels(context.route, "output").inc(tokens_out)
         context.usage.append((tokens_in, tokens_out))
         context.outcome = outcome  # a 4xx is charged nothing (turn_cost.py)
+
+    def _title_call(
+        self, context: TurnContext, outcome: str, seconds: float, tokens_in: int, tokens_out: int
+    ) -> None:
+        """A title call: its tokens in `model_tokens_total` and in the turn's usage (so its
+        budgets). `upstream_requests_total` counts the turns' calls alone (titles.py)."""
+        m = self._metrics
+        if tokens_in:
+            m.model_tokens.labels(context.route, "input").inc(tokens_in)
+        if tokens_out:
+            m.model_tokens.labels(context.route, "output").inc(tokens_out)
+        context.usage.append((tokens_in, tokens_out))
 
     # -- retention and shutdown -----------------------------------------------------
     async def open_all(self, policy: Policy) -> None:
@@ -281,6 +319,10 @@ class AgentRuntime:
             await client.close()
         for store in self._stores.values():
             await store.engine.dispose()
+
+
+def _uncounted(route: str, outcome: str, seconds: float) -> None:
+    """A title's model_not_found refusals: logged by the fallback, not counted as turns."""
 
 
 AGENTS = web.AppKey("agents", AgentRuntime)

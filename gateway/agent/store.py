@@ -19,8 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .attachment_rows import AttachmentRows
 from .context import TurnContext
+from .feedback_rows import FeedbackRows
 from .store_migrations import migrate
-from .store_schema import StoreUnavailable, _now, attachments, items, open_engine, threads
+from .store_schema import StoreUnavailable, _now, attachments, feedback, items, open_engine, threads
 
 __all__ = ["SqlStore", "StoreUnavailable", "migrate", "open_engine"]
 MAX_PAGE = 100  # a client's `limit` is capped: one answer's size stays bounded
@@ -28,7 +29,7 @@ UNSENT_SECONDS = 3600.0  # an upload no message carried is swept after this (SEC
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 
 
-class SqlStore(AttachmentRows, Store[TurnContext], AttachmentStore[TurnContext]):
+class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore[TurnContext]):
     """The thread store of one database; routes sharing a URL share one."""
 
     # -- threads --------------------------------------------------------------------
@@ -104,6 +105,11 @@ class SqlStore(AttachmentRows, Store[TurnContext], AttachmentStore[TurnContext])
                 raise NotFoundError(f"Thread {thread_id} not found")
             await conn.execute(
                 items.delete().where(items.c.thread_id == thread_id, items.c.user_id == user)
+            )
+            await conn.execute(
+                feedback.delete().where(
+                    feedback.c.thread_id == thread_id, feedback.c.user_id == user
+                )
             )
             await conn.execute(
                 attachments.delete().where(
@@ -203,6 +209,13 @@ class SqlStore(AttachmentRows, Store[TurnContext], AttachmentStore[TurnContext])
                     items.c.user_id == context.user,
                 )
             )
+            await conn.execute(
+                feedback.delete().where(
+                    feedback.c.thread_id == thread_id,
+                    feedback.c.item_id == item_id,
+                    feedback.c.user_id == context.user,
+                )
+            )
 
         await self._run(context, work)
 
@@ -228,6 +241,7 @@ class SqlStore(AttachmentRows, Store[TurnContext], AttachmentStore[TurnContext])
             cutoff = now - dt.timedelta(seconds=older_than_seconds)
             old = sa.select(threads.c.id).where(threads.c.updated_at < cutoff)
             await conn.execute(items.delete().where(items.c.thread_id.in_(old)))
+            await conn.execute(feedback.delete().where(feedback.c.thread_id.in_(old)))
             await conn.execute(attachments.delete().where(attachments.c.thread_id.in_(old)))
             done = await conn.execute(threads.delete().where(threads.c.updated_at < cutoff))
             return int(done.rowcount or 0)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .store_schema import _now, attachments, meta, schema
+from .store_schema import _now, attachments, feedback, meta, schema
 
 _LOCK = 0x636B_6777  # "ckgw": pg_advisory_xact_lock's key for migrations
 
@@ -45,8 +45,13 @@ def _v2(conn: sa.Connection) -> None:
     _create_index(conn, attachments, "ckgw_attachments_client")
 
 
+def _v3(conn: sa.Connection) -> None:
+    """The widget's feedback gets its table (nothing older to carry over)."""
+    feedback.create(conn, checkfirst=True)
+
+
 # Version → the step from the version before it.
-STEPS: dict[int, Callable[[sa.Connection], None]] = {2: _v2}
+STEPS: dict[int, Callable[[sa.Connection], None]] = {2: _v2, 3: _v3}
 SCHEMA_VERSION = max(STEPS)
 
 

@@ -63,6 +63,17 @@ attachments = sa.Table(
     sa.Index("ckgw_attachments_thread", "thread_id"),
     sa.Index("ckgw_attachments_client", "client"),
 )
+# Since version 3: the widget's thumbs (items.feedback), one row per rated item; a later
+# rating of the item replaces the row. Deleted with the thread (store.py, the sweep).
+feedback = sa.Table(
+    "ckgw_feedback",
+    meta,
+    sa.Column("thread_id", sa.String(128), primary_key=True),
+    sa.Column("item_id", sa.String(128), primary_key=True),
+    sa.Column("user_id", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # positive | negative
+    sa.Column("created_at", sa.DateTime(), nullable=False),
+)
 schema = sa.Table(
     "ckgw_schema",
     meta,

@@ -37,6 +37,7 @@ from openai.types.responses import (
 from openai.types.responses.response_output_text import AnnotationFileCitation
 
 from ..knowledge.stub import offers_search, stub_turn
+from .titles import is_title_call, stub_title
 
 STUB_SOURCE = "stub-guide.md"
 _SEARCH_SECONDS = 0.4
@@ -71,6 +72,8 @@ class StubModel(Model):
         )
 
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
+        if is_title_call(kwargs.get("system_instructions")):  # titles offline (titles.py)
+            return stub_title(_last_user_text(kwargs.get("input", "")))
         events = [e async for e in self.stream_response(*args, **kwargs)]
         done = events[-1]
         assert isinstance(done, ResponseCompletedEvent)

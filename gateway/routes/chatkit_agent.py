@@ -28,6 +28,7 @@ from ..agent.config import (
     AgentRouteData,
     AttachmentsConfig,
     StoreConfig,
+    TitlesConfig,
     TokenBudget,
 )
 from ..identity import user_secret
@@ -58,6 +59,9 @@ class ChatKitAgentRoute(RouteBase):
     user_id: UserIdConfig = dataclasses.field(default_factory=UserIdConfig)
     # The site's own pages, indexed in the route's store and searched by the agent (§9).
     knowledge: KnowledgeConfig | None = None
+    # Each thread named after its first answer by one short model call (SPEC §10): true (the
+    # agent's model), {model: NAME}, or false.
+    titles: bool | TitlesConfig = True
     token_budgets: tuple[TokenBudget, ...] = ()
     max_streams_per_client: Annotated[int, Between(1, 10000)] | None = None
     max_json_bytes: Annotated[int, Between(1024, 16 << 20)] = 256 * 1024
