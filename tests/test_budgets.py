@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
+from chatkit.errors import CustomStreamError
 
-from gateway.agent.turn_cost import input_estimate
-from gateway.limits.budgets import BudgetBucket, BudgetStorage, MemoryBudgets, RedisBudgets
+from gateway.agent.turn_cost import TurnBudget, charge, input_estimate, reserve_turn
+from gateway.limits.budgets import (
+    BudgetBucket,
+    Budgets,
+    BudgetStorage,
+    MemoryBudgets,
+    RedisBudgets,
+)
 from gateway.limits.redis import RedisStorage
 from gateway.policy import Backend, LimiterConfig, Secret
 from tests.redis_server import RedisServer, running_redis
@@ -138,3 +145,54 @@ def test_the_estimate_counts_text_not_inline_bytes() -> None:
     # 400 + 256 KiB (one item's text at most) + 3000 bytes sent + keys: about 67k tokens,
     # where json.dumps // 4 said 3.5M.
     assert 66_000 < tokens < 67_000
+
+
+@dataclass
+class FakeTurn:
+    """The fields of TurnContext that turn_cost reads."""
+
+    usage: list[tuple[int, int]] = field(default_factory=list)
+    outcome: str = ""
+    estimated_input: int = 0
+    budget: TurnBudget | None = None
+
+
+@pytest.mark.parametrize(
+    ("usage", "outcome", "charged"),
+    [
+        ([(90, 10)], "ok", 100),  # what OpenAI reported
+        ([(90, 10), (40, 5)], "ok", 145),  # a tool's second model call included
+        ([], "client_error", 0),  # a 400: OpenAI billed nothing
+        ([], "rate_limited", 0),
+        ([], "auth_failed", 0),
+        ([], "model_not_found", 0),  # every fallback model refused too
+        ([], "", 0),  # the model was never called
+        ([], "cancelled", 700),  # the visitor left: the estimate
+        ([], "timeout", 700),
+        ([], "server_error", 700),
+    ],
+)
+def test_what_a_turn_is_charged(usage: list[tuple[int, int]], outcome: str, charged: int) -> None:
+    assert charge(FakeTurn(usage, outcome, estimated_input=700)) == charged
+
+
+async def test_a_turn_that_finds_no_room_ends_before_the_model_is_called() -> None:
+    clock = FakeClock()
+    memory = MemoryBudgets(clock=clock)
+    b = budget(1000)
+    turns = [FakeTurn(estimated_input=600) for _ in range(2)]
+    for turn in turns:  # both passed the check before either reserved
+        turn.budget = TurnBudget(Budgets(memory), [b], max_output=0)
+        assert await turn.budget.check() is None
+    refused: list[str] = []
+    await reserve_turn(turns[0], lambda: refused.append("tokens"))
+    await reserve_turn(turns[1], lambda: refused.append("tokens"))  # 600 < 1000: room
+    third = FakeTurn(estimated_input=600, budget=TurnBudget(Budgets(memory), [b], 0))
+    with pytest.raises(CustomStreamError) as ended:
+        await reserve_turn(third, lambda: refused.append("tokens"))
+    assert not ended.value.allow_retry and refused == ["tokens"]
+    for turn in turns:  # OpenAI reported 100 each: the rest of the reservations refunded
+        turn.usage, turn.outcome = [(90, 10)], "ok"
+        assert turn.budget is not None
+        assert await turn.budget.settle(turn) == 100
+    assert await memory.reserve([b], 799) is None  # 200 + 799: room left for one more
