@@ -386,3 +386,14 @@ async def test_a_served_retiring_model_reaches_a_real_prometheus_alert(
     records = [json.loads(raw) for raw in gw.lines]
     assert [r["level"] for r in records if r["message"].startswith(line)] == ["warning"]
     assert TEST_KEY not in gw.stdout
+
+
+async def test_check_online_without_an_agent_route_asks_nothing(
+    model: FakeResponses, tmp_path: Path
+) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(policy_yaml(base_url=model.base_url))  # token routes only
+    status, out, err = await check(path, "--online")
+    assert status == 0, err
+    assert f"{path}: online: no chatkit_agent route, no model to ask about" in err
+    assert model.models.requests == [] and yaml.safe_load(out)["routes"]
