@@ -73,6 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingest_p = sub.add_parser("ingest", help="fetch and index the pages of knowledge routes")
     ingest_p.add_argument("--config", required=True, type=Path)
     ingest_p.add_argument("--route", help="only this route (default: every knowledge route)")
+    talks = sub.add_parser("conversations", help="export an agent route's threads (SPEC §10)")
+    talks.add_argument("--config", required=True, type=Path)
+    talks.add_argument("--route", required=True, help="the chatkit_agent route")
+    talks.add_argument("--since", help="only threads active this recently: 7d, 12h, …")
+    talks.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    talks.add_argument("--output", type=Path, help="write here instead of stdout")
+    talks.add_argument(
+        "--summary", action="store_true", help="per-day counts instead of the threads"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "check":
@@ -92,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .knowledge.ingest_cli import run
 
         return run(args.config, args.route)
+    if args.command == "conversations":
+        from .agent.export_cli import run as export
+
+        return export(args.config, args.route, args.since, args.format, args.output, args.summary)
     setup_logging(args.log_level)
     if args.stub_upstream:
         log.warning(
