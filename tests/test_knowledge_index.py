@@ -245,6 +245,58 @@ async def test_a_heading_outranks_a_passing_mention(index: KnowledgeIndex) -> No
     assert [hit.url for hit in hits] == [head.url, body.url]
 
 
+MAINTENANCE = page("https://ex.org/maint", "Maintenance", "Run vacuum on a big table weekly.")
+TABLES = [
+    page(f"https://ex.org/t{n}", f"Table {n}", f"The table {n}: table rows, table columns.")
+    for n in range(12)
+]
+
+
+async def test_a_rare_word_outranks_common_ones(index: KnowledgeIndex) -> None:
+    """Every passage says table, one says vacuum: the question is about vacuum, though twelve
+    titles say table (PostgreSQL's ts_rank alone ranked them first)."""
+    await ingest(index, MAINTENANCE, *TABLES)
+    assert (await urls(index, "How do I vacuum a table?"))[0] == MAINTENANCE.url
+    hits = await index.search(ROUTE, "vacuum table", 1)
+    assert [hit.url.split("#")[0] for hit in hits] == [MAINTENANCE.url]
+    # Common words alone still find, all of them ranked.
+    assert len(await urls(index, "table rows columns")) == 8
+
+
+async def test_a_version_1_index_is_migrated_with_its_data(store_url: str, opened: Opened) -> None:
+    """A database as version 1 left it (no passage counts, no term statistics) with a
+    committed route: the start brings it to this version and computes its statistics."""
+    await ingest(await opened(), MAINTENANCE, *TABLES)
+    engine = open_engine(store_url, timeout=5, pool_size=1)
+    try:
+        async with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                await conn.execute(sa.text("DROP TABLE ckgw_knowledge_terms"))
+            await conn.execute(sa.text("ALTER TABLE ckgw_knowledge_routes DROP COLUMN passages"))
+            await conn.execute(sa.text("DELETE FROM ckgw_knowledge_schema"))
+            await conn.execute(
+                sa.text("INSERT INTO ckgw_knowledge_schema VALUES (1, CURRENT_TIMESTAMP)")
+            )
+        upgraded = await opened()
+        assert (await urls(upgraded, "How do I vacuum a table?"))[0] == MAINTENANCE.url
+        async with engine.connect() as conn:
+            versions = await conn.execute(sa.text("SELECT version FROM ckgw_knowledge_schema"))
+            assert sorted(versions.scalars()) == [1, SCHEMA_VERSION]
+            if engine.dialect.name == "postgresql":
+                counted = "SELECT passages FROM ckgw_knowledge_routes WHERE route = 'docs'"
+                assert (await conn.execute(sa.text(counted))).scalar() == 13
+                docs = "SELECT docs FROM ckgw_knowledge_terms WHERE lexeme = :w"
+                assert (await conn.execute(sa.text(docs), {"w": "tabl"})).scalar() == 13
+                assert (await conn.execute(sa.text(docs), {"w": "vacuum"})).scalar() == 1
+        assert await ingest(upgraded, MAINTENANCE) == 12  # and later commits recount
+        if engine.dialect.name == "postgresql":
+            async with engine.connect() as conn:
+                assert (await conn.execute(sa.text(counted))).scalar() == 1
+                assert (await conn.execute(sa.text(docs), {"w": "tabl"})).scalar() == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_stored_text_any_characters(index: KnowledgeIndex) -> None:
     odd = page(
         "https://ex.org/odd", "Odd\x00 page 🔥", "nul\x00bytes and \ud800 surrogates émoji 🚀"
@@ -284,7 +336,8 @@ async def test_migrations(store_url: str, opened: Opened) -> None:
                 sa.text("INSERT INTO ckgw_knowledge_schema VALUES (:v, CURRENT_TIMESTAMP)"),
                 {"v": SCHEMA_VERSION + 1},
             )
-        with pytest.raises(RuntimeError, match="knowledge index has schema version 2; this gat"):
+        newer = f"knowledge index has schema version {SCHEMA_VERSION + 1}; this gateway knows"
+        with pytest.raises(RuntimeError, match=newer):
             await open_index(engine)
     finally:
         await engine.dispose()

@@ -1,5 +1,7 @@
 """PostgreSQL: passages with a weighted tsvector (title A, heading B, text C; English
-stemming) under a GIN index, ranked by `ts_rank`; one refresher per route across
+stemming) under a GIN index, ranked BM25-like: the sum of each term's `ts_rank` times its
+rarity (inverse document frequency, from the route's term statistics kept at commit), over
+the passages holding a rare term (index_query.py: rarity). One refresher per route across
 replicas through an advisory lock."""
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .index_query import websearch_query
+from .index_query import candidates, idf, websearch_query
+from .index_schema import postgres_stats
 from .model import Hit, Page
 from .sql_index import SqlIndex, clean, unavailable_on_error
 
@@ -27,16 +30,38 @@ _INSERT = sa.text(
     " setweight(to_tsvector('english', :heading), 'B') || "
     " setweight(to_tsvector('english', left(:body, 200000)), 'C'))"
 )
-# ts_rank, not ts_rank_cd: half the time on the PostgreSQL manual, the same hit@8 (measured,
-# bench/knowledge_search.py); normalization 1: a long passage does not win by length alone.
+# Each term's passage count in the route's committed index (the least of its lexemes': a
+# term such as pg_dump is a phrase of two); NULL for a term with no lexeme (a stop word of
+# PostgreSQL's own list). `passages`: NULL before the route's first commit.
+_DOCS = sa.text(
+    "SELECT r.passages AS total, w.term, (SELECT min(coalesce(t.docs, 0))"
+    " FROM unnest(tsvector_to_array(to_tsvector('english', w.term))) AS l (lexeme)"
+    " LEFT JOIN ckgw_knowledge_terms AS t ON t.route = :route AND t.lexeme = l.lexeme) AS docs "
+    "FROM unnest(CAST(:terms AS TEXT[])) WITH ORDINALITY AS w (term, n) "
+    "LEFT JOIN ckgw_knowledge_routes AS r ON r.route = :route ORDER BY w.n"
+)
+# Candidates from the GIN index (the rare terms, OR'd), each ranked by the sum over all the
+# question's terms of ts_rank * idf, the text read for the best few only. ts_rank weights
+# (D, C, B, A): BM25 at SQLite's column weights 8/4/1 gives one occurrence in the title,
+# the heading, the text 1.91, 1.69, 1.0 (k1 1.2): A 1, B 0.88, C 0.52 (PostgreSQL's
+# default 1/0.4/0.2 let a common word of a title outweigh the topic in the text).
+# Normalization 1: a long passage does not win by length alone. ts_rank, not ts_rank_cd:
+# half the time (measured, bench/knowledge_search.py).
 _SEARCH = sa.text(
-    "SELECT p.title, s.url, s.heading, s.body, ts_rank(s.tsv, q.q, 1) AS rank "
-    "FROM websearch_to_tsquery('english', :q) AS q (q) "
-    "JOIN ckgw_knowledge_passages AS s ON s.tsv @@ q.q "
+    "WITH w AS MATERIALIZED ("
+    " SELECT websearch_to_tsquery('english', w.term) AS q, w.weight"
+    " FROM unnest(CAST(:terms AS TEXT[]), CAST(:weights AS FLOAT8[])) AS w (term, weight)), "
+    "best AS ("
+    " SELECT s.id, (SELECT sum(ts_rank('{0.1, 0.52, 0.88, 1.0}', s.tsv, w.q, 1) * w.weight)"
+    " FROM w) AS rank"
+    " FROM ckgw_knowledge_passages AS s JOIN ckgw_knowledge_pages AS p ON p.id = s.page_id"
+    " WHERE s.tsv @@ websearch_to_tsquery('english', :match) AND p.route = :route"
+    " AND p.born <= (SELECT committed FROM ckgw_knowledge_routes WHERE route = :route)"
+    " ORDER BY rank DESC LIMIT :limit) "
+    "SELECT p.title, s.url, s.heading, s.body, best.rank FROM best "
+    "JOIN ckgw_knowledge_passages AS s ON s.id = best.id "
     "JOIN ckgw_knowledge_pages AS p ON p.id = s.page_id "
-    "WHERE p.route = :route AND p.born <= "
-    "(SELECT committed FROM ckgw_knowledge_routes WHERE route = :route) "
-    "ORDER BY rank DESC LIMIT :limit"
+    "ORDER BY best.rank DESC"
 )
 
 
@@ -68,9 +93,27 @@ class PostgresIndex(SqlIndex):
     async def find(
         self, conn: AsyncConnection, route: str, words: list[str], limit: int
     ) -> list[Hit]:
-        params = {"q": websearch_query(words), "route": route, "limit": limit}
+        found = (await conn.execute(_DOCS, {"route": route, "terms": words})).all()
+        total = int(found[0].total or 0)
+        docs = {row.term: int(row.docs) for row in found if row.docs is not None}
+        if not docs:
+            return []
+        rare = candidates(docs, total)
+        params = {
+            "terms": list(docs),
+            "weights": [idf(count, total) for count in docs.values()],
+            "match": websearch_query(rare or list(docs)),
+            "route": route,
+            "limit": limit,
+        }
         rows = (await conn.execute(_SEARCH, params)).all()
+        if rare is not None and len(rows) < limit:  # too few: every term's passages
+            params["match"] = websearch_query(list(docs))
+            rows = (await conn.execute(_SEARCH, params)).all()
         return [Hit(row.title, row.url, row.heading, row.body, float(row.rank)) for row in rows]
+
+    async def update_stats(self, conn: AsyncConnection, route: str, build: int) -> None:
+        await postgres_stats(conn, route, build)
 
     @asynccontextmanager
     async def refresh_lock(self, route: str) -> AsyncIterator[bool]:

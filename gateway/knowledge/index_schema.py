@@ -7,16 +7,20 @@ Every page row carries its route (routes may share a store) and `born`, the buil
 wrote it; a route's searches see the rows born at or before its `committed` build. A build
 writes its rows with a new number, invisible until its commit moves `committed` to it and
 deletes what the new index no longer holds, in one transaction.
+
+Version 2: term statistics for ranking by rarity (PostgreSQL: each lexeme's passage count
+per route, kept at commit; SQLite's FTS5 counts its own). A version 1 database is brought
+up at start, its committed routes' statistics computed then.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-SCHEMA_VERSION = 1
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # sqlite: the rowid
 
 meta = sa.MetaData()
@@ -33,6 +37,7 @@ routes = sa.Table(
     sa.Column("committed", sa.BigInteger(), nullable=False),  # the build searches see
     sa.Column("next_build", sa.BigInteger(), nullable=False),
     sa.Column("last_ingest", sa.Float(), nullable=True),  # unix seconds of that commit
+    sa.Column("passages", sa.BigInteger(), nullable=True),  # in that build (PostgreSQL; v2)
 )
 pages = sa.Table(
     "ckgw_knowledge_pages",
@@ -73,28 +78,77 @@ _POSTGRES_DDL = (
     "CREATE INDEX IF NOT EXISTS ckgw_knowledge_passages_page ON ckgw_knowledge_passages (page_id)",
     "CREATE INDEX IF NOT EXISTS ckgw_knowledge_passages_tsv "
     "ON ckgw_knowledge_passages USING GIN (tsv)",
+    # v2: in how many of the route's committed passages each lexeme is (ts_stat's ndoc)
+    "CREATE TABLE IF NOT EXISTS ckgw_knowledge_terms ("
+    " route VARCHAR(128) NOT NULL, lexeme TEXT NOT NULL, docs BIGINT NOT NULL,"
+    " PRIMARY KEY (route, lexeme))",
+)
+# The route's statistics over the passages of its build `:build` (in the transaction that
+# commits it): ts_stat reads them through a query of its own, the route quoted by format.
+_POSTGRES_STATS = (
+    "DELETE FROM ckgw_knowledge_terms WHERE route = :route",
+    "INSERT INTO ckgw_knowledge_terms (route, lexeme, docs) "
+    "SELECT :route, word, ndoc FROM ts_stat(format("
+    "'SELECT s.tsv FROM ckgw_knowledge_passages AS s JOIN ckgw_knowledge_pages AS p "
+    "ON p.id = s.page_id WHERE p.route = %L AND p.born <= %s', "
+    "CAST(:route AS TEXT), CAST(:build AS BIGINT)))",
+    "UPDATE ckgw_knowledge_routes SET passages = (SELECT count(*) "
+    "FROM ckgw_knowledge_passages AS s JOIN ckgw_knowledge_pages AS p ON p.id = s.page_id "
+    "WHERE p.route = :route AND p.born <= :build) WHERE route = :route",
 )
 # Concurrent starts (replicas, an ingest beside serve) create the tables one at a time.
 _MIGRATION_LOCK = 0x636B67776B6E6F77  # "ckgwknow"
 
 
+async def postgres_stats(conn: AsyncConnection, route: str, build: int) -> None:
+    """Recount the route's term statistics (PostgreSQL) for its build `build`."""
+    for statement in _POSTGRES_STATS:
+        await conn.execute(sa.text(statement), {"route": route, "build": build})
+
+
+async def _v2(conn: AsyncConnection, postgres: bool) -> None:
+    """Routes learn their passage count, PostgreSQL its term statistics: computed here for
+    each committed route (SQLite's FTS5 keeps its own)."""
+    await conn.execute(sa.text("ALTER TABLE ckgw_knowledge_routes ADD COLUMN passages BIGINT"))
+    if postgres:
+        await _create(conn, postgres)
+        found = await conn.execute(sa.select(routes.c.route, routes.c.committed))
+        for route, build in found.all():
+            await postgres_stats(conn, route, build)
+
+
+# Version → the step from the version before it.
+STEPS: dict[int, Callable[[AsyncConnection, bool], Awaitable[None]]] = {2: _v2}
+SCHEMA_VERSION = max(STEPS)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Create or upgrade the knowledge tables, or refuse a newer database."""
+    """Create the tables, bring an older database up to date, or refuse a newer one."""
     async with engine.begin() as conn:
         postgres = conn.dialect.name == "postgresql"
         if postgres:
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        await conn.run_sync(meta.create_all)
+        await conn.run_sync(schema.create, checkfirst=True)
         found = (await conn.execute(sa.select(sa.func.max(schema.c.version)))).scalar()
         if found is not None and found > SCHEMA_VERSION:
             raise RuntimeError(
                 f"the knowledge index has schema version {found}; this gateway knows "
                 f"{SCHEMA_VERSION}: run the newer gateway, or another database"
             )
-        await _create(conn, postgres)
         if found is None:
-            now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-            await conn.execute(schema.insert().values(version=SCHEMA_VERSION, applied_at=now))
+            await conn.run_sync(meta.create_all)
+            await _create(conn, postgres)
+            await conn.execute(schema.insert().values(version=SCHEMA_VERSION, applied_at=_now()))
+            return
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            await STEPS[version](conn, postgres)
+            await conn.execute(schema.insert().values(version=version, applied_at=_now()))
+        await conn.run_sync(meta.create_all)
+        await _create(conn, postgres)
 
 
 async def _create(conn: AsyncConnection, postgres: bool) -> None:

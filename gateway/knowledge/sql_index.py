@@ -81,6 +81,11 @@ class SqlIndex(ABC):
     @abstractmethod
     def refresh_lock(self, route: str) -> AbstractAsyncContextManager[bool]: ...
 
+    @abstractmethod
+    async def update_stats(self, conn: AsyncConnection, route: str, build: int) -> None:
+        """The route's term statistics for its build `build`, in the transaction that
+        commits it, when the store does not keep them itself."""
+
     async def pages(self, route: str) -> dict[str, PageState]:
         query = sa.select(
             pages.c.url, pages.c.text_hash, pages.c.etag, pages.c.last_modified
@@ -132,7 +137,7 @@ class SqlIndex(ABC):
 class SqlBuild:
     """One ingest of one route: rows born `build`, invisible until commit."""
 
-    __slots__ = ("_base", "_build", "_done", "_index", "_keeps", "_route")
+    __slots__ = ("_base", "_build", "_changed", "_done", "_index", "_keeps", "_route")
 
     def __init__(self, index: SqlIndex, route: str, *, build: int, base: int) -> None:
         self._index = index
@@ -141,6 +146,7 @@ class SqlBuild:
         self._base = base  # the committed build this one replaces
         self._keeps: list[str] = []
         self._done = False
+        self._changed = False  # a page put: the term statistics are recounted at commit
 
     def _open(self) -> None:
         if self._done:
@@ -161,6 +167,7 @@ class SqlBuild:
         again = pages.delete().where(
             pages.c.route == self._route, pages.c.url == url, pages.c.born == self._build
         )
+        self._changed = True
         with unavailable_on_error("an ingest"):
             async with self._index.engine.begin() as conn:
                 await conn.execute(again)  # the same URL twice in one build: the last wins
@@ -218,6 +225,8 @@ class SqlBuild:
                     await self._flush(conn)
                     removed = (await conn.execute(gone)).scalar_one()
                     await conn.execute(drop)  # old versions, removed pages, dead builds' rows
+                    if self._changed or removed:
+                        await self._index.update_stats(conn, self._route, self._build)
         if not switched:
             await self.abort()
             raise IndexConflict(f"another ingest of route {self._route!r} committed first")
