@@ -25,9 +25,15 @@ from tests.conftest import ALLOWED, TEST_KEY
 from tests.fake_responses import FakeResponses, Script
 from tests.postgres_server import PostgresServer, running_postgres
 from tests.processes import ROOT, SCRIPT, Gateway, base_env, free_port, start_gateway, write_policy
+from tests.test_readme import readme_command
 
 ENV = base_env(OPENAI_API_KEY=TEST_KEY)
 SECRET_HEADER = "X-Team-Secret-Value-7c1d"  # a header a proxy might add: never exported
+_README = (
+    ".venv/bin/chatkit-gateway conversations --config gateway.yaml --route assistant --since 7d"
+)
+README_JSONL, README_SUMMARY = _README, f"{_README} --summary"
+README_CSV = f"{_README} --format csv --output /tmp/last-week.csv"
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +233,59 @@ async def test_conversations_refuses_what_it_cannot_read(tmp_path: Path) -> None
     )  # fmt: skip
     _, err_bytes = await proc.communicate()
     assert proc.returncode == 2 and "no chatkit_agent route named 'nope'" in err_bytes.decode()
+
+
+async def test_readme_conversations_commands_on_make_runs_policy(tmp_path: Path) -> None:
+    """The README's three `conversations` commands, on gateway.yaml as `make run` serves it
+    (stub model, free ports, a temporary store; the CSV written below tmp_path)."""
+    port, demo = free_port(), free_port()
+    store = f"sqlite:///{tmp_path / 'threads.db'}"
+    env = base_env(GATEWAY_PORT=str(port), DEMO_PORT=str(demo), CHATKIT_STORE_URL=store)
+    origin, device = f"http://localhost:{demo}", "readme-device-0123456789"
+    gateways: list[Gateway] = []
+    try:
+        await start_gateway(
+            ROOT / "gateway.yaml", port, "--stub-upstream", env=env, gateways=gateways
+        )
+        url = f"http://127.0.0.1:{port}{PATH}"
+        headers = {"Origin": origin, "X-Device-Id": device}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                url, json=create("How do I rotate the key?"), headers=headers
+            ) as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            events = [json.loads(x[6:]) for x in text.splitlines() if x.startswith("data: ")]
+            rate = {
+                "thread_id": thread_id_of(events),
+                "item_ids": [answer_of(events)],
+                "kind": "negative",
+            }
+            async with http.post(
+                url, json={"type": "items.feedback", "params": rate}, headers=headers
+            ) as resp:
+                assert resp.status == 200
+        outputs = {}
+        for key in (README_JSONL, README_CSV, README_SUMMARY):
+            command = readme_command(key).text.replace(
+                "/tmp/last-week.csv", str(tmp_path / "week.csv")
+            )
+            proc = await asyncio.create_subprocess_exec(
+                "bash", "-c", command, cwd=ROOT, env=env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            outputs[key] = out.decode()
+    finally:
+        for gateway in gateways:
+            await gateway.kill()
+    (record,) = [json.loads(line) for line in outputs[README_JSONL].splitlines()]
+    assert record["title"] == "How do I rotate the key"  # the stub's title
+    assert [m["role"] for m in record["items"]] == ["user", "assistant"]
+    assert record["items"][1]["feedback"] == "negative"
+    assert device not in outputs[README_JSONL]
+    (row,) = csv.DictReader(io.StringIO((tmp_path / "week.csv").read_text(), newline=""))
+    assert (row["id"], row["negative"]) == (record["id"], "1")
+    total = outputs[README_SUMMARY].splitlines()[-1].split()
+    assert total[:4] == ["total", "1", "1", "1"]

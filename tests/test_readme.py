@@ -108,6 +108,18 @@ COMMANDS: dict[str, Runs | NotHere] = {
         "tests/test_knowledge_serve.py::test_readme_ingest_command_on_make_runs_policy",
         "make run's demo server on a free port, a temporary store, a stand-in OPENAI_API_KEY",
     ),
+    # What visitors asked, and what they thought of it
+    **{
+        key: Runs(
+            "tests/test_conversations_export.py::test_readme_conversations_commands_on_make_runs_policy",
+            "make run's policy with --stub-upstream, free ports, a temporary store; the CSV to tmp",
+        )
+        for key in (
+            ".venv/bin/chatkit-gateway conversations --config gateway.yaml --route assistant"
+            " --since 7d" + rest
+            for rest in ("", " --format csv --output /tmp/last-week.csv", " --summary")
+        )
+    },
     "make check": Runs(MAKE_CHECK),
     ".venv/bin/chatkit-gateway check --config gateway.yaml --stub-upstream": Runs(VENV_CHECK),
     ".venv/bin/chatkit-gateway check --config gateway.yaml --online": Runs(
