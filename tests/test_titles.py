@@ -139,3 +139,17 @@ async def test_the_stub_titles_offline(agent: Any) -> None:
     assert updated_titles(events) == ["How do I reset my password"]
     assert (await listed(client))[thread_id_of(events)] == "How do I reset my password"
     assert sample(metrics, TOKENS, route="assistant", direction="output") > 0
+
+
+def test_the_model_watch_asks_about_the_title_model(tmp_path: Path) -> None:
+    from gateway.agent.model_watch import watched_models
+    from tests.agent_client import agent_policy
+
+    url = f"sqlite:///{tmp_path / 'threads.db'}"
+    agent = {"model": "gpt-6.1-terra", "fallback_models": ["gpt-5-nano"]}
+    named = agent_policy(url, agent=agent, titles={"model": "gpt-5-title"})
+    assert watched_models(named) == {"assistant": ("gpt-6.1-terra", "gpt-5-nano", "gpt-5-title")}
+    assert watched_models(agent_policy(url, agent=agent)) == {
+        "assistant": ("gpt-6.1-terra", "gpt-5-nano")  # titles by the route's own models
+    }
+    assert watched_models(agent_policy(url, titles=False))["assistant"] == ("gpt-6.1-terra",)
