@@ -17,7 +17,9 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 # chatkit_agent routes' SQLite threads (store.url: sqlite:////var/lib/chatkit-gateway/…);
 # mount a volume here to keep them across containers, or use PostgreSQL.
 VOLUME ["/var/lib/chatkit-gateway"]
-COPY gateway.yaml /etc/chatkit-gateway/gateway.yaml
+# The policy is yours, mounted at /etc/chatkit-gateway/gateway.yaml (README, "One server");
+# without it the default command says what to mount. The repository's demo policy, to start:
+COPY gateway.yaml /usr/share/chatkit-gateway/gateway.example.yaml
 USER 10001:10001
 EXPOSE 8080
 # The gateway listens on 0.0.0.0 in a container; the policy says so through the env.

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest check lowest-deps bench bench-instructions clean
+.PHONY: run test lint typecheck pytest check lowest-deps bench bench-instructions clean image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ lowest-deps: $(TEST_STAMP)
 	./scripts/lowest-deps.sh
 
 test: lint typecheck lowest-deps pytest
+
+# The real Dockerfile built with buildah on a stand-in base, then run (scripts/image-test.sh).
+image-test: $(TEST_STAMP)
+	./scripts/image-test.sh
 
 bench: $(TEST_STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning(
             "stub upstream: token routes answer with fake ek_stub_ secrets, OpenAI is not called"
         )
+    if not args.config.exists():
+        log.error("no policy file", extra={"detail": _no_policy_hint(args.config)})
+        return 2
     try:
         policy = load_policy(args.config, stub_upstream=args.stub_upstream)
     except PolicyError as exc:
@@ -122,6 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     _use_uvloop()
     tune_gc()
     return asyncio.run(serve(policy, args.config))
+
+
+def _no_policy_hint(path: Path) -> str:
+    """What to give when the policy is missing: the image's default command lands here
+    until a policy is mounted (README, "One server")."""
+    return (
+        f"{path} does not exist. Give your policy with --config, or in a container mount it "
+        f"there: docker run -v /srv/chatkit-gateway/gateway.yaml:{path}:ro ... "
+        "(an example: /usr/share/chatkit-gateway/gateway.example.yaml in the image). "
+        "Its OpenAI key: upstream.api_key_file: /run/secrets/openai-api-key with the key "
+        "mounted there, or api_key: ${OPENAI_API_KEY} with -e OPENAI_API_KEY"
+    )
 
 
 def _check(path: Path, stub: bool, read_secret_files: bool) -> int:

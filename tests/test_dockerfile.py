@@ -60,3 +60,14 @@ def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     for entry in (".git", ".venv", "tests"):
         assert entry in ignored
+
+
+def test_the_policy_is_mounted_not_baked_in() -> None:
+    """The default command serves /etc/chatkit-gateway/gateway.yaml only once one is mounted
+    (the demo policy's OPENAI_API_KEY made it exit 2 in every container); `make image-test`
+    runs it both ways."""
+    [cmd] = [rest for word, rest in final_stage() if word == "CMD"]
+    assert "/etc/chatkit-gateway/gateway.yaml" in json.loads(cmd)
+    copies = [rest for word, rest in final_stage() if word == "COPY"]
+    assert not [c for c in copies if c.endswith("/etc/chatkit-gateway/gateway.yaml")]
+    assert any(c.endswith("/usr/share/chatkit-gateway/gateway.example.yaml") for c in copies)
