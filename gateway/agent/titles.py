@@ -44,7 +44,7 @@ INSTRUCTIONS = (
 )
 INPUT_CHARS = 1000  # of the first message: enough to say what it is about
 MAX_OUTPUT_TOKENS = 256  # room for a reasoning model's few thoughts; a title is ~10
-TIMEOUT_SECONDS = 20.0
+TIMEOUT_SECONDS = 10.0  # the stream stays open for it (the answer is out already)
 MAX_TITLE_CHARS = 80
 _QUOTES = "\"'\u201c\u201d\u2018\u2019\u00ab\u00bb*# "  # around a title, taken off
 # What a call reserves in the budgets before it is made (settled to its usage after).
