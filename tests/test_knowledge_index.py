@@ -1,5 +1,5 @@
 """The knowledge index's behaviour, one suite over both backends (SQLite FTS5 in a file, a
-real PostgreSQL from tests/postgres_server.py), as the limits run one suite over storages."""
+real PostgreSQL from tests/support/postgres_server.py), as the limits run one suite over storages."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.agent.store_schema import open_engine
+from gateway.knowledge import index_query
 from gateway.knowledge.index import IndexConflict, IndexUnavailable, KnowledgeIndex
+from gateway.knowledge.index_query import Candidates, candidates
 from gateway.knowledge.index_schema import SCHEMA_VERSION
 from gateway.knowledge.model import IndexStats, Page, Passage
 from gateway.knowledge.sql_index import open_index
-from tests.postgres_server import PostgresServer, running_postgres
+from tests.support.postgres_server import PostgresServer, running_postgres
 
 ROUTE = "docs"
 Opened = Callable[..., Any]
@@ -77,8 +79,10 @@ async def ingest(index: KnowledgeIndex, *pages: Page, keep: tuple[str, ...] = ()
     return await build.commit()
 
 
-async def urls(index: KnowledgeIndex, query: str, route: str = ROUTE) -> list[str]:
-    return [hit.url.split("#")[0] for hit in await index.search(route, query, 8)]
+async def urls(
+    index: KnowledgeIndex, query: str, limit: int = 8, route: str = ROUTE
+) -> list[str]:
+    return [hit.url.split("#")[0] for hit in await index.search(route, query, limit)]
 
 
 BACKUP = page("https://ex.org/backup", "Backup and Restore", "Use pg_dump to back up a database.")
@@ -261,6 +265,32 @@ async def test_a_rare_word_outranks_common_ones(index: KnowledgeIndex) -> None:
     assert [hit.url.split("#")[0] for hit in hits] == [MAINTENANCE.url]
     # Common words alone still find, all of them ranked.
     assert len(await urls(index, "table rows columns")) == 8
+
+
+def test_the_rarest_terms_passages_are_ranked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_query, "RANKED", 1000)
+    docs = {"create": 2204, "index": 1210, "concurrently": 40, "locking": 308, "writes": 787}
+    assert candidates(docs) == Candidates(["concurrently", "locking"], every=False)
+    assert candidates({"vacuum": 236, "full": 600}) is None  # all of them: any term's
+    common = {"create": 2204, "table": 2691, "nowhere": 0}
+    assert candidates(common) == Candidates(["create", "table"], every=True)
+    assert candidates({"table": 2691}) is None
+    assert candidates({"nowhere": 0, "never": 0}) is None
+
+
+async def test_a_bounded_search_still_ranks_the_best_first(
+    index: KnowledgeIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a tiny budget: the rare term's passages alone; common terms, the passages with
+    all of them; and when those are fewer than asked for, any term's."""
+    await ingest(index, MAINTENANCE, *TABLES)
+    monkeypatch.setattr(index_query, "RANKED", 5)
+    assert await urls(index, "vacuum the table", 1) == [MAINTENANCE.url]
+    both = await urls(index, "table columns")
+    assert len(both) == 8 and MAINTENANCE.url not in both
+    monkeypatch.setattr(index_query, "RANKED", 0)
+    found = await urls(index, "vacuum table")  # in one passage together: any term's
+    assert found[0] == MAINTENANCE.url and len(found) == 8
 
 
 async def test_a_version_1_index_is_migrated_with_its_data(store_url: str, opened: Opened) -> None:

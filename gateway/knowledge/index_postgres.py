@@ -1,8 +1,8 @@
 """PostgreSQL: passages with a weighted tsvector (title A, heading B, text C; English
 stemming) under a GIN index, ranked BM25-like: the sum of each term's `ts_rank` times its
 rarity (inverse document frequency, from the route's term statistics kept at commit), over
-the passages holding a rare term (index_query.py: rarity). One refresher per route across
-replicas through an advisory lock."""
+a bounded set of candidates (the rarest terms' passages: index_query.py, rarity). One
+refresher per route across replicas through an advisory lock."""
 
 from __future__ import annotations
 
@@ -34,13 +34,13 @@ _INSERT = sa.text(
 # term such as pg_dump is a phrase of two); NULL for a term with no lexeme (a stop word of
 # PostgreSQL's own list). `passages`: NULL before the route's first commit.
 _DOCS = sa.text(
-    "SELECT r.passages AS total, w.term, (SELECT min(coalesce(t.docs, 0))"
-    " FROM unnest(tsvector_to_array(to_tsvector('english', w.term))) AS l (lexeme)"
-    " LEFT JOIN ckgw_knowledge_terms AS t ON t.route = :route AND t.lexeme = l.lexeme) AS docs "
+    "SELECT r.passages AS total, w.term, (SELECT min(coalesce((SELECT t.docs"
+    " FROM ckgw_knowledge_terms AS t WHERE t.route = :route AND t.lexeme = l.lexeme), 0))"
+    " FROM unnest(tsvector_to_array(to_tsvector('english', w.term))) AS l (lexeme)) AS docs "
     "FROM unnest(CAST(:terms AS TEXT[])) WITH ORDINALITY AS w (term, n) "
     "LEFT JOIN ckgw_knowledge_routes AS r ON r.route = :route ORDER BY w.n"
 )
-# Candidates from the GIN index (the rare terms, OR'd), each ranked by the sum over all the
+# Candidates from the GIN index (index_query.py: rarity), each ranked by the sum over all the
 # question's terms of ts_rank * idf, the text read for the best few only. ts_rank weights
 # (D, C, B, A): BM25 at SQLite's column weights 8/4/1 gives one occurrence in the title,
 # the heading, the text 1.91, 1.69, 1.0 (k1 1.2): A 1, B 0.88, C 0.52 (PostgreSQL's
@@ -98,16 +98,17 @@ class PostgresIndex(SqlIndex):
         docs = {row.term: int(row.docs) for row in found if row.docs is not None}
         if not docs:
             return []
-        rare = candidates(docs, total)
+        only = candidates(docs)
+        match = list(docs) if only is None else only.words
         params = {
             "terms": list(docs),
             "weights": [idf(count, total) for count in docs.values()],
-            "match": websearch_query(rare or list(docs)),
+            "match": websearch_query(match, every=only is not None and only.every),
             "route": route,
             "limit": limit,
         }
         rows = (await conn.execute(_SEARCH, params)).all()
-        if rare is not None and len(rows) < limit:  # too few: every term's passages
+        if only is not None and len(rows) < limit:  # too few: any term's passages
             params["match"] = websearch_query(list(docs))
             rows = (await conn.execute(_SEARCH, params)).all()
         return [Hit(row.title, row.url, row.heading, row.body, float(row.rank)) for row in rows]

@@ -8,23 +8,27 @@ costs the same for a 100 kB question as for a long sentence.
 
 Rarity (`candidates`, `idf`): a question's common words ("table", "create" are in a third
 of a database manual's passages) match most of the index and rank nothing; the rare ones
-name its topic. Both backends look up each term's passage count before searching: only
-passages with a rare term are candidates (when the question has one), and every term
-weighs by its inverse document frequency (BM25's own in SQLite; in PostgreSQL's rank).
-The threshold is general, never a list of words tuned on a question set.
+name its topic. Both backends look up each term's passage count before searching and rank
+a bounded set of candidates: the passages of the rarest terms, up to `RANKED` passages;
+when even the rarest term has more, the passages with every term. Every term weighs in
+the rank by its inverse document frequency (BM25's own in SQLite; PostgreSQL's rank
+multiplies by it). The rule is general (counts and one budget), never a list of words
+tuned on a question set.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from typing import NamedTuple
 
 MAX_CHARS = 2000
 MAX_TERMS = 24
 MAX_TERM_CHARS = 64
-# A term in more than this share of the passages picks no candidates when a rarer one is
-# in the question (it still weighs in the rank). Measured: docs/BENCHMARKS.md.
-COMMON_SHARE = 0.1
+# The passages a search ranks, about: the rarest terms' are taken while their passage
+# counts add up to this. Measured on the PostgreSQL manual (docs/BENCHMARKS.md): 1,000 of
+# its 7,907 passages keep hit@8, 600 lost some, 2,000 took half again the time.
+RANKED = 1000
 
 _WORD = re.compile(r"[^\W_]+(?:_[^\W_]+)*")  # letters/digits, joined by inner underscores
 
@@ -58,33 +62,50 @@ def terms(question: str) -> list[str]:
     return list(found)
 
 
+class Candidates(NamedTuple):
+    """The passages ranked: those with any of `words` (the rarest), or with all of them."""
+
+    words: list[str]
+    every: bool
+
+
+def candidates(docs: dict[str, int]) -> Candidates | None:
+    """Which passages to rank, from each term's passage count (`docs`, in the question's
+    order); None: those with any term. A term in no passage is left out: it would rule out
+    everything. The backends rank any term's passages when fewer than asked for are found
+    (the counts may include other routes')."""
+    found = sorted((count, n, word) for n, (word, count) in enumerate(docs.items()) if count)
+    rarest: list[str] = []
+    total = 0
+    for count, _, word in found:
+        total += count
+        if total > RANKED:
+            break
+        rarest.append(word)
+    if rarest:
+        return Candidates(rarest, every=False) if len(rarest) < len(docs) else None
+    return Candidates([word for _, _, word in found], every=True) if len(found) > 1 else None
+
+
 def fts5_phrase(word: str) -> str:
     """A term as an FTS5 string: quoted, so the tokenizer stems it and nothing is syntax."""
     return '"' + word.replace('"', '""') + '"'
 
 
-def fts5_query(words: list[str], rare: list[str] | None = None) -> str:
-    """SQLite FTS5: the terms OR'd; with `rare` (some of them), only passages with one of
-    those match, every term still counting in BM25 (the rare ones twice: their phrases are
-    in the query twice)."""
+def fts5_query(words: list[str], only: Candidates | None = None) -> str:
+    """SQLite FTS5: the terms OR'd, for the passages `only` says: with all of its words
+    (ANDed), or with any (the rare ones count twice in BM25: in the query twice)."""
     every = " OR ".join(map(fts5_phrase, words))
-    if rare is None:
+    if only is None:
         return every
-    return f"({' OR '.join(map(fts5_phrase, rare))}) AND ({every})"
+    if only.every:
+        return " AND ".join(map(fts5_phrase, only.words))
+    return f"({' OR '.join(map(fts5_phrase, only.words))}) AND ({every})"
 
 
-def websearch_query(words: list[str]) -> str:
-    """PostgreSQL `websearch_to_tsquery`: the terms OR'd (`plainto_tsquery` would AND)."""
-    return " or ".join(words)
-
-
-def candidates(docs: dict[str, int], total: int) -> list[str] | None:
-    """The terms whose passages are ranked: the rare ones, or None (all terms) when none
-    is. `docs`: each term's passage count; `total`: all passages. A term in no passage is
-    not rare: it would gate out everything. The backends rank all terms' passages too when
-    the rare ones' are fewer than the search asks for (statistics may count other routes)."""
-    rare = [word for word, count in docs.items() if 0 < count <= COMMON_SHARE * total]
-    return rare if rare and len(rare) < len(docs) else None
+def websearch_query(words: list[str], every: bool = False) -> str:
+    """PostgreSQL `websearch_to_tsquery`: the terms OR'd, or ANDed (`every`)."""
+    return " ".join(words) if every else " or ".join(words)
 
 
 def idf(docs: int, total: int) -> float:

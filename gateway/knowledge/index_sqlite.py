@@ -1,6 +1,6 @@
 """SQLite: passages in an FTS5 table (Porter stemming), ranked by BM25 with the page title
-and the heading weighing more than the text; when the question has a rare term, only the
-passages holding one are ranked (index_query.py: rarity)."""
+and the heading weighing more than the text, over a bounded set of candidates (the rarest
+terms' passages: index_query.py, rarity)."""
 
 from __future__ import annotations
 
@@ -36,20 +36,22 @@ _SEARCH = sa.text(
 
 
 _FTS = sa.table("ckgw_knowledge_fts", sa.column("ckgw_knowledge_fts"))
-_DOCSIZE = sa.table("ckgw_knowledge_fts_docsize")  # FTS5's shadow table: a row per passage
 
 
 def _counts(terms: int) -> sa.Select[Any]:
-    """All passages, then each term's (`:t0`…) passage count: FTS5 walks the term's
-    doclist, no ranking (~0.1 ms for a rare term, ~0.3 ms for one in a third of 8,000
-    passages). The file's counts, all routes together, as FTS5's own bm25() takes them."""
+    """Each term's (`:t0`…) passage count: FTS5 walks the term's doclist, no ranking (~0.1
+    ms for a rare term, ~0.3 ms for one in a third of 8,000 passages). The file's counts,
+    all routes together, as FTS5's own bm25() takes them."""
     match = _FTS.c.ckgw_knowledge_fts.op("MATCH")
-    docs = [
-        sa.select(sa.func.count()).select_from(_FTS).where(match(sa.bindparam(f"t{n}")))
-        for n in range(terms)
-    ]
-    total = sa.select(sa.func.count()).select_from(_DOCSIZE)
-    return sa.select(total.scalar_subquery(), *(d.scalar_subquery() for d in docs))
+    return sa.select(
+        *(
+            sa.select(sa.func.count())
+            .select_from(_FTS)
+            .where(match(sa.bindparam(f"t{n}")))
+            .scalar_subquery()
+            for n in range(terms)
+        )
+    )
 
 
 class SqliteIndex(SqlIndex):
@@ -75,11 +77,11 @@ class SqliteIndex(SqlIndex):
         self, conn: AsyncConnection, route: str, words: list[str], limit: int
     ) -> list[Hit]:
         counts = {f"t{n}": fts5_phrase(word) for n, word in enumerate(words)}
-        total, *docs = (await conn.execute(_counts(len(words)), counts)).one()
-        rare = candidates(dict(zip(words, docs, strict=True)), total)
-        params = {"q": fts5_query(words, rare), "route": route, "limit": limit}
+        docs = (await conn.execute(_counts(len(words)), counts)).one()
+        only = candidates(dict(zip(words, docs, strict=True)))
+        params = {"q": fts5_query(words, only), "route": route, "limit": limit}
         rows = (await conn.execute(_SEARCH, params)).all()
-        if rare is not None and len(rows) < limit:  # too few: every term's passages
+        if only is not None and len(rows) < limit:  # too few: any term's passages
             params["q"] = fts5_query(words)
             rows = (await conn.execute(_SEARCH, params)).all()
         return [Hit(row.title, row.url, row.heading, row.body, -float(row.rank)) for row in rows]
