@@ -140,7 +140,7 @@ async def _main(sizes: list[int], postgres: bool) -> None:
         tmp = Path(name)
         await measure("SQLite", {n: f"sqlite:///{tmp}/threads-{n}.db" for n in sizes}, tmp)
         if postgres:
-            from tests.postgres_server import running_postgres
+            from tests.support.postgres_server import running_postgres
 
             with running_postgres() as server:
                 urls = {n: server.new_database() for n in sizes}

@@ -64,7 +64,7 @@ def child(sitemap: str, db: str) -> None:
 def main() -> None:
     cores = os.cpu_count() or 1
     site = subprocess.Popen(
-        [sys.executable, "-m", "tests.docs_site"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tests.support.docs_site"], stdout=subprocess.PIPE, text=True
     )
     try:
         if hasattr(os, "sched_setaffinity") and cores > 1:

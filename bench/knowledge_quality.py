@@ -82,7 +82,7 @@ async def _main(postgres: bool) -> int:
     for miss in quality.misses:
         print(f"  missed: {miss}")
     if postgres:
-        from tests.postgres_server import running_postgres
+        from tests.support.postgres_server import running_postgres
 
         with running_postgres() as server:
             quality = await measure(server.new_database())

@@ -5,7 +5,7 @@ Corpus: the PostgreSQL 15 manual as Debian ships it (/usr/share/doc/postgresql-d
 (gateway/knowledge/extract.py, passages.py); no HTTP.
 
 Per backend (SQLite FTS5 in a temporary file; a private PostgreSQL from
-tests/postgres_server.py, on the same machine): build the index through the real
+tests/support/postgres_server.py, on the same machine): build the index through the real
 KnowledgeIndex (begin/put/commit), then run every question ROUNDS times, one at a time,
 through `search(route, question, 8)`: the latency is the call's, as the agent's tool sees it.
 hit@8: a question counts when one of its expected pages is among the 8 passages.
@@ -28,7 +28,7 @@ from gateway.knowledge.index import KnowledgeIndex
 from gateway.knowledge.model import Page
 from gateway.knowledge.passages import page
 from gateway.knowledge.sql_index import open_index
-from tests.postgres_server import running_postgres
+from tests.support.postgres_server import running_postgres
 
 CORPUS = Path("/usr/share/doc/postgresql-doc-15/html")
 BASE = "https://www.postgresql.org/docs/15/"

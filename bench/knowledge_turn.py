@@ -83,7 +83,7 @@ async def _main(postgres: bool) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         print(_line("SQLite", await measure(f"sqlite:///{tmp}/knowledge.db")))
     if postgres:
-        from tests.postgres_server import running_postgres
+        from tests.support.postgres_server import running_postgres
 
         with running_postgres() as server:
             print(_line("PostgreSQL", await measure(server.new_database())))

@@ -35,7 +35,7 @@ from bench.limits_adapter import LimitsStorage, limiter_level
 from gateway.app import create_app
 from gateway.logs import setup_logging
 from gateway.policy import parse_policy
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 IGNORED = {"info", "config|resetstat", "hello", "client|setinfo", "ping"}
 BACKENDS = ("memory", "redis", "limits-sliding", "limits-moving")

@@ -37,27 +37,30 @@ class ClientIPResolver:
     def _is_trusted(self, addr: IPAddress) -> bool:
         return any(addr in net for net in self._trusted)
 
-    def trusts(self, peer: str | None) -> bool:
-        parsed = _parse(peer)
-        return parsed is not None and self._is_trusted(parsed[0])
-
     def resolve(self, peer: str | None, forwarded_for: Sequence[str]) -> str:
+        return self.at_edge(peer, forwarded_for)[0]
+
+    def at_edge(self, peer: str | None, forwarded_for: Sequence[str]) -> tuple[str, bool]:
+        """The client's address, and whether the peer is a trusted proxy: decided once per
+        request (request_context.py), read by everything after."""
         parsed = _parse(peer)
         if parsed is None:
-            return peer or "unknown"
+            return peer or "unknown", False
         peer_addr, peer_text = parsed
-        if not self._trusted or not self._is_trusted(peer_addr) or not forwarded_for:
-            return peer_text
+        if not self._trusted or not self._is_trusted(peer_addr):
+            return peer_text, False
+        if not forwarded_for:
+            return peer_text, True
         hops = [h.strip() for value in forwarded_for for h in value.split(",")]
         chosen = peer_text
         for raw in reversed(hops):
             hop = _parse(raw)
             if hop is None:
-                return peer_text  # garbage in the chain: trust nothing further left
+                return peer_text, True  # garbage in the chain: trust nothing further left
             chosen = hop[1]
             if not self._is_trusted(hop[0]):
                 break
-        return chosen
+        return chosen, True
 
 
 class ClientKey:

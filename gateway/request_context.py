@@ -48,13 +48,27 @@ def request_id_of(request: web.Request) -> str:
 def new_request_info(
     request: web.Request, compiled: CompiledPolicy, route: CompiledRoute | None, label: str
 ) -> RequestInfo:
-    """The request's record: its id (also on the answer), policy snapshot, route, client."""
+    """The request's record: its id (also on the answer), policy snapshot, route, client,
+    and what a trusted proxy says of the public URL (as uvicorn's proxy_headers and
+    aiohttp-remotes decide it: once, here)."""
     rid = request_id_of(request)
-    forwarded = request.headers.getall(hdrs.X_FORWARDED_FOR, ())
-    client_ip = compiled.resolver.resolve(request.remote, forwarded)
-    info = RequestInfo(rid, compiled, route, label, client_ip)
+    headers = request.headers
+    forwarded = headers.getall(hdrs.X_FORWARDED_FOR, ())
+    client_ip, trusted = compiled.resolver.at_edge(request.remote, forwarded)
+    scheme = request.scheme
+    host = headers.get(hdrs.HOST)
+    if trusted:
+        proto = _first(headers.get(hdrs.X_FORWARDED_PROTO)).lower()
+        scheme = proto if proto in ("http", "https") else scheme
+        host = _first(headers.get(hdrs.X_FORWARDED_HOST)) or host
+    info = RequestInfo(rid, compiled, route, label, client_ip, trusted, scheme, host)
     info.response_headers["X-Request-ID"] = rid
     return info
+
+
+def _first(value: str | None) -> str:
+    """The first of a list-valued forwarding header (the hop nearest the client)."""
+    return value.split(",", 1)[0].strip() if value else ""
 
 
 @web.middleware

@@ -18,6 +18,10 @@ class RequestInfo:
     route: CompiledRoute | None
     route_label: str
     client_ip: str  # the address limits count against (clientip.py)
+    # Decided once, at the edge (request_context.py), read plainly by everything after:
+    peer_trusted: bool  # the TCP peer is one of `server.trusted_proxies`
+    scheme: str  # the public scheme: a trusted proxy's X-Forwarded-Proto, else the connection's
+    host: str | None  # the public host: a trusted proxy's X-Forwarded-Host, else Host
     origin: str | None = None
     chatkit_type: str | None = None
     upstream_status: int | None = None

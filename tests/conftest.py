@@ -17,8 +17,8 @@ from gateway.app import create_app
 from gateway.logs import JsonFormatter
 from gateway.metrics import Metrics
 from gateway.policy import Policy, parse_policy
-from tests.fake_openai import FakeOpenAI
-from tests.fake_responses import FakeResponses
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_responses import FakeResponses
 
 ALLOWED = "https://example.org"
 TEST_KEY = "sk-test-fake-0123456789abcdef"
@@ -146,7 +146,7 @@ def json_logs() -> Any:
 
 @pytest.fixture
 async def gateways() -> AsyncIterator[list[Any]]:
-    """Every `serve` process a test starts (tests/processes.py) is killed afterwards."""
+    """Every `serve` process a test starts (tests/support/processes.py) is killed afterwards."""
     started: list[Any] = []
     try:
         yield started
@@ -161,7 +161,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-# chatkit_agent routes (tests/agent_client.py has the client side)
+# chatkit_agent routes (tests/support/agent_client.py has the client side)
 @pytest.fixture
 async def model() -> AsyncIterator[FakeResponses]:
     async with FakeResponses(api_key=TEST_KEY) as fake:
@@ -176,7 +176,7 @@ async def agent(model: FakeResponses, tmp_path: Path) -> AsyncIterator[Callable[
     async def start(
         *, stub: bool = False, store: str | None = None, sections: Any = None, **overrides: Any
     ) -> tuple[TestClient[web.Request, web.Application], Metrics]:
-        from tests.agent_client import agent_policy  # it imports this module
+        from tests.support.agent_client import agent_policy  # it imports this module
 
         metrics = Metrics()
         url = store or f"sqlite:///{tmp_path / 'threads.db'}"

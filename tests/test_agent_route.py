@@ -12,7 +12,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.agent_client import (  # noqa: F401  (agent, model: fixtures)
+from tests.conftest import TEST_KEY
+from tests.support.agent_client import (  # noqa: F401  (agent, model: fixtures)
     DEVICE_A,
     DEVICE_B,
     PATH,
@@ -28,8 +29,7 @@ from tests.agent_client import (  # noqa: F401  (agent, model: fixtures)
     text_of,
     thread_id_of,
 )
-from tests.conftest import TEST_KEY
-from tests.fake_responses import FakeResponses, FileCitation, FileSearch, Script, SearchHit
+from tests.support.fake_responses import FakeResponses, FileCitation, FileSearch, Script, SearchHit
 
 Client = TestClient[web.Request, web.Application]
 
@@ -118,7 +118,9 @@ async def test_the_model_gets_the_policy_agent_and_the_thread_history(
 
 
 async def test_history_items_bounds_what_each_turn_sends(agent: Any, model: FakeResponses) -> None:
-    client, _ = await agent(agent={"model": "gpt-6.1-terra", "instructions": "x", "history_items": 2})
+    client, _ = await agent(
+        agent={"model": "gpt-6.1-terra", "instructions": "x", "history_items": 2}
+    )
     thread = thread_id_of(await events_of(await chat(client, create("question one"))))
     await events_of(await chat(client, add(thread, "question two")))
     sent = json.dumps(model.requests[-1].input_items)

@@ -1,5 +1,5 @@
 """`chatkit_agent` across replicas: budgets through a real Redis, threads through a real
-PostgreSQL (tests/postgres_server.py), and a store that goes down and comes back."""
+PostgreSQL (tests/support/postgres_server.py), and a store that goes down and comes back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.agent_client import (
+from tests.conftest import TEST_KEY
+from tests.support.agent_client import (
     DEVICE_B,
     PATH,
     add,
@@ -23,11 +24,10 @@ from tests.agent_client import (
     headers,
     thread_id_of,
 )
-from tests.conftest import TEST_KEY
-from tests.fake_responses import FakeResponses, Script
-from tests.postgres_server import PostgresServer, running_postgres
-from tests.processes import base_env, free_port, start_gateway, write_policy
-from tests.redis_server import RedisServer, running_redis
+from tests.support.fake_responses import FakeResponses, Script
+from tests.support.postgres_server import PostgresServer, running_postgres
+from tests.support.processes import base_env, free_port, start_gateway, write_policy
+from tests.support.redis_server import RedisServer, running_redis
 
 
 @pytest.fixture

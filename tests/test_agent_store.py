@@ -16,7 +16,8 @@ from yarl import URL
 from gateway.agent.runtime import AGENTS, agent_routes
 from gateway.compiled_policy import ACTIVE_POLICY
 from gateway.policy import PolicyError
-from tests.agent_client import (
+from tests.conftest import ALLOWED, TEST_KEY
+from tests.support.agent_client import (
     DEVICE_B,
     PATH,
     agent_policy,
@@ -26,9 +27,8 @@ from tests.agent_client import (
     headers,
     thread_id_of,
 )
-from tests.conftest import ALLOWED, TEST_KEY
-from tests.fake_responses import FakeResponses
-from tests.processes import ROOT, base_env, free_port, start_gateway
+from tests.support.fake_responses import FakeResponses
+from tests.support.processes import ROOT, base_env, free_port, start_gateway
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4\n% a tiny test file\n"
@@ -140,8 +140,8 @@ def test_check_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def test_check_masks_the_store_password(tmp_path: Path) -> None:
-    from tests.agent_client import agent_route
     from tests.conftest import policy_yaml
+    from tests.support.agent_client import agent_route
 
     secret = "pg-Secret-Pw-42"
     route = agent_route(f"postgresql://gateway:{secret}@127.0.0.1:5999/threads")
@@ -158,8 +158,8 @@ def test_check_masks_the_store_password(tmp_path: Path) -> None:
 
 
 async def test_threads_survive_a_restart(tmp_path: Path, gateways: list[Any]) -> None:
-    from tests.agent_client import agent_route
-    from tests.processes import write_policy
+    from tests.support.agent_client import agent_route
+    from tests.support.processes import write_policy
 
     port = free_port()
     config = write_policy(

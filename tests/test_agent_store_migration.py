@@ -15,8 +15,8 @@ from yarl import URL
 
 from gateway.agent.store_migrations import SCHEMA_VERSION
 from gateway.agent.store_schema import open_engine
-from tests.agent_client import add, chat, events_of
-from tests.postgres_server import PostgresServer, running_postgres
+from tests.support.agent_client import add, chat, events_of
+from tests.support.postgres_server import PostgresServer, running_postgres
 from tests.test_agent_store import attachment_create
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x07" * 992  # 1000 bytes

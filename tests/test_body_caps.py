@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.agent_client import chat, create, events_of, text_of
-from tests.chatkit_backend import Backend, running_backend
 from tests.conftest import ALLOWED
-from tests.fake_responses import FakeResponses, Script
+from tests.support.agent_client import chat, create, events_of, text_of
+from tests.support.chatkit_backend import Backend, running_backend
+from tests.support.fake_responses import FakeResponses, Script
 from tests.test_proxy import create_req, start
 
 ORIGIN = {"Origin": ALLOWED}

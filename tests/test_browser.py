@@ -34,7 +34,7 @@ from gateway.app import create_app
 from gateway.metrics import Metrics
 from gateway.policy import Policy
 from tests.conftest import TEST_KEY, make_policy
-from tests.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
 
 try:
     from playwright.async_api import (

@@ -25,7 +25,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from tests.processes import ROOT, Gateway, base_env, free_port, start_gateway, write_policy
+from tests.support.processes import ROOT, Gateway, base_env, free_port, start_gateway, write_policy
 from tests.test_browser import Opened, Pages
 
 # test_browser.py's fixtures: one Chromium for the module, `pages` in fresh contexts.

@@ -22,7 +22,7 @@ from gateway.limits.budgets import (
 )
 from gateway.limits.redis import RedisStorage
 from gateway.policy import Backend, LimiterConfig, Secret
-from tests.redis_server import RedisServer, running_redis
+from tests.support.redis_server import RedisServer, running_redis
 
 DAY = 86400.0
 

@@ -8,7 +8,7 @@ import asyncio
 import json
 from typing import Any
 
-from tests.agent_client import (
+from tests.support.agent_client import (
     DEVICE_B,
     chat,
     create,
@@ -17,7 +17,7 @@ from tests.agent_client import (
     thread_id_of,
     user_input,
 )
-from tests.fake_responses import FakeResponses, Script
+from tests.support.fake_responses import FakeResponses, Script
 from tests.test_agent_store import upload
 from tests.test_budgets_route import charged, no_open_streams
 

@@ -15,9 +15,9 @@ import pytest
 
 from gateway.limits.enforcement import LIMITER
 from gateway.limits.redis import POOL_SIZE, RedisStorage
-from tests.agent_client import chat, create, events_of, sample
-from tests.fake_responses import FakeResponses, Script
-from tests.redis_server import RedisServer, running_redis
+from tests.support.agent_client import chat, create, events_of, sample
+from tests.support.fake_responses import FakeResponses, Script
+from tests.support.redis_server import RedisServer, running_redis
 
 WORKERS = 4
 BUDGETS = [{"key": "user", "tokens": 100_000, "per": "1d"}]  # not spent here: outages only

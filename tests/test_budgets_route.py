@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.metrics import Metrics
-from tests.agent_client import (
+from tests.support.agent_client import (
     DEVICE_A,
     DEVICE_B,
     chat,
@@ -20,7 +20,7 @@ from tests.agent_client import (
     sample,
     sse_events,
 )
-from tests.fake_responses import FakeResponses, Script
+from tests.support.fake_responses import FakeResponses, Script
 
 DAY = 86400.0
 

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from tests.conftest import TEST_KEY, policy_yaml, site_route
-from tests.fake_openai import FakeOpenAI
-from tests.processes import (
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import (
     ROOT,
     SCRIPT,
     Gateway,

@@ -20,11 +20,19 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.agent.store_schema import open_engine, threads
-from tests.agent_client import DEVICE_A, DEVICE_B, PATH, agent_route, create, thread_id_of
 from tests.conftest import ALLOWED, TEST_KEY
-from tests.fake_responses import FakeResponses, Script
-from tests.postgres_server import PostgresServer, running_postgres
-from tests.processes import ROOT, SCRIPT, Gateway, base_env, free_port, start_gateway, write_policy
+from tests.support.agent_client import DEVICE_A, DEVICE_B, PATH, agent_route, create, thread_id_of
+from tests.support.fake_responses import FakeResponses, Script
+from tests.support.postgres_server import PostgresServer, running_postgres
+from tests.support.processes import (
+    ROOT,
+    SCRIPT,
+    Gateway,
+    base_env,
+    free_port,
+    start_gateway,
+    write_policy,
+)
 from tests.test_readme import readme_command
 
 ENV = base_env(OPENAI_API_KEY=TEST_KEY)

@@ -22,7 +22,7 @@ from openai.types.realtime import (
     RealtimeTranscriptionSessionCreateResponse,
 )
 
-from tests.fake_openai import DEFAULT_API_KEY, FakeOpenAI, Received, running_fake
+from tests.support.fake_openai import DEFAULT_API_KEY, FakeOpenAI, Received, running_fake
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from openai.types.responses import (
 )
 from openai.types.shared import Reasoning
 
-from tests.fake_responses import (
+from tests.support.fake_responses import (
     FakeResponses,
     FileCitation,
     FileSearch,

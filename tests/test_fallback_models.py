@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from gateway.policy import PolicyError
-from tests.agent_client import add as add_message
-from tests.agent_client import (
+from tests.conftest import TEST_KEY
+from tests.support.agent_client import add as add_message
+from tests.support.agent_client import (
     agent_policy,
     chat,
     create,
@@ -24,8 +25,7 @@ from tests.agent_client import (
     text_of,
     thread_id_of,
 )
-from tests.conftest import TEST_KEY
-from tests.fake_responses import FakeResponses, Script
+from tests.support.fake_responses import FakeResponses, Script
 
 ROUTE = "assistant"
 OUTCOMES = "chatkit_gateway_upstream_requests_total"

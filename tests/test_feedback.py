@@ -18,9 +18,17 @@ from gateway.agent.store import SqlStore, migrate
 from gateway.agent.store_migrations import SCHEMA_VERSION
 from gateway.agent.store_schema import attachments, feedback, items, meta, open_engine, schema
 from gateway.agent.store_schema import threads as threads_table
-from tests.agent_client import DEVICE_A, DEVICE_B, chat, create, events_of, sample, thread_id_of
-from tests.fake_responses import FakeResponses, Script
-from tests.postgres_server import PostgresServer, running_postgres
+from tests.support.agent_client import (
+    DEVICE_A,
+    DEVICE_B,
+    chat,
+    create,
+    events_of,
+    sample,
+    thread_id_of,
+)
+from tests.support.fake_responses import FakeResponses, Script
+from tests.support.postgres_server import PostgresServer, running_postgres
 
 FEEDBACK = "chatkit_gateway_feedback_total"
 

@@ -40,9 +40,9 @@ from gateway.listener import open_listener
 from gateway.metrics import Metrics
 from gateway.policy import Policy
 from tests.conftest import ALLOWED, TEST_KEY, LogCapture, make_policy
-from tests.fake_openai import FakeOpenAI
-from tests.processes import SCRIPT, base_env
-from tests.rawhttp import SANE_ID, Answer, exchange, request_bytes
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import SCRIPT, base_env
+from tests.support.rawhttp import SANE_ID, Answer, exchange, request_bytes
 from tests.test_policy import SHIPPED_LINES, mutate, mutation
 
 T = TypeVar("T")

@@ -8,9 +8,9 @@ from typing import Any
 
 from yarl import URL
 
-from tests.agent_client import PATH, chat, create, headers
 from tests.conftest import ALLOWED
-from tests.fake_responses import FakeResponses
+from tests.support.agent_client import PATH, chat, create, headers
+from tests.support.fake_responses import FakeResponses
 
 
 async def test_oversized_and_malformed_bodies(agent: Any, model: FakeResponses) -> None:

@@ -20,10 +20,18 @@ from yarl import URL
 from gateway.agent.runtime import AGENTS
 from gateway.agent.store_schema import attachments
 from gateway.compiled_policy import ACTIVE_POLICY
-from tests.agent_client import DEVICE_A, DEVICE_B, PATH, chat, create, events_of, thread_id_of
 from tests.conftest import ALLOWED
-from tests.fake_responses import FakeResponses
-from tests.postgres_server import PostgresServer, running_postgres
+from tests.support.agent_client import (
+    DEVICE_A,
+    DEVICE_B,
+    PATH,
+    chat,
+    create,
+    events_of,
+    thread_id_of,
+)
+from tests.support.fake_responses import FakeResponses
+from tests.support.postgres_server import PostgresServer, running_postgres
 from tests.test_agent_store import attachment_create, upload
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x01" * 992  # 1000 bytes
@@ -261,7 +269,7 @@ async def test_uploads_never_sent_are_swept_after_an_hour(
     from aiohttp.test_utils import TestClient, TestServer
 
     from gateway.app import create_app
-    from tests.agent_client import agent_policy
+    from tests.support.agent_client import agent_policy
 
     store = {"url": store_url, "retention": None}  # threads kept forever; unsent uploads not
     policy = agent_policy(store_url, base_url=model.base_url, store=store, attachments=CAPS)

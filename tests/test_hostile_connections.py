@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import ALLOWED, TEST_KEY
-from tests.processes import Gateway, base_env, free_port, poll, start_gateway, write_policy
-from tests.rawhttp import Answer, closed_by_peer, read_answer, request_bytes
+from tests.support.processes import Gateway, base_env, free_port, poll, start_gateway, write_policy
+from tests.support.rawhttp import Answer, closed_by_peer, read_answer, request_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -104,7 +104,7 @@ async def test_the_key_never_reaches_the_log_in_any_field_or_spelling(
     from urllib.parse import quote
 
     from tests.conftest import TEST_KEY
-    from tests.processes import base_env, free_port, poll, start_gateway, write_policy
+    from tests.support.processes import base_env, free_port, poll, start_gateway, write_policy
 
     port = free_port()
     config = write_policy(tmp_path / "gateway.yaml", port=port, base_url=fake_openai.base_url)

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from examples.chatkit_server.server import build_app
 from gateway.policy import PolicyError
-from tests.chatkit_backend import Backend, free_port, running_backend
 from tests.conftest import ALLOWED, make_policy, policy_yaml
+from tests.support.chatkit_backend import Backend, free_port, running_backend
 from tests.test_proxy import LIST_REQ, ORIGIN, SAFETY, chat_route, create_req, raw_post, start
 
 DEVICE_A = "device-a-0123456789abcdef"

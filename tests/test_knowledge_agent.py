@@ -13,8 +13,16 @@ from gateway.agent.store_schema import open_engine
 from gateway.knowledge.model import Page, Passage
 from gateway.knowledge.sql_index import open_index
 from gateway.knowledge.tool import MAX_OUTPUT, TOOL_NAME, UNAVAILABLE
-from tests.agent_client import chat, create, events_of, sample, sqlite_url, text_of, thread_id_of
-from tests.fake_responses import FakeResponses, FunctionCall, Script
+from tests.support.agent_client import (
+    chat,
+    create,
+    events_of,
+    sample,
+    sqlite_url,
+    text_of,
+    thread_id_of,
+)
+from tests.support.fake_responses import FakeResponses, FunctionCall, Script
 
 SITE = "https://docs.example.org/"
 SEARCHES = "chatkit_gateway_knowledge_searches_total"

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.knowledge.extract import extract, extract_html
 from gateway.knowledge.passages import MAX_CHARS, page
-from tests.docs_site import PG_DOCS
+from tests.support.docs_site import PG_DOCS
 
 URL = "https://docs.example.org/guide/install.html"
 CHROME = """<!doctype html><html><head><title>Installing Frob</title>

@@ -1,5 +1,6 @@
 """The knowledge index's behaviour, one suite over both backends (SQLite FTS5 in a file, a
-real PostgreSQL from tests/support/postgres_server.py), as the limits run one suite over storages."""
+real PostgreSQL from tests/support/postgres_server.py), as the limits run one suite over
+storages."""
 
 from __future__ import annotations
 

@@ -16,10 +16,10 @@ import yaml
 
 from gateway.agent.store_schema import open_engine
 from gateway.knowledge.sql_index import open_index
-from tests.agent_client import agent_route
 from tests.conftest import TEST_KEY, policy_yaml
-from tests.docs_site import DocsSite, copy_docs
-from tests.processes import SCRIPT, base_env, free_port
+from tests.support.agent_client import agent_route
+from tests.support.docs_site import DocsSite, copy_docs
+from tests.support.processes import SCRIPT, base_env, free_port
 
 ROUTE = "assistant"
 PAGES = 40

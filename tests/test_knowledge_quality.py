@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench.knowledge_quality import MANUAL, measure
-from tests.postgres_server import running_postgres
+from tests.support.postgres_server import running_postgres
 
 pytestmark = pytest.mark.slow
 

@@ -30,9 +30,9 @@ from gateway.compiled_policy import ACTIVE_POLICY
 from gateway.knowledge import refresh
 from gateway.metrics import Metrics
 from gateway.reload import apply_policy
-from tests.agent_client import agent_policy, create, headers
-from tests.postgres_server import PostgresServer, running_postgres
-from tests.processes import ROOT, base_env, free_port
+from tests.support.agent_client import agent_policy, create, headers
+from tests.support.postgres_server import PostgresServer, running_postgres
+from tests.support.processes import ROOT, base_env, free_port
 from tests.test_readme import readme_command
 
 ROUTE = "assistant"

@@ -10,8 +10,8 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import ALLOWED, TEST_KEY
-from tests.fake_openai import FakeOpenAI
-from tests.processes import base_env, free_port, json_lines, start_gateway, write_policy
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import base_env, free_port, json_lines, start_gateway, write_policy
 
 TOKEN = "/api/chatkit/session"
 

@@ -26,7 +26,7 @@ from gateway.limits import (
 from gateway.limits.redis import RedisStorage
 from gateway.policy import Backend, LimiterConfig, LimitKey, RateLimit, Secret
 from gateway.routes import ChatKitProxyRoute
-from tests.redis_server import RedisServer, running_redis
+from tests.support.redis_server import RedisServer, running_redis
 
 HOUR = 3600.0
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from gateway.accesslog import AccessLog
 from gateway.logs import REQUEST_FIELDS, JsonFormatter, JsonStreamHandler
 from gateway.upstream import UPSTREAM
-from tests.chatkit_backend import running_backend
 from tests.conftest import ALLOWED, LogCapture
+from tests.support.chatkit_backend import running_backend
 
 FIELDS: dict[str, Any] = {
     "request_id": "r1",

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.processes import ROOT, base_env, free_port
+from tests.support.processes import ROOT, base_env, free_port
 from tests.test_proxy import create_req, sse_events
 
 pytestmark = pytest.mark.slow

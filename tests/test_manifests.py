@@ -35,8 +35,8 @@ import pytest
 import yaml
 
 from gateway.policy import ServerConfig
-from tests.processes import Gateway, base_env, free_port, poll, start_gateway
-from tests.promql_exprs import (
+from tests.support.processes import Gateway, base_env, free_port, poll, start_gateway
+from tests.support.promql_exprs import (
     RULES_FILE,
     all_expressions,
     iter_panels,

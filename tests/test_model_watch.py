@@ -28,10 +28,10 @@ from gateway.agent import model_watch
 from gateway.app import create_app
 from gateway.metrics import Metrics
 from gateway.reload import apply_policy
-from tests.agent_client import agent_policy, agent_route
 from tests.conftest import TEST_KEY, policy_yaml
-from tests.fake_responses import FakeResponses
-from tests.processes import base_env
+from tests.support.agent_client import agent_policy, agent_route
+from tests.support.fake_responses import FakeResponses
+from tests.support.processes import base_env
 from tests.test_prometheus_live import prometheus  # noqa: F401 (a fixture)
 
 ROUTE = "assistant"
@@ -320,7 +320,7 @@ async def test_plain_check_stays_offline(model: FakeResponses, tmp_path: Path) -
 
 
 async def test_check_online_as_the_readme_writes_it(model: FakeResponses, tmp_path: Path) -> None:
-    from tests.processes import ROOT
+    from tests.support.processes import ROOT
     from tests.test_readme import clean_env, readme_command
 
     command = readme_command(".venv/bin/chatkit-gateway check --config gateway.yaml --online")
@@ -358,7 +358,7 @@ async def test_a_served_retiring_model_reaches_a_real_prometheus_alert(
 ) -> None:
     """`serve` as a process, scraped by a real Prometheus loading the shipped rules: a model
     retiring in 10 days puts ChatkitGatewayModelShutdownSoon in pending (its `for` is 15m)."""
-    from tests.processes import free_port, start_gateway, write_policy
+    from tests.support.processes import free_port, start_gateway, write_policy
     from tests.test_prometheus_live import query
 
     soon = datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=10)

@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.definitions import OPENAPI_31_VALIDATOR
 from gateway import errors, openapi
 from gateway.reload import apply_policy
 from tests.conftest import ALLOWED, TEST_KEY, make_policy
-from tests.processes import ROOT, SCRIPT, base_env, free_port, json_lines, write_policy
+from tests.support.processes import ROOT, SCRIPT, base_env, free_port, json_lines, write_policy
 
 pytestmark = pytest.mark.slow
 

@@ -20,9 +20,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.agent_client import DEVICE_A, PATH, agent_route, create
 from tests.conftest import ALLOWED, TEST_KEY, policy_yaml, site_route
-from tests.processes import ROOT, Gateway, base_env, free_port, write_policy
+from tests.support.agent_client import DEVICE_A, PATH, agent_route, create
+from tests.support.processes import ROOT, Gateway, base_env, free_port, write_policy
 
 # What the `agent` extra installs (pyproject.toml), and redis-py (the memory backend needs
 # none of it: ~9 MiB of a token-only gateway's RSS).

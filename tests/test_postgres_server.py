@@ -8,7 +8,12 @@ from pathlib import Path
 import asyncpg  # type: ignore[import-untyped,unused-ignore]
 import pytest
 
-from tests.postgres_server import PostgresServer, postgres_bindir, postgres_server, running_postgres
+from tests.support.postgres_server import (
+    PostgresServer,
+    postgres_bindir,
+    postgres_server,
+    running_postgres,
+)
 
 __all__ = ["postgres_server"]  # the fixture, imported for use here
 
@@ -117,7 +122,7 @@ def test_runs_unprivileged_and_cleans_up() -> None:
 def test_start_failure_shows_the_log(monkeypatch: pytest.MonkeyPatch) -> None:
     with running_postgres() as pg:
         pg.stop()
-        monkeypatch.setattr("tests.postgres_server.START_TIMEOUT", 5.0)
+        monkeypatch.setattr("tests.support.postgres_server.START_TIMEOUT", 5.0)
         (pg.datadir / "postgresql.auto.conf").write_text("shared_buffers = 'nonsense'\n")
         with pytest.raises(RuntimeError, match="its log:") as info:
             pg.start()

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from tests.conftest import ALLOWED, TEST_KEY
-from tests.fake_openai import FakeOpenAI
-from tests.processes import base_env, free_port, start_gateway, write_policy
-from tests.promql_exprs import RULES_FILE, all_expressions, dashboard_expressions
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import base_env, free_port, start_gateway, write_policy
+from tests.support.promql_exprs import RULES_FILE, all_expressions, dashboard_expressions
 
 pytestmark = pytest.mark.slow
 # Panels that must show data once the gateway has had traffic.

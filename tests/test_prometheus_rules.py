@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.promql_exprs import RULES_FILE, dashboard_expressions, load_rules
+from tests.support.promql_exprs import RULES_FILE, dashboard_expressions, load_rules
 from tests.test_readme import all_commands
 
 PROMETHEUS_DIR = RULES_FILE.parent

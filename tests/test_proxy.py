@@ -21,8 +21,8 @@ from yarl import URL
 from gateway.app import create_app
 from gateway.metrics import Metrics
 from gateway.upstream import stream
-from tests.chatkit_backend import WORDS, Backend, free_port, running_backend
 from tests.conftest import ALLOWED, LogCapture, make_policy
+from tests.support.chatkit_backend import WORDS, Backend, free_port, running_backend
 
 Client = TestClient[web.Request, web.Application]
 ORIGIN = {"Origin": ALLOWED}

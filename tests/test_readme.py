@@ -34,7 +34,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.processes import ROOT, base_env, free_port
+from tests.support.processes import ROOT, base_env, free_port
 from tests.test_make_run import knowledge_pages
 
 README = ROOT / "README.md"

@@ -22,8 +22,8 @@ from gateway.limits.enforcement import LIMITER
 from gateway.limits.redis import RedisStorage
 from gateway.reload import apply_policy
 from tests.conftest import ALLOWED, TEST_KEY, make_policy, policy_yaml, site_route
-from tests.fake_openai import FakeOpenAI
-from tests.redis_server import RedisServer, free_port, running_redis
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.redis_server import RedisServer, free_port, running_redis
 
 Client = TestClient[web.Request, web.Application]
 SESSION = "/api/chatkit/session"

@@ -16,7 +16,7 @@ from gateway.limits.breaker import CircuitBreaker
 from gateway.limits.redis import RedisStorage
 from gateway.limits.redis_batches import Patience
 from gateway.policy import Backend, LimiterConfig, LimitKey, RateLimit, Secret
-from tests.redis_server import RedisServer, free_port, running_redis
+from tests.support.redis_server import RedisServer, free_port, running_redis
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ from multidict import CIMultiDict
 
 from gateway.http_protocol import GuardedRequestHandler
 from tests.conftest import ALLOWED, TEST_KEY
-from tests.fake_openai import FakeOpenAI
-from tests.processes import Gateway, base_env, free_port, start_gateway, write_policy
-from tests.rawhttp import Answer, closed_by_peer, read_answer, request_bytes
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import Gateway, base_env, free_port, start_gateway, write_policy
+from tests.support.rawhttp import Answer, closed_by_peer, read_answer, request_bytes
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.agent_client import add, chat, create, events_of, text_of, thread_id_of
+from tests.support.agent_client import add, chat, create, events_of, text_of, thread_id_of
 
 
 async def test_a_thread_continued_after_a_restart_gets_a_normal_answer(agent: Any) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from gateway.agent import titles
-from tests.agent_client import add, chat, create, events_of, sample, text_of, thread_id_of
-from tests.fake_responses import FakeResponses, Script
+from tests.support.agent_client import add, chat, create, events_of, sample, text_of, thread_id_of
+from tests.support.fake_responses import FakeResponses, Script
 
 TOKENS = "chatkit_gateway_model_tokens_total"
 
@@ -143,7 +143,7 @@ async def test_the_stub_titles_offline(agent: Any) -> None:
 
 def test_the_model_watch_asks_about_the_title_model(tmp_path: Path) -> None:
     from gateway.agent.model_watch import watched_models
-    from tests.agent_client import agent_policy
+    from tests.support.agent_client import agent_policy
 
     url = f"sqlite:///{tmp_path / 'threads.db'}"
     agent = {"model": "gpt-6.1-terra", "fallback_models": ["gpt-5-nano"]}

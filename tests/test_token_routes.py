@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.metrics import Metrics
 from tests.conftest import ALLOWED, TEST_KEY, make_policy, site_route
-from tests.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
 
 SESSION = "/api/chatkit/session"
 REALTIME = "/api/realtime/secret"

@@ -18,9 +18,9 @@ import yaml
 from gateway.logs import redact_secrets
 from gateway.policy import secrets_in
 from gateway.policy.secrets import mask_url
-from tests.agent_client import agent_route
 from tests.conftest import TEST_KEY, make_policy, policy_yaml
-from tests.processes import ROOT, base_env
+from tests.support.agent_client import agent_route
+from tests.support.processes import ROOT, base_env
 
 REDIS_PASSWORD = "redis-userinfo-pw-1"
 REDIS_QUERY_PASSWORD = "redis-query-pw-2"

@@ -222,7 +222,7 @@ async def _attachment(
 def _user(
     request: web.Request, route: AgentRoutePolicy, data: AgentRouteData, info: RequestInfo
 ) -> str:
-    trusted = info.compiled.resolver.trusts(request.remote)
+    trusted = info.peer_trusted
     user = proxy_user_id(route.user_id, data.user_secret, request.headers, info.client_ip, trusted)
     if user is None:
         if route.user_id.source is UserIdSource.HEADER:
@@ -253,11 +253,8 @@ def _context(
     if route.public_url is not None:
         base = route.public_url.rstrip("/")
     else:
-        scheme, host = request.scheme, request.host
-        if info.compiled.resolver.trusts(request.remote):
-            scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip()
-            host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
-        base = f"{scheme}://{host}{route.path.rstrip('/')}"
+        host = info.host if info.host is not None else request.host  # no Host: aiohttp's
+        base = f"{info.scheme}://{host}{route.path.rstrip('/')}"
     return TurnContext(
         user=user,
         route=route.name,

@@ -224,7 +224,7 @@ def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -
     route = compiled.route
     assert isinstance(route, ChatKitProxyRoute)
     target = target_of(compiled)
-    trusted = info.compiled.resolver.trusts(request.remote)
+    trusted = info.peer_trusted
     user = proxy_user_id(
         route.user_id, target.user_secret, request.headers, info.client_ip, trusted
     )
@@ -232,7 +232,7 @@ def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -
     return forward_headers(
         request.headers,
         peer=request.remote,
-        scheme=request.scheme,
+        scheme=info.scheme,
         trusted=trusted,
         request_id=info.request_id,
         user=user,

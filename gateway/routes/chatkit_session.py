@@ -65,7 +65,7 @@ class ChatKitSessionRoute(TokenRoute):
             browser,
             request.headers,
             info.client_ip,
-            info.compiled.resolver.trusts(request.remote),
+            info.peer_trusted,
         )
         opts = self.session
         workflow: dict[str, Any] = {"id": self.workflow_id}

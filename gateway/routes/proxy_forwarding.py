@@ -104,8 +104,7 @@ def forward_headers(
     # What an untrusted peer claims about earlier hops is dropped, not passed on.
     prior = ", ".join(received.getall("X-Forwarded-For", ())) if trusted else ""
     out["X-Forwarded-For"] = f"{prior}, {peer or 'unknown'}" if prior else (peer or "unknown")
-    proto = received.get("X-Forwarded-Proto", "").lower() if trusted else ""
-    out["X-Forwarded-Proto"] = proto if proto in ("http", "https") else scheme
+    out["X-Forwarded-Proto"] = scheme  # the public scheme (request_context.py)
     if forwarded_host is not None:
         out["X-Forwarded-Host"] = forwarded_host
     out["X-Request-ID"] = request_id

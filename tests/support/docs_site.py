@@ -4,7 +4,7 @@ Debian's postgresql-doc-15 HTML (a copy, or some of its pages, so a test can cha
 remove files) under /docs/ through aiohttp's static route (ETag, Last-Modified, 304s),
 a sitemap made from the files present at each request (plain, gzipped, and an index of
 both halves), and a robots.txt. `fail` makes pages answer 500; `statuses` counts answers.
-`python -m tests.docs_site [N]` serves N pages (all by default) until interrupted.
+`python -m tests.support.docs_site [N]` serves N pages (all by default) until interrupted.
 """
 
 from __future__ import annotations

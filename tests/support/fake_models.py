@@ -1,5 +1,5 @@
 """The fake OpenAI's models: ``GET /v1/models`` and ``GET /v1/models/{id}``, and the models
-that are gone (SPEC §10), for ``FakeResponses`` (tests/fake_responses.py).
+that are gone (SPEC §10), for ``FakeResponses`` (tests/support/fake_responses.py).
 
 Each model is the ``openai`` SDK's own ``Model`` type, dumped as the SDK would read it:
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from openai.types import Model
 
-from tests.fake_openai import _default_fault_payload
+from tests.support.fake_openai import _default_fault_payload
 
 DEFAULT_MODELS = ("gpt-6.1-terra", "gpt-6.1-terra-mini")
 _CREATED = 1_780_000_000

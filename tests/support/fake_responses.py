@@ -49,7 +49,7 @@ their ``instructions``) are answered from their own queue, ``fake.script_title(.
 ``fake.title_default`` (a short title), and recorded in ``fake.title_requests``, not in
 ``fake.requests``: a test scripting turns is not disturbed by the titles between them.
 
-``fake.models`` (tests/fake_models.py) answers ``GET /v1/models`` and ``/v1/models/{id}``
+``fake.models`` (tests/support/fake_models.py) answers ``GET /v1/models`` and ``/v1/models/{id}``
 (the SDK's ``Model``, a ``shutdown_date`` for chosen models, 404 ``model_not_found`` for
 unknown ones, a 5xx while ``fail_status`` is set); a model it ``retire``s is refused by
 ``/v1/responses`` with ``model_not_found`` before any script is taken.
@@ -99,8 +99,8 @@ from openai.types.responses.response_function_web_search import ActionSearch, Ac
 from openai.types.responses.response_usage import InputTokensDetails, OutputTokensDetails
 
 from gateway.agent.titles import INSTRUCTIONS as TITLE_INSTRUCTIONS
-from tests.fake_models import ModelCatalogue
-from tests.fake_openai import _NO_KEY, DEFAULT_API_KEY, _default_fault_payload, _mask_key
+from tests.support.fake_models import ModelCatalogue
+from tests.support.fake_openai import _NO_KEY, DEFAULT_API_KEY, _default_fault_payload, _mask_key
 
 End = Literal["completed", "incomplete", "failed", "error"]
 _PARAMS: Final = ResponseCreateParamsNonStreaming.__optional_keys__

@@ -11,7 +11,7 @@ owns its temporary directory.
         pg.stop(); pg.start()  # same port, same data
 
 Other modules use the module-scoped fixture by importing it:
-``from tests.postgres_server import postgres_server  # noqa: F401``, or call
+``from tests.support.postgres_server import postgres_server  # noqa: F401``, or call
 ``running_postgres()`` themselves; ``new_database()`` gives a test its own empty database.
 """
 

@@ -17,7 +17,7 @@ import aiohttp
 
 from tests.conftest import policy_yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 SCRIPT = Path(sys.executable).parent / "chatkit-gateway"
 
 

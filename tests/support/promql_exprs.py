@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 RULES_FILE = ROOT / "config" / "prometheus" / "rules.yml"
 DASHBOARD_FILE = ROOT / "config" / "grafana" / "chatkit-gateway.json"
 
