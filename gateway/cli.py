@@ -206,7 +206,7 @@ async def serve(policy: Policy, path: Path) -> int:
             )
         port = server.port
         runner, _ = await open_listener(
-            app, server.host, port, shutdown_timeout=server.drain_timeout_seconds
+            app, server.host, port, shutdown_timeout=server.drain_timeout_seconds, use_tls=True
         )
     except OSError as exc:
         log.error("cannot listen", extra={"detail": f"{server.host}:{port}: {exc.strerror or exc}"})
@@ -216,7 +216,7 @@ async def serve(policy: Policy, path: Path) -> int:
     log.info(
         "listening",
         extra={
-            "detail": f"http://{server.host}:{server.port} routes="
+            "detail": f"{'https' if server.tls else 'http'}://{server.host}:{server.port} routes="
             + ",".join(f"{r.name}:{r.path}" for r in policy.routes)
             + (" upstream=stub" if policy.stub_upstream else " upstream=openai")
             + (f" ops=http://{server.host}:{server.ops_port}" if ops_runner is not None else "")

@@ -55,6 +55,7 @@ from .http_protocol import GuardedRequestHandler
 from .metrics import METRICS, Metrics
 from .policy import ServerConfig
 from .request_context import REQUEST_IDS
+from .tls import ListenerTls
 
 # Reasons in chatkit_gateway_connections_closed_total: at the listener's cap with every
 # connection busy, and at one peer's cap with each of its connections busy.
@@ -163,14 +164,27 @@ class ConnectionGuard:
 class GuardedSite(web.BaseSite):
     """A TCP listener like aiohttp's TCPSite, for a gateway app, through a ConnectionGuard."""
 
-    __slots__ = ("_app", "_host", "_port", "guard")
+    __slots__ = ("_app", "_host", "_port", "_tls_watch", "guard", "tls", "use_tls")
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, backlog: int = 128):
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        backlog: int = 128,
+        use_tls: bool = False,
+    ):
         super().__init__(runner, backlog=backlog)
         self._app = runner.app
         self._host = host
         self._port = port
         self.guard: ConnectionGuard | None = None
+        # HTTPS when asked and the policy has server.tls (then for as long as it runs:
+        # a reload can change the files, not turn TLS on or off).
+        self.use_tls = use_tls
+        self.tls: ListenerTls | None = None
+        self._tls_watch: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -180,7 +194,8 @@ class GuardedSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return str(URL.build(scheme="http", host=self._host, port=self.port))
+        scheme = "http" if self.tls is None else "https"
+        return str(URL.build(scheme=scheme, host=self._host, port=self.port))
 
     async def start(self) -> None:
         await super().start()
@@ -195,21 +210,43 @@ class GuardedSite(web.BaseSite):
             new_id=app[REQUEST_IDS],
         )
         loop = asyncio.get_running_loop()
+        tls_files = compiled.current.policy.server.tls if self.use_tls else None
+        if tls_files is not None:
+            self.tls = ListenerTls(tls_files)
+            self._tls_watch = asyncio.create_task(
+                self.tls.watch(lambda: compiled.current.policy.server.tls)
+            )
         self._server = await loop.create_server(
-            self.guard, self._host, self._port, backlog=self._backlog, reuse_address=True
+            self.guard,
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+            ssl=None if self.tls is None else self.tls.context,
         )
+
+    async def stop(self) -> None:
+        if self._tls_watch is not None:
+            self._tls_watch.cancel()
+        await super().stop()
 
 
 async def open_listener(
-    app: web.Application, host: str, port: int, *, shutdown_timeout: float
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    shutdown_timeout: float,
+    use_tls: bool = False,
 ) -> tuple[web.AppRunner, GuardedSite]:
     """The runner and guarded listener `serve` runs the app with (tests start the very
-    same stack in-process). OSError when the address cannot be bound, runner cleaned up."""
+    same stack in-process), with `use_tls` HTTPS when the policy has server.tls. OSError
+    when the address cannot be bound, runner cleaned up."""
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=shutdown_timeout
     )
     await runner.setup()
-    site = GuardedSite(runner, host, port)
+    site = GuardedSite(runner, host, port, use_tls=use_tls)
     try:
         await site.start()
     except OSError:

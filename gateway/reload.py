@@ -66,6 +66,7 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
          new.upstream.max_connections),
         ("metrics.path", old.metrics.path, new.metrics.path),
         ("server.ops_port", old.server.ops_port, new.server.ops_port),
+        ("server.tls on or off", old.server.tls is None, new.server.tls is None),
         ("limiter", old.limiter, new.limiter),
     ]  # fmt: skip
     for name, before, after in restart_only:
