@@ -58,6 +58,9 @@ K8S_CHAT = "tests/test_manifests.py::test_readme_chat_through_the_production_pol
 RUNBOOK_SED = "tests/test_prometheus_rules.py::test_readme_sed_sets_every_runbook_url"
 
 CLUSTER = "needs a Kubernetes cluster"
+VPS_MOUNTS = (
+    "tests/test_image.py::test_docker_run_and_compose_mount_what_the_image_and_policy_expect"
+)
 TOKEN_CURL = (
     "curl -si -X POST http://127.0.0.1:8080/api/chatkit/session -H 'Origin: http://localhost:8000'"
 )
@@ -130,6 +133,29 @@ COMMANDS: dict[str, Runs | NotHere] = {
     "export CHATKIT_BACKEND_KEY=$(openssl rand -hex 24)": Runs(EXAMPLE),
     "export CHATKIT_PUBLIC_URL=http://localhost:8080/chatkit": Runs(EXAMPLE),
     ".venv/bin/python examples/chatkit_server/server.py --port 8002": Runs(EXAMPLE, "a free port"),
+    # One server, no Kubernetes
+    "docker build -t chatkit-gateway:0.1.0 .": NotHere(
+        "needs a Docker engine; make image-test builds this Dockerfile with buildah",
+        partly="tests/test_dockerfile.py::test_the_policy_is_mounted_not_baked_in",
+    ),
+    "sudo install -d -o 10001 -g 10001 /srv/chatkit-gateway/tls": NotHere(
+        "a directory of the server's, as root", partly=VPS_MOUNTS
+    ),
+    "sudo certbot certonly --standalone -d chat.example.org --deploy-hook 'install -m 600 "
+    '-o 10001 -g 10001 "$RENEWED_LINEAGE/fullchain.pem" "$RENEWED_LINEAGE/privkey.pem" '
+    "/srv/chatkit-gateway/tls/'": NotHere(
+        "needs a public DNS name and Let's Encrypt; the rotation it causes is tested",
+        partly="tests/test_tls.py::test_https_with_rotation_seen_by_new_connections",
+    ),
+    "docker run -d --name chatkit-gateway --restart unless-stopped --ulimit nofile=8192:8192 "
+    "-p 443:8443 -p 127.0.0.1:8081:8081 "
+    '-v "$PWD/examples/compose/gateway.yaml:/etc/chatkit-gateway/gateway.yaml:ro" '
+    "-v /srv/chatkit-gateway/tls:/etc/chatkit-gateway/tls:ro "
+    '-v "$PWD/openai-api-key.txt:/run/secrets/openai-api-key:ro" '
+    "-v chatkit-threads:/var/lib/chatkit-gateway chatkit-gateway:0.1.0": NotHere(
+        "needs a Docker engine; make image-test runs the image with these mounts (buildah)",
+        partly=VPS_MOUNTS,
+    ),
     # Deploying on Kubernetes
     "docker build -t registry.example.com/chatkit-gateway:0.1.0 . && "
     "docker push registry.example.com/chatkit-gateway:0.1.0": NotHere(
@@ -193,7 +219,7 @@ COMMANDS: dict[str, Runs | NotHere] = {
 
 # Commands that no test can run even in part: keep this list short.
 NEVER_RUN_AT_MOST = 0
-NOT_HERE_AT_MOST = 12
+NOT_HERE_AT_MOST = 16  # a Kubernetes cluster, a Docker engine, a public DNS name
 
 
 # --------------------------------------------------------------------------- reading READMEs
