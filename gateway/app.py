@@ -18,11 +18,13 @@ from .limits import Limiter, LimitStorage, MemoryStorage
 from .limits.enforcement import LIMITER
 from .metrics import METRICS, Metrics
 from .policy import Backend, Policy
+from .readiness import READINESS
 from .request_context import REQUEST_IDS, RequestIds, add_response_headers, context_middleware
 from .routes.dispatch import defer_continue, dispatch
 from .routes.ops import LIFECYCLE, Lifecycle, setup_ops
 from .upstream import UPSTREAM, TokenUpstream
 from .upstream.openai import OpenAIClient
+from .upstream.outbound import OUTBOUND, OutboundRate
 from .upstream.stream import proxy_context
 from .upstream.stub import StubUpstream
 
@@ -57,6 +59,8 @@ def create_app(
     app[REQUEST_IDS] = RequestIds()
     app[ACTIVE_POLICY] = ActivePolicy(CompiledPolicy.build(policy))
     app[LIFECYCLE] = Lifecycle()
+    app[READINESS] = []  # what /readyz asks besides the limiter: each subsystem adds its own
+    app[OUTBOUND] = OutboundRate(policy.upstream)  # upstream.max_rate, for every OpenAI call
     app[LIMITER] = _limiter(policy, metrics, storage)
     metrics.set_upstream_mode(policy.stub_upstream)
     app.on_response_prepare.append(add_response_headers)
@@ -107,7 +111,7 @@ async def _http_session(app: web.Application) -> AsyncIterator[None]:
         cookie_jar=aiohttp.DummyCookieJar(),  # no state carried from one browser to the next
     ) as session:
         app[HTTP_SESSION] = session
-        app[UPSTREAM] = OpenAIClient(session, policy.upstream, app[METRICS])
+        app[UPSTREAM] = OpenAIClient(session, policy.upstream, app[METRICS], app[OUTBOUND])
         yield
 
 

@@ -22,6 +22,7 @@ from .metrics import METRICS
 from .policy import Policy, PolicyError, load_policy, secrets_in
 from .upstream import UPSTREAM
 from .upstream.openai import OpenAIClient
+from .upstream.outbound import OUTBOUND
 
 log = logging.getLogger("gateway.reload")
 
@@ -35,6 +36,8 @@ def apply_policy(app: web.Application, policy: Policy) -> list[str]:
     upstream = app.get(UPSTREAM)
     if isinstance(upstream, OpenAIClient):
         upstream.configure(policy.upstream)
+    if OUTBOUND in app:
+        app[OUTBOUND].configure(policy.upstream)
     holder.current = compiled
     redact_secrets(secrets_in(policy))
     return describe_changes(old, policy)

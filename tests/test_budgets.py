@@ -155,6 +155,9 @@ class FakeTurn:
     outcome: str = ""
     estimated_input: int = 0
     budget: TurnBudget | None = None
+    route: str = "assistant"
+    call_seconds: float = 0.0
+    budget_refused: bool = False
 
 
 @pytest.mark.parametrize(
@@ -184,13 +187,13 @@ async def test_a_turn_that_finds_no_room_ends_before_the_model_is_called() -> No
     for turn in turns:  # both passed the check before either reserved
         turn.budget = TurnBudget(Budgets(memory), [b], max_output=0)
         assert await turn.budget.check() is None
-    refused: list[str] = []
-    await reserve_turn(turns[0], lambda: refused.append("tokens"))
-    await reserve_turn(turns[1], lambda: refused.append("tokens"))  # 600 < 1000: room
+    await reserve_turn(turns[0])
+    await reserve_turn(turns[1])  # 600 < 1000: room
     third = FakeTurn(estimated_input=600, budget=TurnBudget(Budgets(memory), [b], 0))
     with pytest.raises(CustomStreamError) as ended:
-        await reserve_turn(third, lambda: refused.append("tokens"))
-    assert not ended.value.allow_retry and refused == ["tokens"]
+        await reserve_turn(third)
+    refused = [t.budget_refused for t in (*turns, third)]  # what settle_turn counts
+    assert not ended.value.allow_retry and refused == [False, False, True]
     for turn in turns:  # OpenAI reported 100 each: the rest of the reservations refunded
         turn.usage, turn.outcome = [(90, 10)], "ok"
         assert turn.budget is not None

@@ -14,8 +14,8 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import openai
 from agents import Agent, Runner, RunResultStreaming
@@ -44,7 +44,7 @@ from .model_watch import MODEL_NOT_FOUND, model_not_found
 from .store import SqlStore
 from .titles import Titler
 from .tools import AgentSpec
-from .turn_cost import input_estimate
+from .turn_cost import input_estimate, reserve_turn
 
 log = logging.getLogger("gateway.agent")
 
@@ -98,8 +98,7 @@ class AgentServer(ChatKitServer[TurnContext]):
         spec: AgentSpec,
         model: Model,
         *,
-        before_call: Callable[[TurnContext], Any],
-        after_call: Callable[[TurnContext, str, float, int, int], None],
+        smooth: Callable[[], Awaitable[None]] | None,
         titler: Titler | None = None,
         on_feedback: Callable[[str, str, int], None] | None = None,
     ) -> None:
@@ -107,8 +106,7 @@ class AgentServer(ChatKitServer[TurnContext]):
         self.sql = store
         self.spec = spec
         self._model = model
-        self._before_call = before_call  # outbound smoothing
-        self._after_call = after_call  # usage → budgets and metrics; outcome → metrics
+        self._smooth = smooth  # a slot of upstream.max_rate (None: the stub upstream)
         self._titler = titler  # None: `titles: false` (SPEC §10)
         self._on_feedback = on_feedback  # (route, kind, items) → feedback_total
 
@@ -154,7 +152,9 @@ class AgentServer(ChatKitServer[TurnContext]):
             model_settings=spec.model_settings,
         )
         agent_context = AgentContext(thread=thread, store=self.store, request_context=context)
-        await self._before_call(context)
+        await reserve_turn(context)  # the budgets' room for it, or the turn ends here
+        if self._smooth is not None:
+            await self._smooth()
         started = time.monotonic()
         result = Runner.run_streamed(
             agent,
@@ -203,14 +203,11 @@ class AgentServer(ChatKitServer[TurnContext]):
         finally:
             if not result.is_complete:
                 result.cancel()  # the visitor left, or the stream failed: stop the model
+            # Recorded on the turn; counted and charged when it ends (turn_cost.settle_turn).
             usage = result.context_wrapper.usage
-            self._after_call(
-                context,
-                outcome,
-                time.monotonic() - started,
-                usage.input_tokens,
-                usage.output_tokens,
-            )
+            context.usage.append((usage.input_tokens, usage.output_tokens))
+            context.outcome = outcome  # a 4xx is charged nothing (turn_cost.py)
+            context.call_seconds = time.monotonic() - started
         # After the answer's last event: the thread's title (titles.py); the SDK saves the
         # changed thread and sends the widget `thread.updated`.
         if self._titler is not None and first and thread.title is None and input_user_message:

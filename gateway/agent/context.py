@@ -23,13 +23,18 @@ class TurnContext:
     upload_base: str = ""  # absolute URL below the route where uploads go
     attachments: AttachmentsConfig | None = None
     url_key: bytes = dataclasses.field(default=b"", repr=False)  # signs upload URLs
-    usage: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (in, out)
+    # (in, out) tokens of each model call (the answer's, its title's): recorded by the
+    # calls, counted and charged once when the turn ends (turn_cost.settle_turn).
+    usage: list[tuple[int, int]] = dataclasses.field(default_factory=list)
     # What a turn is charged when the model reports no usage (the visitor left, the call
     # failed): the input's size in tokens, roughly (turn_cost.input_estimate).
     estimated_input: int = 0
     # The model call's outcome as metrics count it ("ok", "client_error", …); "" while
     # no call was made. A call OpenAI refused (4xx) is charged nothing (turn_cost.py).
     outcome: str = ""
+    call_seconds: float = 0.0  # how long that call took
+    # The budgets had no room left at the reservation before the model call.
+    budget_refused: bool = False
     # The turn's token budgets: reserved before the model is called, settled after.
     budget: TurnBudget | None = None
     # Attachment bytes (as stored, before base64) this turn sent the model: at most

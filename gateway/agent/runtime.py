@@ -24,8 +24,8 @@ from ..limits import LimitStorage
 from ..limits.enforcement import LIMITER
 from ..metrics import METRICS, Metrics
 from ..policy import Policy, UpstreamConfig
-from ..upstream import UPSTREAM
-from ..upstream.openai import OpenAIClient
+from ..readiness import READINESS
+from ..upstream.outbound import OUTBOUND
 from .config import KIND, AgentRouteData, AgentRoutePolicy
 from .model_watch import run_model_watch
 
@@ -53,7 +53,7 @@ class AgentRuntime:
         limits: LimitStorage | None = None,
     ) -> None:
         self._metrics = metrics
-        # upstream.max_rate, shared with the token routes (OpenAIClient.smooth); None with
+        # upstream.max_rate, shared with the token routes (upstream/outbound.py); None with
         # the stub upstream.
         self._smooth_upstream = smooth
         self._stub = policy.stub_upstream
@@ -120,21 +120,21 @@ class AgentRuntime:
 
         return SqlStore(engine, timeout=cfg.timeout_seconds, on_error=on_error)
 
-    async def ready(self, policy: Policy) -> bool:
-        """Every agent route's store answers (for /readyz)."""
+    async def not_ready(self, policy: Policy) -> str | None:
+        """/readyz's check (readiness.py): every agent route's store answers."""
         routes = agent_routes(policy)
         if not routes:  # nothing of the `agent` extra is imported without such a route
-            return True
+            return None
         from .store import StoreUnavailable
 
         for route in routes:
             try:
                 store = await self.store_for(route)
             except StoreUnavailable:
-                return False
+                return "thread store down"
             if not await store.ping():
-                return False
-        return True
+                return "thread store down"
+        return None
 
     # -- servers and models ---------------------------------------------------------
     def server_for(
@@ -161,8 +161,7 @@ class AgentRuntime:
             store,
             spec,
             self._model(data.spec.model, route, upstream),
-            before_call=self._smooth,
-            after_call=self._after_call,
+            smooth=self._smooth_upstream,
             titler=self._titler(route, upstream),
             on_feedback=lambda name, kind, n: self._metrics.feedback.labels(name, kind).inc(n),
         )
@@ -213,7 +212,6 @@ class AgentRuntime:
         return Titler(
             self._model(model, route, upstream, count=_uncounted),
             Reasoning(effort=effort.value) if effort is not None else None,
-            account=self._title_call,
             smooth=self._smooth_upstream,
         )
 
@@ -251,40 +249,6 @@ class AgentRuntime:
             warned=self._refused_models,
             smooth=self._smooth_upstream,
         )
-
-    async def _smooth(self, context: TurnContext) -> None:
-        """Before the model call: the turn's budget reserved (or the turn ends), then a
-        slot of `upstream.max_rate`."""
-        from .turn_cost import reserve_turn  # the budgets: not imported by a token-only gateway
-
-        refused = self._metrics.rate_limited.labels(context.route, "tokens").inc
-        await reserve_turn(context, refused)
-        if self._smooth_upstream is not None:
-            await self._smooth_upstream()
-
-    def _after_call(
-        self, context: TurnContext, outcome: str, seconds: float, tokens_in: int, tokens_out: int
-    ) -> None:
-        m = self._metrics
-        m.upstream_call(context.route, outcome, seconds)
-        if tokens_in:
-            m.model_tokens.labels(context.route, "input").inc(tokens_in)
-        if tokens_out:
-            m.model_tokens.labels(context.route, "output").inc(tokens_out)
-        context.usage.append((tokens_in, tokens_out))
-        context.outcome = outcome  # a 4xx is charged nothing (turn_cost.py)
-
-    def _title_call(
-        self, context: TurnContext, outcome: str, seconds: float, tokens_in: int, tokens_out: int
-    ) -> None:
-        """A title call: its tokens in `model_tokens_total` and in the turn's usage (so its
-        budgets). `upstream_requests_total` counts the turns' calls alone (titles.py)."""
-        m = self._metrics
-        if tokens_in:
-            m.model_tokens.labels(context.route, "input").inc(tokens_in)
-        if tokens_out:
-            m.model_tokens.labels(context.route, "output").inc(tokens_out)
-        context.usage.append((tokens_in, tokens_out))
 
     # -- retention and shutdown -----------------------------------------------------
     async def open_all(self, policy: Policy) -> None:
@@ -336,10 +300,10 @@ async def agent_context(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the runtime, its stores opened (and migrated) at start, the sweep, and
     the routes' knowledge kept current (gateway/knowledge/refresh.py)."""
     policy = app[ACTIVE_POLICY].current.policy
-    upstream = app.get(UPSTREAM)  # opened before this context (app.py)
-    smooth = upstream.smooth if isinstance(upstream, OpenAIClient) else None
+    smooth = None if policy.stub_upstream else app[OUTBOUND].wait  # upstream.max_rate
     runtime = AgentRuntime(policy, app[METRICS], smooth, app[LIMITER].storage)
     app[AGENTS] = runtime
+    app[READINESS].append(runtime.not_ready)
     await runtime.open_all(policy)
     await runtime.sweep_once(policy)
 
@@ -354,6 +318,7 @@ async def agent_context(app: web.Application) -> AsyncIterator[None]:
         async with run_knowledge(app, runtime), run_model_watch(app):
             yield
     finally:
+        app[READINESS].remove(runtime.not_ready)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -45,7 +45,7 @@ from .preview import PER_CLIENT as PREVIEWS
 from .preview import preview_key, serve_preview, too_many_previews
 from .runtime import AGENTS
 from .store import SqlStore
-from .turn_cost import TurnBudget, budget_spent
+from .turn_cost import TurnBudget, budget_spent, settle_turn
 
 # What the SDK serves here: no client tools, widgets actions or dictation in a policy agent.
 SERVED = frozenset(
@@ -130,9 +130,10 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
     finally:
         open_streams.dec()
         proxy.release_stream(streams)
-        # The turn's reservation becomes its charge (turn_cost.py): the usage OpenAI
-        # reported, nothing for a call it refused, else the bounded input estimate.
-        await budget.settle(context)
+        # The turn settled, in one place (turn_cost.py): its call and tokens counted, its
+        # reservation made its charge — the usage OpenAI reported, nothing for a call it
+        # refused, else the bounded input estimate.
+        await settle_turn(context, budget, request.app[METRICS])
 
 
 async def _own_attachments(parsed: dict[str, Any], store: SqlStore, context: TurnContext) -> None:

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import openai
 from agents import Agent, Runner
 from agents.items import ModelResponse
 from agents.model_settings import ModelSettings
@@ -32,7 +30,6 @@ from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 
 from ..errors import Unavailable
 from .context import TurnContext
-from .model_watch import MODEL_NOT_FOUND, model_not_found
 from .turn_cost import BYTES_PER_TOKEN
 
 log = logging.getLogger("gateway.agent")
@@ -49,9 +46,6 @@ MAX_TITLE_CHARS = 80
 _QUOTES = "\"'\u201c\u201d\u2018\u2019\u00ab\u00bb*# "  # around a title, taken off
 # What a call reserves in the budgets before it is made (settled to its usage after).
 RESERVED_TOKENS = (len(INSTRUCTIONS) + INPUT_CHARS) // BYTES_PER_TOKEN + MAX_OUTPUT_TOKENS
-
-# (context, outcome, seconds, input tokens, output tokens): metrics and the turn's usage.
-Account = Callable[[TurnContext, str, float, int, int], None]
 
 
 def first_text(message: UserMessageItem) -> str:
@@ -72,38 +66,22 @@ def clean(raw: object) -> str | None:
     return line or None
 
 
-def _outcome(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | openai.APITimeoutError):
-        return "timeout"
-    if isinstance(exc, openai.APIConnectionError):
-        return "connection_error"
-    if isinstance(exc, openai.RateLimitError):
-        return "rate_limited"
-    if isinstance(exc, openai.APIStatusError):
-        if model_not_found(exc):
-            return MODEL_NOT_FOUND
-        return "server_error" if exc.status_code >= 500 else "client_error"
-    return "error"
-
-
 class Titler:
     """One route's title calls: its title model (fallbacks included), and how they are paid."""
 
-    __slots__ = ("_account", "_agent", "_smooth")
+    __slots__ = ("_agent", "_smooth")
 
     def __init__(
         self,
         model: Model,
         reasoning: Any,
         *,
-        account: Account,
         smooth: Callable[[], Awaitable[None]] | None,
     ) -> None:
         settings = ModelSettings(max_tokens=MAX_OUTPUT_TOKENS, reasoning=reasoning, store=False)
         self._agent = Agent[Any](
             name="title", instructions=INSTRUCTIONS, model=model, model_settings=settings
         )
-        self._account = account
         self._smooth = smooth
 
     async def title(self, message: UserMessageItem, context: TurnContext) -> str | None:
@@ -112,7 +90,6 @@ class Titler:
         text = first_text(message)
         if not text or not await self._room(context):
             return None
-        started = time.monotonic()
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
                 if self._smooth is not None:
@@ -120,16 +97,12 @@ class Titler:
                 result = await Runner.run(
                     self._agent, text, max_turns=1, run_config=RunConfig(tracing_disabled=True)
                 )
-        except asyncio.CancelledError:  # the visitor left: the call is stopped with the stream
-            self._account(context, "cancelled", time.monotonic() - started, 0, 0)
-            raise
         except Exception as exc:  # a title is never worth a failed answer
-            self._account(context, _outcome(exc), time.monotonic() - started, 0, 0)
             log.warning("title call failed: %s (route %s)", type(exc).__name__, context.route)
             return None
         usage = result.context_wrapper.usage
-        seconds = time.monotonic() - started
-        self._account(context, "ok", seconds, usage.input_tokens, usage.output_tokens)
+        # On the turn's usage: its budgets and model_tokens_total, settled with the turn's.
+        context.usage.append((usage.input_tokens, usage.output_tokens))
         return clean(result.final_output)
 
     async def _room(self, context: TurnContext) -> bool:

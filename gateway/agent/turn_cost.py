@@ -3,7 +3,9 @@
 Before the SDK runs, `check` refuses a turn whose budget is full (429 JSON, nothing
 stored). Before the model is called, `reserve` takes the turn's estimate — its input, plus
 `max_output_tokens` — from every budget at once, so that parallel turns see each other.
-After it, `settle` turns the reservation into the charge:
+When the turn ends, `settle_turn` — the one place, serving.py's `finally` — counts what
+`respond()` recorded on the turn (the call's outcome and time, the tokens) and `settle`
+turns the reservation into the charge:
 
 - the usage OpenAI reported, when it reported some;
 - nothing when OpenAI refused the call (4xx: it bills nothing) or it was never made;
@@ -15,20 +17,26 @@ After it, `settle` turns the reservation into the charge:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import RateLimited, Unavailable
 from ..limits.budgets import BudgetBucket, Budgets
 from ..policy import whole_seconds
+
+if TYPE_CHECKING:
+    from ..metrics import Metrics
 
 
 class Turn(Protocol):
     """What is read here of a turn's context (context.TurnContext, which refers to this
     module: a protocol keeps the two apart)."""
 
+    route: str
     usage: list[tuple[int, int]]
     outcome: str
+    call_seconds: float
+    budget_refused: bool
     estimated_input: int
     budget: TurnBudget | None
 
@@ -119,10 +127,10 @@ _SPENT = "The assistant has answered all it may for now. Please try again later.
 _UNAVAILABLE = "The assistant could not answer just now. Please try again."
 
 
-async def reserve_turn(context: Turn, refused: Callable[[], None]) -> None:
+async def reserve_turn(context: Turn) -> None:
     """Before the model is called: the turn's estimate reserved, or the turn ends in a
-    ChatKit error without calling it (a parallel turn took the budget's last room; or the
-    budgets' Redis is down under `on_backend_error: deny`)."""
+    ChatKit error without calling it (a parallel turn took the budget's last room: noted
+    on the turn for `settle_turn`; or the budgets' Redis is down under `deny`)."""
     budget = context.budget
     if budget is None:
         return
@@ -133,5 +141,22 @@ async def reserve_turn(context: Turn, refused: Callable[[], None]) -> None:
     except Unavailable:
         raise CustomStreamError(_UNAVAILABLE, allow_retry=True) from None
     if wait is not None:
-        refused()
+        context.budget_refused = True
         raise CustomStreamError(_SPENT, allow_retry=False)
+
+
+async def settle_turn(context: Turn, budget: TurnBudget, metrics: Metrics) -> None:
+    """The turn's end, in one place: what it recorded counted, then its charge settled.
+    The metrics come first: the settlement may wait on Redis, and the answer is out."""
+    route = context.route
+    if context.outcome:  # a model call was made
+        metrics.upstream_call(route, context.outcome, context.call_seconds)
+    tokens_in = sum(i for i, _ in context.usage)  # the answer's call and the title's
+    tokens_out = sum(o for _, o in context.usage)
+    if tokens_in:
+        metrics.model_tokens.labels(route, "input").inc(tokens_in)
+    if tokens_out:
+        metrics.model_tokens.labels(route, "output").inc(tokens_out)
+    if context.budget_refused:
+        metrics.rate_limited.labels(route, "tokens").inc()
+    await budget.settle(context)

@@ -22,7 +22,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from ..agent.runtime import AGENTS
 from ..compiled_policy import ACTIVE_POLICY, INDEX_PATH
 from ..errors import NotFound, error_middleware
 from ..instrumentation import instrumentation_middleware
@@ -30,6 +29,7 @@ from ..limits.enforcement import LIMITER
 from ..metrics import METRICS, OPS_ROUTE, UNMATCHED_ROUTE
 from ..openapi import DocumentCache
 from ..policy import OnBackendError
+from ..readiness import READINESS, not_ready
 from ..request_context import REQUEST_IDS, add_response_headers, new_request_info
 from ..requestinfo import INFO
 from .dispatch import SERVED_OPS_PATHS, defer_continue, dispatch, target_path
@@ -45,9 +45,6 @@ class Lifecycle:
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 
 
-MAIN_APP = web.AppKey("main_app", web.Application)  # the ops listener's: the gateway's app
-
-
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -57,9 +54,9 @@ async def readyz(request: web.Request) -> web.Response:
     if app[LIFECYCLE].draining:
         return web.json_response({"status": "draining"}, status=503)
     policy = app[ACTIVE_POLICY].current.policy
-    agents = app.get(AGENTS) or app.get(MAIN_APP, app).get(AGENTS)
-    if agents is not None and not await agents.ready(policy):
-        return web.json_response({"status": "thread store down"}, status=503)
+    status = await not_ready(app, policy)  # the subsystems' own checks (the thread stores)
+    if status is not None:
+        return web.json_response({"status": status}, status=503)
     if not await app[LIMITER].storage.ping():
         if policy.limiter.on_backend_error is OnBackendError.DENY:
             return web.json_response({"status": "limiter backend down"}, status=503)
@@ -171,7 +168,7 @@ def ops_app(main: web.Application) -> web.Application:
     app[REQUEST_IDS] = main[REQUEST_IDS]
     app[LIFECYCLE] = main[LIFECYCLE]  # draining: /readyz answers 503
     app[LIMITER] = main[LIMITER]  # readiness asks its backend
-    app[MAIN_APP] = main  # and the thread stores, opened when main starts
+    app[READINESS] = main[READINESS]  # the same list: the thread stores', added at main's start
     app[METRICS_PATH] = main[METRICS_PATH]
     app[SERVED_OPS_PATHS] = _add_probes_and_metrics(app, main[METRICS_PATH])
     app.on_response_prepare.append(add_response_headers)

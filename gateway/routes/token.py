@@ -20,7 +20,7 @@ from ..openapi import route_path_item
 from ..policy import STRICT, RouteBase
 from ..request_body import parse_object, read_capped
 from ..requestinfo import INFO, RequestInfo
-from ..upstream import UPSTREAM
+from ..upstream import UPSTREAM, UpstreamCall
 
 
 def expires_after(seconds: int) -> dict[str, Any]:
@@ -54,14 +54,18 @@ class TokenRoute(RouteBase):
         assert info.route is not None
         await spend_limits(request, info, info.route)
         browser = parse_object(await read_capped(request, self.body_limit))
-        data = await request.app[UPSTREAM].create(
-            self.endpoint,
-            self.upstream_body(browser, request),
-            info,
-            beta=self.beta,
-            stub=self.stub_answer,
-            not_found=self.not_found,
-        )
+        call = UpstreamCall(info.request_id, info.route_label)
+        try:
+            data = await request.app[UPSTREAM].create(
+                self.endpoint,
+                self.upstream_body(browser, request),
+                call,
+                beta=self.beta,
+                stub=self.stub_answer,
+                not_found=self.not_found,
+            )
+        finally:  # what the upstream reports, for the access log
+            info.upstream_status, info.upstream_ms = call.status, call.ms
         secret, expires_at = self.answer(data)
         if not isinstance(secret, str) or not secret or not isinstance(expires_at, int):
             raise UpstreamError("Upstream answered without a client secret")

@@ -8,10 +8,23 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..errors import GatewayError
-from ..requestinfo import RequestInfo
 
 # What the stub upstream answers to a body, given the fake secret and its expiry.
 StubAnswer = Callable[[dict[str, Any], str, int], dict[str, Any]]
+
+
+class UpstreamCall:
+    """What an upstream client is told of the request it serves — its id (sent upstream,
+    logged) and route label (metrics) — and what it reports back: the upstream's status
+    and how long it took, for the access log (the caller copies them to its record)."""
+
+    __slots__ = ("ms", "request_id", "route", "status")
+
+    def __init__(self, request_id: str, route: str) -> None:
+        self.request_id = request_id
+        self.route = route
+        self.status: int | None = None
+        self.ms: float | None = None
 
 
 class TokenUpstream(Protocol):
@@ -26,7 +39,7 @@ class TokenUpstream(Protocol):
         self,
         path: str,
         body: dict[str, Any],
-        info: RequestInfo,
+        call: UpstreamCall,
         *,
         beta: str | None = None,
         stub: StubAnswer,

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 
 from .. import __version__
 from ..errors import (
@@ -29,8 +28,8 @@ from ..errors import (
 )
 from ..metrics import Metrics
 from ..policy import UpstreamConfig
-from ..requestinfo import RequestInfo
-from . import StubAnswer
+from . import StubAnswer, UpstreamCall
+from .outbound import OutboundRate
 
 log = logging.getLogger("gateway.upstream")
 _KEYLIKE = re.compile(r"(sk|ek|rk)-[A-Za-z0-9_\-*]{4,}|ek_[A-Za-z0-9_\-]{4,}")
@@ -45,7 +44,7 @@ class _Retry(Exception):
 
 class OpenAIClient:
     __slots__ = (
-        "_config", "_headers", "_limiter", "_metrics", "_random", "_session", "_sleep", "_timeout"
+        "_config", "_headers", "_metrics", "_outbound", "_random", "_session", "_sleep", "_timeout"
     )  # fmt: skip
 
     def __init__(
@@ -53,6 +52,7 @@ class OpenAIClient:
         session: aiohttp.ClientSession,
         config: UpstreamConfig,
         metrics: Metrics,
+        outbound: OutboundRate,
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
@@ -61,20 +61,12 @@ class OpenAIClient:
         self._metrics = metrics
         self._sleep = sleep
         self._random = rng
-        self._limiter = _limiter_for(config)
+        self._outbound = outbound  # upstream.max_rate: the app's, the agents' calls wait on it too
         self._apply(config)
 
     def configure(self, config: UpstreamConfig) -> None:
-        """Take a reloaded upstream section; the smoothing limiter is kept if unchanged."""
-        if config.max_rate != self._config.max_rate:
-            self._limiter = _limiter_for(config)
+        """Take a reloaded upstream section."""
         self._apply(config)
-
-    async def smooth(self) -> None:
-        """Wait for a slot of `upstream.max_rate`: every call toward OpenAI takes one, the
-        agent routes' model calls too, so the policy's rate holds for all of them."""
-        if self._limiter is not None:
-            await self._limiter.acquire()
 
     def _apply(self, config: UpstreamConfig) -> None:
         """What every call reuses, built once per policy rather than per request."""
@@ -90,7 +82,7 @@ class OpenAIClient:
         self,
         path: str,
         body: dict[str, Any],
-        info: RequestInfo,
+        call: UpstreamCall,
         *,
         beta: str | None = None,
         stub: StubAnswer | None = None,
@@ -99,15 +91,15 @@ class OpenAIClient:
         config = self._config
         headers = {
             **self._headers,
-            "X-Request-ID": info.request_id,
-            "X-Client-Request-Id": info.request_id,
+            "X-Request-ID": call.request_id,
+            "X-Client-Request-Id": call.request_id,
         }
         if beta:
             headers["OpenAI-Beta"] = beta
         url = config.base_url + path
         for attempt in range(config.retries + 1):
             try:
-                return await self._attempt(url, path, headers, body, info, not_found)
+                return await self._attempt(url, path, headers, body, call, not_found)
             except _Retry as retry:
                 if attempt == config.retries:
                     raise retry.final from None
@@ -121,17 +113,16 @@ class OpenAIClient:
         path: str,
         headers: dict[str, str],
         body: dict[str, Any],
-        info: RequestInfo,
+        call: UpstreamCall,
         not_found: type[GatewayError] | None,
     ) -> dict[str, Any]:
-        route = info.route_label
         timeout = self._timeout
         started = time.perf_counter()
         outcome = "ok"
         try:
-            await self.smooth()
+            await self._outbound.wait()
             async with self._session.post(url, json=body, headers=headers, timeout=timeout) as r:
-                info.upstream_status = r.status
+                call.status = r.status
                 if r.status == 200:
                     try:
                         data = await r.json(content_type=None)
@@ -141,15 +132,15 @@ class OpenAIClient:
                         outcome = "server_error"
                         raise UpstreamError()
                     return data
-                outcome, error = await self._classify(r, info, not_found)
+                outcome, error = await self._classify(r, call, not_found)
                 raise error
         except TimeoutError:
             outcome = "timeout"
-            log.warning("upstream timeout", extra=_fields(info, f"{path} after {timeout.total}s"))
+            log.warning("upstream timeout", extra=_fields(call, f"{path} after {timeout.total}s"))
             raise UpstreamTimeout() from None
         except aiohttp.ClientError as exc:
             outcome = "connection_error"
-            log.warning("upstream connection failed", extra=_fields(info, type(exc).__name__))
+            log.warning("upstream connection failed", extra=_fields(call, type(exc).__name__))
             raise _Retry(UpstreamError()) from None
         except UpstreamError as exc:
             if outcome == "server_error":
@@ -157,13 +148,13 @@ class OpenAIClient:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            info.upstream_ms = int(elapsed * 10_000 + 0.5) / 10
-            self._metrics.upstream_call(route, outcome, elapsed)
+            call.ms = int(elapsed * 10_000 + 0.5) / 10
+            self._metrics.upstream_call(call.route, outcome, elapsed)
 
     async def _classify(
-        self, r: aiohttp.ClientResponse, info: RequestInfo, not_found: type[GatewayError] | None
+        self, r: aiohttp.ClientResponse, call: UpstreamCall, not_found: type[GatewayError] | None
     ) -> tuple[str, GatewayError]:
-        fields = _fields(info, await _error_detail(r))
+        fields = _fields(call, await _error_detail(r))
         if r.status == 429:
             retry_after = _retry_after(r.headers.get("Retry-After"))
             log.warning("upstream rate limited", extra=fields)
@@ -179,11 +170,6 @@ class OpenAIClient:
             return "server_error", UpstreamError()
         log.error("upstream refused the request", extra=fields)
         return "client_error", UpstreamError()
-
-
-def _limiter_for(config: UpstreamConfig) -> AsyncLimiter | None:
-    rate = config.max_rate
-    return AsyncLimiter(rate.requests, rate.per_seconds) if rate else None
 
 
 def _retry_after(raw: str | None) -> int:
@@ -210,5 +196,5 @@ async def _error_detail(r: aiohttp.ClientResponse) -> str:
     )
 
 
-def _fields(info: RequestInfo, detail: str) -> dict[str, Any]:
-    return {"request_id": info.request_id, "route": info.route_label, "detail": detail}
+def _fields(call: UpstreamCall, detail: str) -> dict[str, Any]:
+    return {"request_id": call.request_id, "route": call.route, "detail": detail}

@@ -13,8 +13,7 @@ from typing import Any
 
 from ..errors import GatewayError
 from ..metrics import Metrics
-from ..requestinfo import RequestInfo
-from . import StubAnswer
+from . import StubAnswer, UpstreamCall
 
 
 class StubUpstream:
@@ -27,15 +26,15 @@ class StubUpstream:
         self,
         path: str,
         body: dict[str, Any],
-        info: RequestInfo,
+        call: UpstreamCall,
         *,
         beta: str | None = None,
         stub: StubAnswer,
         not_found: type[GatewayError] | None = None,
     ) -> dict[str, Any]:
-        self._metrics.upstream_requests.labels(info.route_label, "ok").inc()
-        info.upstream_status = 200
-        info.upstream_ms = 0.0
+        self._metrics.upstream_requests.labels(call.route, "ok").inc()
+        call.status = 200
+        call.ms = 0.0
         lifetime = int((body.get("expires_after") or {}).get("seconds", 600))
         secret = "ek_stub_" + secrets.token_urlsafe(24)
         return stub(body, secret, int(time.time()) + lifetime)
