@@ -48,7 +48,7 @@ class MethodNotAllowed(GatewayError):
 
 
 class RequestTimeout(GatewayError, TimeoutError):
-    """The client did not send its body in time (server_limits.py sets this on the body
+    """The client did not send its body in time (http_protocol.py sets this on the body
     stream). Also a TimeoutError, so that aiohttp's lingering read of an unread body after
     the answer stops quietly on it instead of logging an unhandled exception."""
 
@@ -66,11 +66,17 @@ class PayloadTooLarge(GatewayError):
     status, code, message = 413, "payload_too_large", "Request body too large"
 
 
-class UnsupportedEncoding(GatewayError):
+class UnsupportedMediaType(GatewayError):
+    """A body, or an attachment, of a type the route does not take."""
+
+    status, code, message = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class UnsupportedEncoding(UnsupportedMediaType):
     """A compressed request body: aiohttp would inflate it (past every size cap, and
     against its Content-Length), and no browser sends one."""
 
-    status, code, message = 415, "unsupported_media_type", "Request bodies must not be encoded"
+    message = "Request bodies must not be encoded"
 
 
 class RateLimited(GatewayError):

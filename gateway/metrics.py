@@ -34,7 +34,7 @@ OUTCOMES = (
 )
 OPS_ROUTE = "ops"
 UNMATCHED_ROUTE = "unmatched"
-# Why the listener closed or refused a connection (listener.py, server_limits.py).
+# Why the listener closed or refused a connection (listener.py, http_protocol.py).
 CLOSE_REASONS = (
     "header_timeout", "body_timeout", "evicted", "refused", "refused_per_client",
     "malformed_request",

@@ -8,6 +8,8 @@ import pytest
 
 from gateway.clientip import ClientIPResolver
 
+pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+
 TRUSTED = ClientIPResolver([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")])
 
 

@@ -50,6 +50,8 @@ from tests.support.fake_responses import (
     WebSource,
 )
 
+pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+
 KEY = "sk-test-responses-0123456789"
 FILE_SEARCH: FileSearchToolParam = {"type": "file_search", "vector_store_ids": ["vs_1"]}
 

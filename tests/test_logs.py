@@ -22,6 +22,8 @@ from gateway.upstream import UPSTREAM
 from tests.conftest import ALLOWED, LogCapture
 from tests.support.chatkit_backend import running_backend
 
+pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+
 FIELDS: dict[str, Any] = {
     "request_id": "r1",
     "route": "site",

@@ -32,6 +32,8 @@ from gateway.policy import (
 )
 from gateway.routes import ChatKitProxyRoute, ChatKitSessionRoute, RealtimeClientSecretRoute
 
+pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "gateway.yaml"
 KEY = "sk-test-policy-0123456789"

@@ -24,6 +24,8 @@ from gateway.upstream import stream
 from tests.conftest import ALLOWED, LogCapture, make_policy
 from tests.support.chatkit_backend import WORDS, Backend, free_port, running_backend
 
+pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+
 Client = TestClient[web.Request, web.Application]
 ORIGIN = {"Origin": ALLOWED}
 SAFETY = 5.0  # only ever reached when something is broken: never a pass/fail threshold

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import Metrics
+
+pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
 
 P = "chatkit_gateway_"
 # On a bound (le is inclusive), between bounds, below the first, above the last.

@@ -13,6 +13,8 @@ from gateway.metrics import Metrics
 from tests.conftest import ALLOWED, TEST_KEY, make_policy, site_route
 from tests.support.fake_openai import FakeOpenAI
 
+pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+
 SESSION = "/api/chatkit/session"
 REALTIME = "/api/realtime/secret"
 H = {"Origin": ALLOWED}

@@ -28,7 +28,7 @@ from chatkit.types import (
     ImageAttachment,
 )
 
-from ..errors import BadRequest, PayloadTooLarge, RateLimited
+from ..errors import BadRequest, PayloadTooLarge, RateLimited, UnsupportedMediaType
 from .context import TurnContext
 
 if TYPE_CHECKING:
@@ -36,10 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.agent")
 BELOW = "/attachments/"
-
-
-class UnsupportedType(BadRequest):
-    status, code = 415, "unsupported_media_type"
 
 
 _RETRY_HELD = "3600"  # uploads never sent are swept within the hour; then there is room
@@ -92,7 +88,7 @@ def new_attachment(
         raise BadRequest("This route takes no attachments")
     mime = params.mime_type.split(";", 1)[0].strip().lower()
     if mime not in config.mime_types:
-        raise UnsupportedType(f"Attachments of type {mime[:100]!r} are not accepted")
+        raise UnsupportedMediaType(f"Attachments of type {mime[:100]!r} are not accepted")
     if params.size > config.max_bytes or params.size < 0:
         raise PayloadTooLarge(f"Attachments are at most {config.max_bytes} bytes")
     if held.count >= config.max_per_user:
