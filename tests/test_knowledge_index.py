@@ -80,9 +80,7 @@ async def ingest(index: KnowledgeIndex, *pages: Page, keep: tuple[str, ...] = ()
     return await build.commit()
 
 
-async def urls(
-    index: KnowledgeIndex, query: str, limit: int = 8, route: str = ROUTE
-) -> list[str]:
+async def urls(index: KnowledgeIndex, query: str, limit: int = 8, route: str = ROUTE) -> list[str]:
     return [hit.url.split("#")[0] for hit in await index.search(route, query, limit)]
 
 
