@@ -113,7 +113,7 @@ async def test_the_turn_records_the_attachment_bytes_it_sent(agent: Any) -> None
         attachments=compiled.route.attachments,
     )  # fmt: skip
     page = await store.load_thread_items(thread, None, 30, "asc", context)
-    await AttachmentConverter(store, context).to_agent_input(page.data)
+    await AttachmentConverter(store.attachments, context).to_agent_input(page.data)
     assert context.attachment_bytes == 900  # the PDF (newest); the image would pass 1500
 
 

@@ -38,12 +38,12 @@ from chatkit.types import (
 from pydantic import BaseModel, TypeAdapter
 
 from ..knowledge.citations import cite
+from .agent_spec import AgentSpec
 from .context import TurnContext
 from .converter import AttachmentConverter
 from .model_watch import MODEL_NOT_FOUND, model_not_found
 from .store import SqlStore
 from .titles import Titler
-from .tools import AgentSpec
 from .turn_cost import input_estimate, reserve_turn
 
 log = logging.getLogger("gateway.agent")
@@ -102,7 +102,7 @@ class AgentServer(ChatKitServer[TurnContext]):
         titler: Titler | None = None,
         on_feedback: Callable[[str, str, int], None] | None = None,
     ) -> None:
-        super().__init__(store, store if spec.attachments is not None else None)
+        super().__init__(store, store.attachments if spec.attachments is not None else None)
         self.sql = store
         self.spec = spec
         self._model = model
@@ -137,7 +137,7 @@ class AgentServer(ChatKitServer[TurnContext]):
         recent = await self.store.load_thread_items(
             thread.id, None, spec.history_items, "desc", context
         )
-        history = await AttachmentConverter(self.sql, context).to_agent_input(
+        history = await AttachmentConverter(self.sql.attachments, context).to_agent_input(
             list(reversed(recent.data))
         )
         # Counted where the text lies: no copy of the input, whose attachments are inline.

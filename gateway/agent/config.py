@@ -244,7 +244,7 @@ class AgentRouteData:
 
     user_secret: bytes = dataclasses.field(repr=False)  # X-Device-Id → user, as for proxies
     url_key: bytes = dataclasses.field(repr=False)  # signs attachment URLs
-    spec: Any = None  # gateway.agent.tools.AgentSpec (the extra's types)
+    spec: Any = None  # gateway.agent.agent_spec.AgentSpec (the extra's types)
 
 
 class AgentRoutePolicy(Protocol):

@@ -19,14 +19,14 @@ from chatkit.store import NotFoundError
 from chatkit.types import Attachment, ImageAttachment, ThreadItem, UserMessageItem
 from openai.types.responses import ResponseInputContentParam
 
+from .attachment_store import SqlAttachmentStore
 from .context import TurnContext
-from .store import SqlStore
 
 
 class AttachmentConverter(ThreadItemConverter):
     """One per turn: attachments are read as the turn's user."""
 
-    def __init__(self, store: SqlStore, context: TurnContext) -> None:
+    def __init__(self, store: SqlAttachmentStore, context: TurnContext) -> None:
         self._store = store
         self._context = context
         self._send: set[tuple[str, str]] = set()  # (message id, attachment id): inline

@@ -9,7 +9,8 @@ from chatkit.store import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .context import TurnContext
-from .store_schema import Transactions, _now, feedback, items, threads
+from .store_schema import _now, feedback, items, threads
+from .transactions import Transactions
 
 KINDS = ("positive", "negative")
 MAX_ITEMS = 100  # item ids one request may rate: a request's cost stays bounded
@@ -56,4 +57,4 @@ class FeedbackRows(Transactions):
             )  # fmt: skip
             return len(wanted)
 
-        return await self._run(context, work)
+        return await self.run(context, work)

@@ -16,8 +16,8 @@ from chatkit.store import NotFoundError
 
 from ..errors import NotFound, RateLimited
 from ..metrics import METRICS
+from .attachment_store import SqlAttachmentStore
 from .context import TurnContext
-from .store import SqlStore
 
 CHUNK = 256 * 1024
 # Previews one client may have open at once: a thread's images load together, each holds
@@ -38,7 +38,7 @@ def too_many_previews(request: web.Request, route_name: str) -> RateLimited:
 
 async def serve_preview(
     request: web.Request,
-    store: SqlStore,
+    store: SqlAttachmentStore,
     context: TurnContext,
     attachment_id: str,
     write_timeout: float,

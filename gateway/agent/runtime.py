@@ -34,10 +34,10 @@ if TYPE_CHECKING:
 
     from ..knowledge.index import KnowledgeIndex
     from ..limits.budgets import Budgets
+    from .agent_spec import AgentSpec
     from .chatkit_server import AgentServer
     from .context import TurnContext
     from .store import SqlStore
-    from .tools import AgentSpec
 
 log = logging.getLogger("gateway.agent")
 _SWEEP_EVERY = 3600.0

@@ -37,8 +37,8 @@ from ..upstream.stream import (
     too_many_uploads,
     upload_key,
 )
-from .attachment_policy import BELOW
-from .attachments import handle_attachment, signed_user
+from .attachment_admission import BELOW
+from .attachment_upload import handle_attachment, signed_user
 from .config import AgentRouteData, AgentRoutePolicy, BudgetKey
 from .context import TurnContext
 from .preview import PER_CLIENT as PREVIEWS
@@ -214,8 +214,8 @@ async def _attachment(
     try:
         if not upload:
             timeout = route.stream_write_timeout_seconds
-            return await serve_preview(request, store, context, attachment_id, timeout)
-        return await handle_attachment(request, store, config, context, attachment_id)
+            return await serve_preview(request, store.attachments, context, attachment_id, timeout)
+        return await handle_attachment(request, store.attachments, config, context, attachment_id)
     finally:
         proxy.release_stream(key)
 

@@ -1,4 +1,5 @@
-"""ChatKit's `Store` and `AttachmentStore` on SQLAlchemy's async core: SQLite or PostgreSQL.
+"""ChatKit's `Store` on SQLAlchemy's async core: SQLite or PostgreSQL; its
+`AttachmentStore` beside it (attachment_store.py, `SqlStore.attachments`).
 
 One implementation over both dialects (aiosqlite, asyncpg). Every statement carries the
 requesting user: another user's thread, item or attachment is not found, exactly like an
@@ -10,14 +11,15 @@ the database becomes `StoreUnavailable` (503 before a stream starts).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import sqlalchemy as sa
-from chatkit.store import AttachmentStore, NotFoundError, Store
-from chatkit.types import Page, ThreadItem, ThreadMetadata
+from chatkit.store import NotFoundError, Store
+from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .attachment_rows import AttachmentRows
+from .attachment_store import SqlAttachmentStore
 from .context import TurnContext
 from .feedback_rows import FeedbackRows
 from .store_migrations import migrate
@@ -29,8 +31,28 @@ UNSENT_SECONDS = 3600.0  # an upload no message carried is swept after this (SEC
 _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 
 
-class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore[TurnContext]):
+class SqlStore(FeedbackRows, Store[TurnContext]):
     """The thread store of one database; routes sharing a URL share one."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        timeout: float,
+        on_error: Callable[[TurnContext | None], None],
+    ) -> None:
+        super().__init__(engine, timeout=timeout, on_error=on_error)
+        self.attachments = SqlAttachmentStore(self)  # ChatKitServer's second argument
+
+    # -- attachment records: the attachment store's rows ------------------------------
+    async def save_attachment(self, attachment: Attachment, context: TurnContext) -> None:
+        await self.attachments.save_attachment(attachment, context)
+
+    async def load_attachment(self, attachment_id: str, context: TurnContext) -> Attachment:
+        return await self.attachments.load_attachment(attachment_id, context)
+
+    async def delete_attachment(self, attachment_id: str, context: TurnContext) -> None:
+        await self.attachments.delete_attachment(attachment_id, context)
 
     # -- threads --------------------------------------------------------------------
     async def load_thread(self, thread_id: str, context: TurnContext) -> ThreadMetadata:
@@ -40,7 +62,7 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
             )
             return (await conn.execute(q)).scalar()
 
-        data = await self._run(context, work)
+        data = await self.run(context, work)
         if data is None:
             raise NotFoundError(f"Thread {thread_id} not found")
         return ThreadMetadata.model_validate_json(data)
@@ -67,7 +89,7 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
                     )
                 )  # fmt: skip
 
-        await self._run(context, work)
+        await self.run(context, work)
 
     async def load_threads(
         self, limit: int, after: str | None, order: str, context: TurnContext
@@ -92,7 +114,7 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
             q = q.order_by(*(c.desc() if desc else c.asc() for c in cols)).limit(limit + 1)
             return list((await conn.execute(q)).scalars())
 
-        rows = await self._run(context, work)
+        rows = await self.run(context, work)
         data = [ThreadMetadata.model_validate_json(r) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(data=data, has_more=more, after=data[-1].id if more and data else None)
@@ -118,7 +140,7 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
             )
             await conn.execute(threads.delete().where(*mine))
 
-        await self._run(context, work)
+        await self.run(context, work)
 
     # -- items ----------------------------------------------------------------------
     async def _owned(self, conn: AsyncConnection, thread_id: str, user: str) -> None:
@@ -144,7 +166,7 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
                 await self._owned(conn, thread_id, context.user)
             return found
 
-        rows = await self._run(context, work)
+        rows = await self.run(context, work)
         data = [_ITEM.validate_json(r) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(data=data, has_more=more, after=data[-1].id if more and data else None)
@@ -184,7 +206,7 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
                 )
             )
 
-        await self._run(context, work)
+        await self.run(context, work)
 
     async def load_item(self, thread_id: str, item_id: str, context: TurnContext) -> ThreadItem:
         async def work(conn: AsyncConnection) -> str | None:
@@ -195,7 +217,7 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
             )
             return (await conn.execute(q)).scalar()
 
-        data = await self._run(context, work)
+        data = await self.run(context, work)
         if data is None:
             raise NotFoundError(f"Item {item_id} not found")
         return _ITEM.validate_json(data)
@@ -217,7 +239,7 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
                 )
             )
 
-        await self._run(context, work)
+        await self.run(context, work)
 
     # -- retention ------------------------------------------------------------------
     async def sweep(
@@ -246,4 +268,4 @@ class SqlStore(AttachmentRows, FeedbackRows, Store[TurnContext], AttachmentStore
             done = await conn.execute(threads.delete().where(threads.c.updated_at < cutoff))
             return int(done.rowcount or 0)
 
-        return await self._run(None, work)
+        return await self.run(None, work)

@@ -1,27 +1,17 @@
-"""The thread store's tables, engines and migrations, and the transaction every store
-call runs in (SQLite through aiosqlite, PostgreSQL through asyncpg)."""
+"""The thread store's tables and engines (SQLite through aiosqlite, PostgreSQL through
+asyncpg); the transaction every store call runs in: transactions.py."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from chatkit.store import NotFoundError
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from ..errors import Unavailable
-from .context import TurnContext
-
-log = logging.getLogger("gateway.agent.store")
-T = TypeVar("T")
 
 meta = sa.MetaData()
 _SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # sqlite: rowid autoincrement
@@ -134,51 +124,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-_DOWN = (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError)
-
-
-class Transactions:
-    """One database's transactions: each within a timeout; a database that does not answer
-    becomes StoreUnavailable (503), counted by `on_error`."""
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        *,
-        timeout: float,
-        on_error: Callable[[TurnContext | None], None],
-    ) -> None:
-        self.engine = engine
-        self._timeout = timeout
-        self._on_error = on_error
-        self.healthy = True
-        self.upload_url: Callable[[str, TurnContext], str] | None = None
-
-    @asynccontextmanager
-    async def _tx(self, context: TurnContext | None) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with asyncio.timeout(self._timeout), self.engine.begin() as conn:
-                yield conn
-        except IntegrityError:
-            raise NotFoundError("conflicting id") from None  # a race on one id: not down
-        except _DOWN as exc:
-            self.healthy = False
-            self._on_error(context)
-            log.warning("thread store unavailable: %s", type(exc).__name__)
-            raise StoreUnavailable() from None
-        self.healthy = True
-
-    async def _run(
-        self, context: TurnContext | None, work: Callable[[AsyncConnection], Awaitable[T]]
-    ) -> T:
-        async with self._tx(context) as conn:
-            return await work(conn)
-
-    async def ping(self) -> bool:
-        try:
-            await self._run(None, lambda c: c.execute(sa.text("SELECT 1")))
-        except StoreUnavailable:
-            return False
-        return True

@@ -94,7 +94,7 @@ class ChatKitAgentRoute(RouteBase):
         return self
 
     def compile(self, upstream: UpstreamConfig) -> AgentRouteData:
-        from ..agent.tools import agent_spec  # the extra: present, _agent_checks saw to it
+        from ..agent.agent_spec import agent_spec  # the extra: present, _agent_checks saw to it
 
         secret = user_secret(self.user_id, upstream)
         url_key = hashlib.sha256(b"chatkit-gateway/attachments/v1\x00" + secret).digest()

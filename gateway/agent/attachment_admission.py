@@ -1,5 +1,5 @@
 """Attachments of a `chatkit_agent` route: what `attachments.create` admits, and the
-signed upload URL it answers with (the upload itself: attachments.py).
+signed upload URL it answers with (the upload itself: attachment_upload.py).
 
 The SDK's two-phase upload, to URLs below the route.
 

@@ -1,19 +1,22 @@
-"""Attachment rows of the thread store: metadata and bytes, always with their user, and
-the stored bytes counted per client address and per store (the caps: attachment_policy)."""
+"""ChatKit's `AttachmentStore` (the SDK's second seam beside the thread store): phase one
+of the two-phase upload, the bytes, and the records, always with their user; the stored
+bytes counted per client address and per store (the caps: attachment_admission.py). It
+runs in the thread store's transactions: one database, one health flag."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
-from chatkit.store import NotFoundError
+from chatkit.store import AttachmentStore, NotFoundError
 from chatkit.types import Attachment, AttachmentCreateParams
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .attachment_policy import Held, check_room, client_tag, new_attachment
+from .attachment_admission import Held, check_room, client_tag, new_attachment
 from .context import TurnContext
-from .store_schema import Transactions, _now, attachments
+from .store_schema import _now, attachments
+from .transactions import Transactions
 
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
 _CAPS_LOCK = 0x636B_6761  # pg_advisory_xact_lock's key for the byte caps
@@ -26,10 +29,15 @@ async def _held(conn: AsyncConnection, tag: str, count: int = 0) -> Held:
     return Held(count, int(row[0]), int(row[1]))
 
 
-class AttachmentRows(Transactions):
-    if TYPE_CHECKING:  # the SDK's AttachmentStore provides it (SqlStore)
+class SqlAttachmentStore(AttachmentStore[TurnContext]):
+    """The attachments of one database; the thread store's `save_attachment`,
+    `load_attachment` and `delete_attachment` (the SDK asks the `Store` for records) are
+    these."""
 
-        def generate_attachment_id(self, mime_type: str, context: TurnContext) -> str: ...
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Transactions) -> None:
+        self._tx = tx
 
     async def create_attachment(
         self, input: AttachmentCreateParams, context: TurnContext
@@ -41,7 +49,7 @@ class AttachmentRows(Transactions):
             count = int((await conn.execute(q)).scalar() or 0)
             return await _held(conn, client_tag(context), count)
 
-        held = await self._run(context, work)
+        held = await self._tx.run(context, work)
         return new_attachment(input, context, held, self.generate_attachment_id)
 
     async def save_attachment(self, attachment: Attachment, context: TurnContext) -> None:
@@ -64,7 +72,7 @@ class AttachmentRows(Transactions):
                     )
                 )  # fmt: skip
 
-        await self._run(context, work)
+        await self._tx.run(context, work)
 
     async def load_attachment(self, attachment_id: str, context: TurnContext) -> Attachment:
         row = await self._attachment_row(attachment_id, context, content=False)
@@ -82,7 +90,7 @@ class AttachmentRows(Transactions):
             )
             return (await conn.execute(q)).first()
 
-        row = await self._run(context, work)
+        row = await self._tx.run(context, work)
         if row is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
         return _ATTACHMENT.validate_json(row[0]), None if row[1] is None else int(row[1])
@@ -104,7 +112,7 @@ class AttachmentRows(Transactions):
             )
             return (await conn.execute(q)).first()
 
-        row = await self._run(context, work)
+        row = await self._tx.run(context, work)
         if row is None:
             raise NotFoundError(f"Attachment {attachment_id} not found")
         return (row[0], row[1] if content else None)
@@ -131,7 +139,7 @@ class AttachmentRows(Transactions):
                 .values(content=content, data=data, client=tag, size=len(content))
             )
 
-        await self._run(context, work)
+        await self._tx.run(context, work)
 
     async def attachment_sizes(self, ids: list[str], context: TurnContext) -> dict[str, int]:
         """The stored size of each of the user's uploaded attachments among `ids`."""
@@ -147,7 +155,7 @@ class AttachmentRows(Transactions):
             )
             return {row[0]: int(row[1]) for row in await conn.execute(q)}
 
-        return await self._run(context, work)
+        return await self._tx.run(context, work)
 
     async def read_attachment_chunk(
         self, attachment_id: str, context: TurnContext, offset: int, length: int
@@ -163,7 +171,7 @@ class AttachmentRows(Transactions):
             found = (await conn.execute(q)).scalar()
             return bytes(found) if found else b""
 
-        return await self._run(context, work)
+        return await self._tx.run(context, work)
 
     async def delete_attachment(self, attachment_id: str, context: TurnContext) -> None:
         async def work(conn: AsyncConnection) -> None:
@@ -173,4 +181,4 @@ class AttachmentRows(Transactions):
                 )
             )
 
-        await self._run(context, work)
+        await self._tx.run(context, work)

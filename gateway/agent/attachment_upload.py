@@ -1,4 +1,5 @@
-"""The upload (phase two) of a `chatkit_agent` route's attachments."""
+"""The upload (phase two) of a `chatkit_agent` route's attachments: the bytes POSTed to
+the signed URL `attachments.create` answered with (attachment_admission.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ from aiohttp import BodyPartReader, web
 from chatkit.store import NotFoundError
 
 from ..errors import BadRequest, NotFound, PayloadTooLarge
-from .attachment_policy import token
+from .attachment_admission import token
+from .attachment_store import SqlAttachmentStore
 from .config import AttachmentsConfig
 from .context import TurnContext
-from .store import SqlStore
 
 
 async def _read_upload(request: web.Request, limit: int) -> bytes:
@@ -54,7 +55,7 @@ def signed_user(request: web.Request, key: bytes, attachment_id: str) -> str:
 
 async def handle_attachment(
     request: web.Request,
-    store: SqlStore,
+    store: SqlAttachmentStore,
     config: AttachmentsConfig,
     context: TurnContext,
     attachment_id: str,

@@ -1,0 +1,68 @@
+"""The transaction every call of the thread and attachment stores runs in: one database's,
+shared by both stores (store.py, attachment_store.py), so a database that does not
+answer is one health flag and one 503."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import sqlalchemy as sa
+from chatkit.store import NotFoundError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .context import TurnContext
+from .store_schema import StoreUnavailable
+
+log = logging.getLogger("gateway.agent.store")
+T = TypeVar("T")
+
+_DOWN = (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError)
+
+
+class Transactions:
+    """One database's transactions: each within a timeout; a database that does not answer
+    becomes StoreUnavailable (503), counted by `on_error`."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        timeout: float,
+        on_error: Callable[[TurnContext | None], None],
+    ) -> None:
+        self.engine = engine
+        self._timeout = timeout
+        self._on_error = on_error
+        self.healthy = True
+
+    @asynccontextmanager
+    async def _tx(self, context: TurnContext | None) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with asyncio.timeout(self._timeout), self.engine.begin() as conn:
+                yield conn
+        except IntegrityError:
+            raise NotFoundError("conflicting id") from None  # a race on one id: not down
+        except _DOWN as exc:
+            self.healthy = False
+            self._on_error(context)
+            log.warning("thread store unavailable: %s", type(exc).__name__)
+            raise StoreUnavailable() from None
+        self.healthy = True
+
+    async def run(
+        self, context: TurnContext | None, work: Callable[[AsyncConnection], Awaitable[T]]
+    ) -> T:
+        async with self._tx(context) as conn:
+            return await work(conn)
+
+    async def ping(self) -> bool:
+        try:
+            await self.run(None, lambda c: c.execute(sa.text("SELECT 1")))
+        except StoreUnavailable:
+            return False
+        return True
