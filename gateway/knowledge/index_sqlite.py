@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from .index_query import candidates, fts5_phrase, fts5_query
+from .index_query import MAX_TERMS, candidates, fts5_phrase, fts5_query
 from .index_schema import MAX_PASSAGES, PASSAGE_BITS
 from .model import Hit, Page
 from .sql_index import SqlIndex, clean
@@ -54,6 +54,9 @@ def _counts(terms: int) -> sa.Select[Any]:
     )
 
 
+_COUNTS = tuple(_counts(terms) for terms in range(MAX_TERMS + 1))  # built once
+
+
 class SqliteIndex(SqlIndex):
     __slots__ = ()
 
@@ -77,7 +80,7 @@ class SqliteIndex(SqlIndex):
         self, conn: AsyncConnection, route: str, words: list[str], limit: int
     ) -> list[Hit]:
         counts = {f"t{n}": fts5_phrase(word) for n, word in enumerate(words)}
-        docs = (await conn.execute(_counts(len(words)), counts)).one()
+        docs = (await conn.execute(_COUNTS[len(words)], counts)).one()
         only = candidates(dict(zip(words, docs, strict=True)))
         params = {"q": fts5_query(words, only), "route": route, "limit": limit}
         rows = (await conn.execute(_SEARCH, params)).all()
