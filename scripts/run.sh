@@ -3,7 +3,7 @@
 # http://localhost:8000 — an allowed origin of the shipped routes — plus the demo ChatKit
 # backend on :8001 when a chatkit_proxy route targets it. Without OPENAI_API_KEY
 # the gateway uses the built-in stub upstream (fake ek_stub_ secrets) and says so.
-# Ctrl-C or SIGTERM stops them all.
+# Ctrl-C or SIGTERM stops them all and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 args=(serve --config "${GATEWAY_CONFIG:-gateway.yaml}")
@@ -22,8 +22,9 @@ stop() {
   for pid in ${pids[@]+"${pids[@]}"}; do kill -TERM "$pid" 2>/dev/null || true; done
   wait ${pids[@]+"${pids[@]}"} 2>/dev/null || true
 }
-trap 'stop; exit 130' INT
-trap 'stop; exit 143' TERM
+# Ctrl-C (SIGINT to the whole foreground group) or SIGTERM is the way to stop: a clean
+# stop, exit 0, so that make prints no "*** Error" after it.
+trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
 # The demo pages first: they serve the project's docs (/project/) that the agent route's

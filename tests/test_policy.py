@@ -488,7 +488,8 @@ INVALID = {
             """)
         + SITE,
         "upstream.api_key",
-        "an OpenAI API key is required by token routes",
+        "an OpenAI API key is required: route 'site' (chatkit_session) mints ChatKit client "
+        "secrets at OpenAI",
     ),
     "api_key required without the stub (empty api_key)": (
         with_site(

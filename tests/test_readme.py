@@ -48,6 +48,9 @@ MAKE_RUN = "tests/test_make_run.py::test_make_run_serves_and_stops_on_sigint"
 TRY_IT = f"{HERE}::test_readme_curl_commands_against_make_run"
 MAKE_CHECK = f"{HERE}::test_make_check_masks_secrets_and_picks_the_stub_without_a_key"
 VENV_CHECK = f"{HERE}::test_check_from_the_venv_as_the_readme_writes_it"
+OWN_POLICY = f"{HERE}::test_own_policy_check_and_serve_as_the_readme_writes_them"
+OWN_CHECK = ".venv/bin/chatkit-gateway check --config my-gateway.yaml"
+OWN_SERVE = ".venv/bin/chatkit-gateway serve --config my-gateway.yaml --stub-upstream"
 EXAMPLE = f"{HERE}::test_example_chatkit_server_as_the_readme_runs_it"
 MAKE_TARGETS = f"{HERE}::test_make_targets_in_the_readmes_exist"
 K8S_NAMES = f"{HERE}::test_kubernetes_commands_match_the_manifests"
@@ -69,6 +72,26 @@ AGENT_CURL = (
     "-H 'X-Device-Id: readme-device-0123456789' -d "
     """'{"type":"threads.create","params":{"input":{"content":[{"type":"input_text","""
     """"text":"How do I rotate the OpenAI API key?"}],"attachments":[],"inference_options":{}}}}'"""
+)
+
+AGENT_AS = (
+    "http://127.0.0.1:8080/chatkit/assistant -H 'Origin: http://localhost:8000' "
+    "-H 'X-Device-Id: readme-device-0123456789'"
+)
+LIST_CURL = (
+    f"THREAD=$(curl -s {AGENT_AS} -d "
+    """'{"type":"threads.list","params":{"limit":5,"order":"desc"}}' | .venv/bin/python -c """
+    """'import json, sys; print(json.load(sys.stdin)["data"][0]["id"])')"""
+)
+FOLLOW_UP_CURL = (
+    f"curl -sN {AGENT_AS} -d "
+    """'{"type":"threads.add_user_message","params":{"thread_id":"'"$THREAD"'","input":"""
+    """{"content":[{"type":"input_text","text":"And on a single server?"}],"attachments":[],"""
+    """"inference_options":{}}}}'"""
+)
+GET_CURL = (
+    f"curl -s {AGENT_AS} -d "
+    """'{"type":"threads.get_by_id","params":{"thread_id":"'"$THREAD"'"}}'"""
 )
 
 
@@ -106,6 +129,9 @@ COMMANDS: dict[str, Runs | NotHere] = {
     ),
     # Checking a policy
     AGENT_CURL: Runs(TRY_IT, "ports of that make run"),
+    LIST_CURL: Runs(TRY_IT, "ports of that make run; THREAD kept for the next commands"),
+    FOLLOW_UP_CURL: Runs(TRY_IT, "ports of that make run"),
+    GET_CURL: Runs(TRY_IT, "ports of that make run"),
     # Your site's pages as knowledge
     ".venv/bin/chatkit-gateway ingest --config gateway.yaml": Runs(
         "tests/test_knowledge_serve.py::test_readme_ingest_command_on_make_runs_policy",
@@ -125,6 +151,8 @@ COMMANDS: dict[str, Runs | NotHere] = {
     },
     "make check": Runs(MAKE_CHECK),
     ".venv/bin/chatkit-gateway check --config gateway.yaml --stub-upstream": Runs(VENV_CHECK),
+    OWN_CHECK: Runs(OWN_POLICY, "the README's policy in a temporary directory"),
+    OWN_SERVE: Runs(OWN_POLICY, "that policy with a temporary store and server.port added"),
     ".venv/bin/chatkit-gateway check --config gateway.yaml --online": Runs(
         "tests/test_model_watch.py::test_check_online_as_the_readme_writes_it",
         "gateway.yaml's upstream.base_url pointed at the fake OpenAI, a stand-in key",
@@ -484,6 +512,75 @@ def test_check_from_the_venv_as_the_readme_writes_it() -> None:
     keyless = subprocess.run(argv, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
     assert keyless.returncode != 0
     assert "upstream.api_key" in keyless.stderr, keyless.stderr
+    # Why, for the route at hand (the first that calls OpenAI), not "token routes".
+    assert "route 'assistant' (chatkit_agent) calls OpenAI's Responses API" in keyless.stderr
+    assert "token routes" not in keyless.stderr
+
+
+def migration_policy() -> str:
+    """The README's step-1 policy (only `routes:`), as a reader saves it."""
+    for _, lang, body in shell_blocks(README):
+        text = "\n".join(body)
+        if lang == "yaml" and text.startswith("routes:") and "kind: chatkit_agent" in text:
+            return text + "\n"
+    raise AssertionError("README: no `routes:`-only chatkit_agent policy in a yaml block")
+
+
+@pytest.mark.slow
+async def test_own_policy_check_and_serve_as_the_readme_writes_them(tmp_path: Path) -> None:
+    """`check` names the route that needs the key and why; `serve` listens on 0.0.0.0."""
+    policy = migration_policy()
+    store = re.search(r"url: (sqlite:////\S+)", policy)
+    assert store, "the README's SQLite URL is absolute (four slashes)"
+    port = free_port()
+    policy = policy.replace(store[1], f"sqlite:///{tmp_path / 'threads.db'}")
+    (tmp_path / "my-gateway.yaml").write_text(policy + f"server: {{port: {port}}}\n")
+    binary = str(ROOT / ".venv" / "bin" / "chatkit-gateway")
+
+    check = shlex.split(readme_command(OWN_CHECK).text)
+    done = subprocess.run(
+        [binary, *check[1:]], cwd=tmp_path, env=clean_env(), capture_output=True, text=True
+    )
+    assert done.returncode != 0, done.stdout
+    assert re.search(
+        r"^my-gateway\.yaml:\d+: upstream\.api_key: an OpenAI API key is required: route "
+        r"'assistant' \(chatkit_agent\) calls OpenAI's Responses API",
+        done.stderr,
+        re.M,
+    ), done.stderr
+
+    serve = shlex.split(readme_command(OWN_SERVE).text)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            binary, *serve[1:], cwd=tmp_path, env=clean_env(), stdout=out, stderr=out
+        )
+    try:
+        await wait_listening(port, proc, log)
+        assert f"http://0.0.0.0:{port} routes=assistant:/chatkit/assistant" in log.read_text()
+        body = {
+            "type": "threads.create",
+            "params": {
+                "input": {
+                    "content": [{"type": "input_text", "text": "What is this site about?"}],
+                    "attachments": [],
+                    "inference_options": {},
+                }
+            },
+        }
+        headers = {"Origin": "https://example.org", "X-Device-Id": "readme-own-0123456789"}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            url = f"http://127.0.0.1:{port}/chatkit/assistant"
+            async with http.post(url, json=body, headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+                assert "thread.created" in await resp.text()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0, log.read_text()
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
 
 # --------------------------------------------------------------------------- example server
@@ -605,6 +702,31 @@ def _agent(out: str, demo: int) -> None:
     assert sources[0]["url"].startswith(f"http://localhost:{demo}/project/"), out
 
 
+def _thread_id(out: str, demo: int) -> None:
+    """What THREAD holds: the id of the thread AGENT_CURL created."""
+    assert re.fullmatch(r"[A-Za-z0-9_-]{8,}", out), out
+
+
+def _follow_up(out: str, demo: int) -> None:
+    """A second turn in the same thread: no new thread, a streamed answer with a source."""
+    events = [json.loads(line[6:]) for line in out.splitlines() if line.startswith("data: ")]
+    assert events and not any(e["type"] == "thread.created" for e in events), out
+    assert any(e["type"] == "thread.item.added" for e in events), out
+    done = [e["item"] for e in events if e["type"] == "thread.item.done"]
+    assert done[-1]["type"] == "assistant_message" and done[-1]["content"][0]["text"], out
+
+
+def _thread(out: str, demo: int) -> None:
+    """The thread and its items: both questions and both answers, in order."""
+    thread = json.loads(out)
+    items = thread["items"]["data"]
+    questions = [
+        part["text"] for i in items if i["type"] == "user_message" for part in i["content"]
+    ]
+    assert questions == ["How do I rotate the OpenAI API key?", "And on a single server?"], out
+    assert [i["type"] for i in items].count("assistant_message") == 2, out
+
+
 def _ready(out: str, demo: int) -> None:
     assert '"status": "ok"' in out, out
     assert re.search(r'^chatkit_gateway_build_info\{.*upstream="stub".*\} 1', out, re.M), out
@@ -614,6 +736,9 @@ EXPECTED: dict[str, Callable[[str, int], None]] = {
     "curl -s http://127.0.0.1:8080/": _index,
     TOKEN_CURL: _token,
     AGENT_CURL: _agent,
+    LIST_CURL: _thread_id,
+    FOLLOW_UP_CURL: _follow_up,
+    GET_CURL: _thread,
     next(k for k in COMMANDS if k.startswith("curl -sN http://127.0.0.1:8080/chatkit")): _stream,
     next(k for k in COMMANDS if k.startswith("curl -s localhost:8081/readyz")): _ready,
 }
@@ -663,17 +788,25 @@ async def test_readme_curl_commands_against_make_run(tmp_path: Path) -> None:
             await asyncio.sleep(0.2)
         async with aiohttp.ClientSession() as http:  # the docs ingested (a second or so)
             await knowledge_pages(http, gw)
+        kept: dict[str, str] = {}  # NAME=$(…) lines: the value, for the commands after
         for command in curls:
             local = on_ports(command.text, gw, demo)
+            assigned = re.match(r"^([A-Z_]+)=\$\(", command.text)
+            if assigned:
+                local += f'; printf %s "${assigned[1]}"'
             done = await asyncio.to_thread(
                 subprocess.run,
                 ["bash", "-c", f"set -o pipefail; {local}"],
+                cwd=ROOT,
+                env={**os.environ, **kept},
                 capture_output=True,
                 text=True,
                 timeout=30,
             )
             assert done.returncode == 0, f"{command.source}: {local}\n{done.stdout}{done.stderr}"
             EXPECTED[command.key](done.stdout, demo)
+            if assigned:
+                kept[assigned[1]] = done.stdout
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C

@@ -166,14 +166,24 @@ def _document_checks(data: dict[str, Any], doc: Document) -> list[tuple[Loc, str
 
 def _policy_checks(policy: Policy) -> list[tuple[Loc, str]]:
     """Checks of the whole valid policy."""
-    needs_key = any(r.needs_openai_key for r in policy.routes) and not policy.stub_upstream
-    if needs_key and not policy.upstream.api_key:
+    needs_key = [r for r in policy.routes if r.needs_openai_key]
+    if needs_key and not policy.stub_upstream and not policy.upstream.api_key:
+        route = needs_key[0]  # the first that needs it, named so the reader knows why
+        calls = _CALLS.get(route.KIND, "calls OpenAI")
         message = (
-            "an OpenAI API key is required by token routes (api_key or api_key_file), "
-            "unless the gateway runs with --stub-upstream"
+            f"an OpenAI API key is required: route {route.name!r} ({route.KIND}) {calls}; "
+            "set api_key or api_key_file, unless the gateway runs with --stub-upstream"
         )
         return [(("upstream", "api_key"), message)]
     return []
+
+
+# Why a route kind needs upstream.api_key, in the words of the OpenAI API it calls.
+_CALLS = {
+    "chatkit_session": "mints ChatKit client secrets at OpenAI (/v1/chatkit/sessions)",
+    "realtime_client_secret": "mints Realtime client secrets (/v1/realtime/client_secrets)",
+    "chatkit_agent": "calls OpenAI's Responses API for its agent's answers",
+}
 
 
 def _explain(error: ErrorDetails, data: dict[str, Any]) -> tuple[Loc, str]:
