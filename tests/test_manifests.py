@@ -6,9 +6,8 @@ dashboard. The README's Kubernetes steps that need no cluster run here too: the 
 builds is the one deployed, its store Secret fits the manifests, and its chat `curl` gets an
 answer from the production policy.
 
-kustomize is not needed: `build()` renders the small subset of kustomize this folder uses
-and refuses anything else, so a new kustomize feature fails here loudly instead of being
-skipped silently. Where a real `kustomize` binary is on PATH its output is checked too.
+kustomize is not needed: tests/support/kustomize.py renders the subset this folder uses.
+Where a real `kustomize` binary is on PATH its output is checked too.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
-import hashlib
 import json
 import os
 import re
@@ -35,6 +33,7 @@ import pytest
 import yaml
 
 from gateway.policy import ServerConfig
+from tests.support.kustomize import Manifest, build, kustomization, load_docs, name_of, split_image
 from tests.support.processes import Gateway, base_env, free_port, poll, start_gateway
 from tests.support.promql_exprs import (
     RULES_FILE,
@@ -52,8 +51,6 @@ REDIS_COMPONENT = COMPONENTS / "redis"
 POSTGRES_COMPONENT = COMPONENTS / "postgres"
 INGRESS_COMPONENT = COMPONENTS / "ingress-nginx"
 EXAMPLES = ("secret.example.yaml", "store-secret.example.yaml")
-
-Manifest = dict[str, Any]
 
 # The gateway as these manifests must see it (SPEC §2-§5 and the image's conventions).
 CONFIG_PATH = "/etc/chatkit-gateway/gateway.yaml"
@@ -125,259 +122,6 @@ LABEL_VALUES: Mapping[str, frozenset[str]] = {
 # Labels that Prometheus (and the Prometheus Operator) add to every scraped series.
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "endpoint"})
 PROMETHEUS_METRICS: Mapping[str, frozenset[str]] = {"up": frozenset()}
-
-
-# --------------------------------------------------------------------------- kustomize subset
-
-
-class KustomizeError(Exception):
-    pass
-
-
-def _load_docs(path: Path) -> list[Manifest]:
-    docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
-    for doc in docs:
-        if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
-            raise KustomizeError(f"{path}: not a Kubernetes object: {doc!r:.80}")
-    return docs
-
-
-def _kustomization(directory: Path) -> dict[str, Any]:
-    data = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise KustomizeError(f"{directory}/kustomization.yaml: expected a mapping")
-    return data
-
-
-def _generate_configmap(directory: Path, spec: Mapping[str, Any]) -> Manifest:
-    unknown = set(spec) - {"name", "files", "literals", "options", "behavior"}
-    if unknown:
-        raise KustomizeError(f"configMapGenerator: unsupported keys {sorted(unknown)}")
-    data: dict[str, str] = {}
-    for entry in spec.get("files", []):
-        key, _, path = str(entry).rpartition("=")
-        data[key or Path(path).name] = (directory / path).read_text(encoding="utf-8")
-    for literal in spec.get("literals", []):
-        key, sep, value = str(literal).partition("=")
-        if not sep:
-            raise KustomizeError(f"configMapGenerator literal without '=': {literal!r}")
-        data[key] = value
-    options = spec.get("options", {})
-    metadata: dict[str, Any] = {"name": spec["name"]}
-    for field in ("labels", "annotations"):
-        if field in options:
-            metadata[field] = dict(options[field])
-    manifest: Manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata}
-    manifest["data"] = data
-    if not options.get("disableNameSuffixHash", False):
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-        manifest["x-hash-suffix"] = digest[:10]
-    return manifest
-
-
-def _strategic_merge(base: Any, patch: Any) -> Any:
-    """Strategic merge, enough for pod templates: lists of named objects merge by name."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        if any(str(k).startswith("$") for k in patch):
-            raise KustomizeError(f"strategic-merge directives are not supported: {patch}")
-        out = dict(base)
-        for key, value in patch.items():
-            out[key] = _strategic_merge(base[key], value) if key in base else value
-        return out
-    if isinstance(base, list) and isinstance(patch, list):
-        named = all(isinstance(i, dict) and "name" in i for i in [*base, *patch])
-        if not named:
-            return copy.deepcopy(patch)
-        merged = [dict(i) for i in base]
-        index = {i["name"]: n for n, i in enumerate(merged)}
-        for item in patch:
-            if item["name"] in index:
-                n = index[item["name"]]
-                merged[n] = _strategic_merge(merged[n], item)
-            else:
-                merged.append(copy.deepcopy(item))
-        return merged
-    return copy.deepcopy(patch)
-
-
-def _json6902(doc: Manifest, ops: list[dict[str, Any]]) -> Manifest:
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent: Any = doc
-        for part in parts[:-1]:
-            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-        last = parts[-1]
-        kind = op["op"]
-        if isinstance(parent, list):
-            index = len(parent) if last == "-" else int(last)
-            if kind == "add":
-                parent.insert(index, op["value"])
-            elif kind == "replace":
-                parent[index] = op["value"]
-            elif kind == "remove":
-                del parent[index]
-            else:
-                raise KustomizeError(f"unsupported JSON patch op {kind!r}")
-        elif kind in ("add", "replace"):
-            if kind == "replace" and last not in parent:
-                raise KustomizeError(f"JSON patch replaces a missing path {op['path']}")
-            parent[last] = op["value"]
-        elif kind == "remove":
-            del parent[last]
-        else:
-            raise KustomizeError(f"unsupported JSON patch op {kind!r}")
-    return doc
-
-
-def _matches(doc: Manifest, target: Mapping[str, Any]) -> bool:
-    unknown = set(target) - {"kind", "name", "group", "version"}
-    if unknown:
-        raise KustomizeError(f"patch target: unsupported keys {sorted(unknown)}")
-    group, _, version = str(doc["apiVersion"]).rpartition("/")
-    actual = {"kind": doc["kind"], "name": doc["metadata"]["name"], "group": group}
-    actual["version"] = version
-    return all(re.fullmatch(str(want), actual[key]) for key, want in target.items())
-
-
-def _apply_patches(directory: Path, docs: list[Manifest], patches: list[Any]) -> list[Manifest]:
-    for spec in patches:
-        unknown = set(spec) - {"path", "patch", "target"}
-        if unknown:
-            raise KustomizeError(f"patches: unsupported keys {sorted(unknown)}")
-        text = (directory / spec["path"]).read_text() if "path" in spec else spec["patch"]
-        body = yaml.safe_load(text)
-        target = spec.get("target")
-        if target is None:
-            if not isinstance(body, dict):
-                raise KustomizeError("a JSON 6902 patch needs a target")
-            target = {"kind": body["kind"], "name": body["metadata"]["name"]}
-        hits = [n for n, d in enumerate(docs) if _matches(d, target)]
-        if not hits:
-            raise KustomizeError(f"patch {spec} matches no resource")
-        for n in hits:
-            docs[n] = (
-                _json6902(docs[n], body)
-                if isinstance(body, list)
-                else _strategic_merge(docs[n], {k: v for k, v in body.items() if k != "metadata"})
-            )
-    return docs
-
-
-def _collect(
-    directory: Path, expected_kind: str, components: tuple[Path, ...] = ()
-) -> list[Manifest]:
-    k = _kustomization(directory)
-    kind = k.get("kind", "Kustomization")
-    if kind != expected_kind:
-        raise KustomizeError(f"{directory}: kind {kind}, expected {expected_kind}")
-    supported = {"apiVersion", "kind", "resources", "configMapGenerator", "components", "patches"}
-    supported.add("images")
-    unknown = set(k) - supported
-    if unknown:
-        raise KustomizeError(f"{directory}: kustomize features not rendered here: {unknown}")
-    docs: list[Manifest] = []
-    for resource in k.get("resources", []):
-        path = directory / resource
-        docs += _collect(path, "Kustomization") if path.is_dir() else _load_docs(path)
-    for spec in k.get("configMapGenerator", []):
-        generated = _generate_configmap(directory, spec)
-        behavior = spec.get("behavior", "create")
-        same = [
-            n for n, d in enumerate(docs) if (d["kind"], _name(d)) == ("ConfigMap", spec["name"])
-        ]
-        if behavior == "create":
-            if same:
-                raise KustomizeError(f"ConfigMap {spec['name']} generated twice")
-            docs.append(generated)
-        elif behavior in ("merge", "replace") and same:
-            old = docs[same[0]]
-            if behavior == "merge":
-                generated["data"] = {**old.get("data", {}), **generated["data"]}
-            docs[same[0]] = generated
-        else:
-            raise KustomizeError(f"configMapGenerator behavior {behavior!r} for {spec['name']}")
-    for component in [*(directory / c for c in k.get("components", [])), *components]:
-        docs = _apply_component(component, docs)
-    docs = _apply_patches(directory, docs, k.get("patches", []))
-    return _set_images(docs, k.get("images", []))
-
-
-def _split_image(image: str) -> tuple[str, str]:
-    """`name[:tag]` → (name, ':tag' or ''); a registry's :port is part of the name."""
-    slash = image.rfind("/")
-    colon = image.rfind(":")
-    if "@" in image:
-        raise KustomizeError(f"image digests are not rendered here: {image}")
-    return (image[:colon], image[colon:]) if colon > slash else (image, "")
-
-
-def _set_images(docs: list[Manifest], images: list[Mapping[str, Any]]) -> list[Manifest]:
-    """kustomize's `images:` transformer: newName and newTag for containers of that image."""
-    for spec in images:
-        unknown = set(spec) - {"name", "newName", "newTag"}
-        if unknown:
-            raise KustomizeError(f"images: unsupported keys {sorted(unknown)}")
-        hits = 0
-        for doc in docs:
-            pod = doc.get("spec", {}).get("template", {}).get("spec", {})
-            for container in pod.get("containers", []) + pod.get("initContainers", []):
-                name, tag = _split_image(str(container["image"]))
-                if name == spec["name"]:
-                    new_tag = f":{spec['newTag']}" if "newTag" in spec else tag
-                    container["image"] = str(spec.get("newName", name)) + new_tag
-                    hits += 1
-        if not hits:
-            raise KustomizeError(f"images: no container runs {spec['name']}")
-    return docs
-
-
-def _apply_component(directory: Path, docs: list[Manifest]) -> list[Manifest]:
-    k = _kustomization(directory)
-    if k.get("kind") != "Component":
-        raise KustomizeError(f"{directory}: not a kustomize Component")
-    unknown = set(k) - {"apiVersion", "kind", "resources", "patches"}
-    if unknown:
-        raise KustomizeError(f"{directory}: component features not rendered here: {unknown}")
-    own = [doc for r in k.get("resources", []) for doc in _load_docs(directory / r)]
-    return _apply_patches(directory, docs + own, k.get("patches", []))
-
-
-def _name(doc: Manifest) -> str:
-    return str(doc["metadata"]["name"])
-
-
-def _rename_generated(docs: list[Manifest]) -> list[Manifest]:
-    """Give generated ConfigMaps their hash suffix and rewrite the references to them."""
-    renamed: dict[str, str] = {}
-    for doc in docs:
-        suffix = doc.pop("x-hash-suffix", None)
-        if suffix:
-            old = doc["metadata"]["name"]
-            doc["metadata"]["name"] = renamed[old] = f"{old}-{suffix}"
-    for doc in docs:
-        spec = doc.get("spec", {}).get("template", {}).get("spec")
-        if not spec:
-            continue
-        for volume in spec.get("volumes", []):
-            if "configMap" in volume:
-                name = volume["configMap"]["name"]
-                volume["configMap"]["name"] = renamed.get(name, name)
-        for container in spec.get("containers", []) + spec.get("initContainers", []):
-            for source in container.get("envFrom", []):
-                if "configMapRef" in source:
-                    name = source["configMapRef"]["name"]
-                    source["configMapRef"]["name"] = renamed.get(name, name)
-            for env in container.get("env", []):
-                ref = env.get("valueFrom", {}).get("configMapKeyRef")
-                if ref:
-                    ref["name"] = renamed.get(ref["name"], ref["name"])
-    return docs
-
-
-def build(directory: Path, components: tuple[Path, ...] = ()) -> list[Manifest]:
-    """`kustomize build directory`, plus `components` as an overlay would add them."""
-    return _rename_generated(_collect(directory, "Kustomization", components))
 
 
 # base: the production kustomization as shipped (PostgreSQL included); the others add the
@@ -508,20 +252,20 @@ def prestop_sleep_seconds(container: Mapping[str, Any]) -> float:
 
 
 def test_every_manifest_file_is_used_or_an_example() -> None:
-    listed = set(_kustomization(K8S)["resources"]) | {"kustomization.yaml", "gateway.yaml"}
+    listed = set(kustomization(K8S)["resources"]) | {"kustomization.yaml", "gateway.yaml"}
     examples = set(EXAMPLES)
     files = {p.name for p in K8S.glob("*.yaml")}
     assert files - listed == examples, "manifests neither in kustomization.yaml nor examples"
     assert not (examples & listed), "the Secret examples must not be applied by default"
     kustomization_text = (K8S / "kustomization.yaml").read_text(encoding="utf-8")
     for directory in sorted(COMPONENTS.iterdir()):
-        component = _kustomization(directory)
+        component = kustomization(directory)
         used = set(component["resources"]) | {p["path"] for p in component.get("patches", [])}
         assert {p.name for p in directory.glob("*.yaml")} == used | {"kustomization.yaml"}
         # enabled, or there to uncomment
         assert f"- components/{directory.name}\n" in kustomization_text, directory.name
     assert set(VARIANTS) >= {"base", "redis", "ingress"}
-    assert _kustomization(K8S)["components"] == ["components/postgres"]
+    assert kustomization(K8S)["components"] == ["components/postgres"]
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -563,7 +307,7 @@ def _schema_cases() -> Iterator[tuple[str, str, str, str]]:
                 for version in K8S_VERSIONS:
                     yield variant, doc["kind"], doc["metadata"]["name"], version
     for example in EXAMPLES:
-        for doc in _load_docs(K8S / example):
+        for doc in load_docs(K8S / example):
             for version in K8S_VERSIONS:
                 yield example, doc["kind"], doc["metadata"]["name"], version
 
@@ -572,7 +316,7 @@ def _schema_cases() -> Iterator[tuple[str, str, str, str]]:
 def test_manifest_matches_kubernetes_schema(
     variant: str, kind: str, name: str, version: str
 ) -> None:
-    docs = _load_docs(K8S / variant) if variant in EXAMPLES else rendered(variant)
+    docs = load_docs(K8S / variant) if variant in EXAMPLES else rendered(variant)
     doc = one(docs, kind, name)
     try:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -610,7 +354,7 @@ def _comparable(docs: list[Manifest]) -> dict[tuple[str, str], Any]:
     """Objects by kind and name, the generated ConfigMap's name suffix blanked out."""
     text = yaml.safe_dump_all(docs, sort_keys=True)
     text = re.sub(r"(chatkit-gateway-config)-[a-z0-9]{10}\b", r"\1-HASH", text)
-    return {(d["kind"], _name(d)): d for d in yaml.safe_load_all(text) if d}
+    return {(d["kind"], name_of(d)): d for d in yaml.safe_load_all(text) if d}
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -814,7 +558,7 @@ def test_api_key_file_is_the_mounted_secret() -> None:
     volume = _volume_for(docs, path)
     assert "secret" in volume, f"{path} is not on a Secret volume"
     assert _mount_for(container, path)["readOnly"] is True
-    example = one(_load_docs(K8S / "secret.example.yaml"), "Secret")
+    example = one(load_docs(K8S / "secret.example.yaml"), "Secret")
     assert volume["secret"]["secretName"] == example["metadata"]["name"]
     key = _key_in_volume(volume["secret"], _relative_to_mount(container, path))
     assert key in {**example.get("stringData", {}), **example.get("data", {})}
@@ -826,7 +570,7 @@ def test_api_key_file_is_the_mounted_secret() -> None:
 
 def test_secret_example_holds_only_a_placeholder() -> None:
     text = (K8S / "secret.example.yaml").read_text(encoding="utf-8")
-    secret = one(_load_docs(K8S / "secret.example.yaml"), "Secret")
+    secret = one(load_docs(K8S / "secret.example.yaml"), "Secret")
     values = list(secret.get("stringData", {}).values()) + list(secret.get("data", {}).values())
     assert values, "the example shows which key to create"
     for value in values:
@@ -882,7 +626,7 @@ def agent_route(docs: list[Manifest]) -> dict[str, Any]:
 
 
 def store_example() -> dict[str, str]:
-    secret = one(_load_docs(K8S / "store-secret.example.yaml"), "Secret")
+    secret = one(load_docs(K8S / "store-secret.example.yaml"), "Secret")
     assert secret["metadata"]["name"] == STORE_SECRET
     data = dict(secret["stringData"])
     return data
@@ -1243,10 +987,10 @@ def test_readme_image_is_the_one_the_kustomization_deploys() -> None:
     assert re.search(rf"docker push {re.escape(tag)}(\s|$)", build.key), build.key
     assert gateway_container(rendered())["image"] == tag
     # and named in one place: the images: entry, over deployment.yaml's bare name
-    raw = one(_load_docs(K8S / "deployment.yaml"), "Deployment")
+    raw = one(load_docs(K8S / "deployment.yaml"), "Deployment")
     (container,) = raw["spec"]["template"]["spec"]["containers"]
-    (entry,) = _kustomization(K8S)["images"]
-    assert _split_image(container["image"])[0] == entry["name"]
+    (entry,) = kustomization(K8S)["images"]
+    assert split_image(container["image"])[0] == entry["name"]
     assert "/" not in entry["name"], "deployment.yaml names no registry of its own"
 
 
