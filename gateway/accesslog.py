@@ -8,11 +8,9 @@ what `JsonFormatter` writes for the same record (tests/test_logs.py compares the
 generated fields). Otherwise — a test's capture handler, an operator's extra handler or
 filter — it is `logger.info("request", extra=fields)`, as any other line.
 
-Measured (docs/BENCHMARKS.md, "Library public API against the fast paths"): the direct
-line saves about 86,000 instructions per request, 8 % of the whole request, against
-`logger.info` through the same formatter and handler; the rule for leaving a library's API
-is 5 %. It reads only documented Logger and Handler attributes (`handlers`, `filters`,
-`level`, `propagate`, `parent`), walking them as `Logger.callHandlers` does.
+Why leave `logging`'s path at all: docs/DESIGN.md ("The access log") and its measurement
+in docs/BENCHMARKS.md. It reads only documented Logger and Handler attributes (`handlers`,
+`filters`, `level`, `propagate`, `parent`), walking them as `Logger.callHandlers` does.
 """
 
 from __future__ import annotations
