@@ -107,7 +107,7 @@ class ChatKitAgentRoute(RouteBase):
         return await serve_agent(request, self)
 
     def origin_exempt(self, request: web.Request) -> bool:
-        # An image preview is an `<img>` GET: no Origin. Its URL is signed (attachments.py).
+        # An `<img>` preview GET has no Origin; its URL is signed (attachment_admission.py).
         return request.method == "GET" and request.path != self.path
 
     def openapi(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
