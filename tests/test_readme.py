@@ -61,6 +61,9 @@ K8S_CHAT = "tests/test_manifests.py::test_readme_chat_through_the_production_pol
 RUNBOOK_SED = "tests/test_prometheus_rules.py::test_readme_sed_sets_every_runbook_url"
 
 CLUSTER = "needs a Kubernetes cluster"
+K8S_CHECK = (
+    ".venv/bin/chatkit-gateway check --config config/kubernetes/gateway.yaml --skip-secret-files"
+)
 VPS_MOUNTS = (
     "tests/test_image.py::test_docker_run_and_compose_mount_what_the_image_and_policy_expect"
 )
@@ -190,6 +193,7 @@ COMMANDS: dict[str, Runs | NotHere] = {
         "needs a Docker engine and a registry", partly=K8S_IMAGE
     ),
     "kubectl kustomize config/kubernetes": Runs(K8S_OFFLINE),
+    K8S_CHECK: Runs(f"{HERE}::test_kubernetes_policy_checks_before_applying"),
     "kubectl create namespace chatkit": NotHere(CLUSTER, partly=K8S_OFFLINE),
     "kubectl -n chatkit create secret generic chatkit-gateway-openai "
     "--from-file=api-key=./openai-api-key.txt": NotHere(CLUSTER, partly=K8S_OFFLINE),
@@ -446,6 +450,34 @@ def test_first_screen_says_what_to_do_now_that_agent_builder_is_gone() -> None:
     assert not re.search(r"Agent Builder (shuts|will shut) down", README.read_text())
 
 
+# --------------------------------------------------------------------------- SQLite URLs
+
+# The relative SQLite URLs that are meant: make run's store in the checkout, the default,
+# and the README's one explanation of the form.
+RELATIVE_SQLITE_MEANT = {
+    "sqlite:///.chatkit-gateway/threads.db}",  # gateway.yaml's value for make run
+    "sqlite:///chatkit-gateway-threads.db`,",  # the documented default
+    "sqlite:///`",  # "`sqlite:///` and then the file's path"
+    "sqlite:///var/lib/…`",  # "with three … writes `./var/lib/…`"
+}
+
+
+def test_sqlite_urls_in_examples_are_absolute() -> None:
+    """A newcomer's `sqlite:///var/lib/…` wrote ./var/lib/… into the clone: examples use
+    four slashes, and the README explains the form once."""
+    files = [README, ROOT / "gateway.yaml", *ROOT.glob("config/**/*.y*ml")]
+    files += [*ROOT.glob("examples/**/*.y*ml"), *ROOT.glob("examples/**/*.md")]
+    relative = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in files
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        for url in re.findall(r"sqlite:///(?!/)\S*", line)
+        if url not in RELATIVE_SQLITE_MEANT
+    ]
+    assert not relative, "\n".join(relative)
+    assert README.read_text().count("so an absolute path makes **four** slashes") == 1
+
+
 # --------------------------------------------------------------------------- make targets
 
 
@@ -462,6 +494,35 @@ def test_make_targets_in_the_readmes_exist() -> None:
             ["make", "-n", target], cwd=ROOT, env=clean_env(), capture_output=True, text=True
         )
         assert done.returncode == 0, f"make -n {target}:\n{done.stdout}{done.stderr}"
+
+
+def readme_section(heading: str) -> str:
+    text = README.read_text()
+    start = text.index(f"\n{heading}\n")
+    level = heading.split(" ")[0]
+    following = re.search(rf"^#{{1,{len(level)}}} ", text[start + len(heading) + 2 :], re.M)
+    return text[start : start + len(heading) + 2 + (following.start() if following else 0)]
+
+
+def test_make_run_section_in_step_with_the_makefile_and_the_banner() -> None:
+    """The extras `make run` installs, and its banner's pages in the order it prints them."""
+    section = readme_section("### `make run`")
+    installed = re.search(r"RUN_STAMP\).*?pip install --quiet -e '\.\[([\w,]+)\]'",
+                          (ROOT / "Makefile").read_text(), re.S)  # fmt: skip
+    assert installed, "Makefile: no pip install for make run"
+    for extra in installed[1].split(","):
+        assert f"`{extra}`" in section, f"README's make run section does not name {extra!r}"
+    assert section.index("agent.html") < section.index("proxy.html")
+
+    script = (ROOT / "scripts" / "run.sh").read_text()
+    printed = [p.replace("${query}", "") for p in
+               re.findall(r"http://localhost:\$\{demo_port\}/(\S*)", script)]  # fmt: skip
+    demo = readme_section("## Demo pages")
+    banner = next(b for _, _, b in shell_blocks(README) if "  Ctrl-C stops them all." in b)
+    shown = re.findall(r"http://localhost:8000/(\S*)", "\n".join(banner))
+    assert shown == printed, (shown, printed)
+    assert printed[0] == "agent.html", printed
+    assert "\n".join(banner) in demo
 
 
 # --------------------------------------------------------------------------- make check, check
@@ -917,3 +978,25 @@ def test_kubernetes_commands_without_a_cluster(tmp_path: Path) -> None:
     assert {d["metadata"].get("namespace") for d in docs} == {"chatkit"}
     names = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("Deployment", "chatkit-gateway-redis") in names, names
+
+
+def test_kubernetes_policy_checks_before_applying() -> None:
+    """The README's check of the cluster's policy passes here, where its secret files are
+    not; without the flag, those files are what fails. Its comments cite shipped docs."""
+    argv = shlex.split(readme_command(K8S_CHECK).text)
+    done = subprocess.run(argv, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    policy = yaml.safe_load(done.stdout)
+    assert [r["name"] for r in policy["routes"]] == ["assistant"], policy["routes"]
+    argv.remove("--skip-secret-files")
+    strict = subprocess.run(argv, cwd=ROOT, env=clean_env(), capture_output=True, text=True)
+    assert strict.returncode != 0
+    assert "cannot read secret file" in strict.stderr, strict.stderr
+
+    comments = (K8S / "gateway.yaml").read_text()
+    assert "SPEC" not in comments  # the repository does not ship one
+    assert K8S_CHECK.removeprefix(".venv/bin/chatkit-gateway ") in comments
+    headings = {"policy-reference", "migrating-from-agent-builder", "your-sites-pages-as-knowledge"}
+    assert headings <= anchors(README.read_text())
+    for heading in ('"Policy reference"', '"Migrating from Agent Builder"', "as knowledge"):
+        assert heading in comments, heading
