@@ -805,6 +805,28 @@ EXPECTED: dict[str, Callable[[str, int], None]] = {
 }
 
 
+async def switching_over_check(gw: int, demo: int) -> None:
+    """The "Switching over" step 1: the inline curl, sent to make run's `chat` route (the
+    demo backend behind chatkit_proxy), answers that device's threads as JSON."""
+    section = readme_section("#### Switching over")
+    line = re.search(r"`(curl -N [^`]+)`", section)
+    assert line and "-H 'X-Device-Id: " in line[1], section
+    local = line[1].replace("https://example.org/chatkit", f"http://127.0.0.1:{gw}/chatkit")
+    local = local.replace("'Origin: https://example.org'", f"'Origin: http://localhost:{demo}'")
+    assert str(gw) in local and str(demo) in local, local
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [*shlex.split(local), "-s", "-w", "\n%{http_code}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    body, status = done.stdout.rsplit("\n", 1)
+    assert status == "200", done.stdout
+    assert json.loads(body)["data"] == [], body  # a new device: no threads yet
+
+
 def on_ports(command: str, gw: int, demo: int) -> str:
     # The ops port (8081 in Kubernetes) is the gateway's own port under `make run`.
     command = re.sub(r"\b(127\.0\.0\.1|localhost):808[01]\b", rf"\g<1>:{gw}", command)
@@ -868,6 +890,7 @@ async def test_readme_curl_commands_against_make_run(tmp_path: Path) -> None:
             EXPECTED[command.key](done.stdout, demo)
             if assigned:
                 kept[assigned[1]] = done.stdout
+        await switching_over_check(gw, demo)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
