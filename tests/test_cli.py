@@ -89,7 +89,8 @@ def test_check_prints_the_effective_policy_with_secrets_masked(
     assert done.stderr.splitlines() == [
         f"{policy}: warning: route 'site': chatkit_session mints hosted ChatKit sessions for a "
         "workflow; Agent Builder shut down on 2026-11-30, so this works only for a workflow "
-        "OpenAI still serves (a ChatKit server of your own goes behind a chatkit_proxy route)"
+        "OpenAI still serves (an Agent Builder workflow's agent becomes a chatkit_agent route: "
+        "README, Migrating from Agent Builder)"
     ]
 
 

@@ -268,7 +268,7 @@ async def test_stub_model_searches_and_cites_the_best_passage(
     assert {"type": "progress_update", "icon": "search", "text": "Searching the site…"} in events
     text = text_of(events)
     assert text.startswith("From the site's page “Installing Widgetry”: Build Widgetry")
-    assert text.endswith("[1]")
+    assert text.endswith("[1].")  # a full stop after the citation
     assert url_sources(answer_of(events)) == [
         (text.index("[1]"), SITE + "install#from-source", "Installing Widgetry")
     ]

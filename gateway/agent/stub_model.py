@@ -66,6 +66,7 @@ class StubModel(Model):
 
     def _answer(self, question: str) -> str:
         asked = " ".join(question.split())[:200] or "(nothing)"
+        asked += "" if asked.endswith((".", "?", "!", "…")) else "."  # every sentence ends
         return (
             f"This is the gateway's stub model (no OpenAI key is set). You asked: {asked} "
             f"With a key, the policy's model answers here, citing your documents."

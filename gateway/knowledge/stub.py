@@ -71,7 +71,8 @@ def _answer(output: str) -> str:
     body = [line for line in block[1:] if not line.startswith(("URL: ", "Section: "))]
     words = " ".join(body).split()
     quoted = " ".join(words[:_WORDS]) + (" …" if len(words) > _WORDS else "")
-    return f"From the site's page “{title}”: {quoted} [1]"
+    # A sentence ends with a full stop, after its citation: "… the key. [1]" reads unfinished.
+    return f"From the site's page “{title}”: {quoted.rstrip('.')} [1]."
 
 
 async def stub_turn(

@@ -103,6 +103,6 @@ class ChatKitSessionRoute(TokenRoute):
         return [
             f"route {self.name!r}: chatkit_session mints hosted ChatKit sessions for a "
             "workflow; Agent Builder shut down on 2026-11-30, so this works only for a "
-            "workflow OpenAI still serves (a ChatKit server of your own goes behind a "
-            "chatkit_proxy route)"
+            "workflow OpenAI still serves (an Agent Builder workflow's agent becomes a "
+            "chatkit_agent route: README, Migrating from Agent Builder)"
         ]
