@@ -56,13 +56,12 @@ from ..request_body import parse_object, read_capped
 from ..requestinfo import INFO, RequestInfo
 from ..upstream.stream import (
     PROXY,
-    relay,
     stream_key,
     too_many_streams,
     too_many_uploads,
     upload_key,
 )
-from .proxy_forwarding import forward_headers, upstream_url
+from .proxy_forwarding import forward_headers, relay, upstream_url
 
 _CHUNK = 65536
 

@@ -15,16 +15,18 @@ StubAnswer = Callable[[dict[str, Any], str, int], dict[str, Any]]
 
 class UpstreamCall:
     """What an upstream client is told of the request it serves — its id (sent upstream,
-    logged) and route label (metrics) — and what it reports back: the upstream's status
-    and how long it took, for the access log (the caller copies them to its record)."""
+    logged) and route label (metrics) — and what it reports back for the access log: the
+    upstream's status, how long it took, and the code of a relayed answer that broke
+    after it began (upstream/stream.py). The caller copies them to its record."""
 
-    __slots__ = ("ms", "request_id", "route", "status")
+    __slots__ = ("error_code", "ms", "request_id", "route", "status")
 
     def __init__(self, request_id: str, route: str) -> None:
         self.request_id = request_id
         self.route = route
         self.status: int | None = None
         self.ms: float | None = None
+        self.error_code: str | None = None
 
 
 class TokenUpstream(Protocol):

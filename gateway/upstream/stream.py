@@ -36,7 +36,7 @@ from yarl import URL
 from ..errors import RateLimited, UpstreamError, UpstreamTimeout
 from ..http_fields import HOP_BY_HOP
 from ..metrics import METRICS
-from ..requestinfo import RequestInfo
+from . import UpstreamCall
 
 log = logging.getLogger("gateway.proxy")
 
@@ -126,7 +126,7 @@ def outcome_of(status: int) -> str:
 
 async def relay(
     request: web.Request,
-    info: RequestInfo,
+    call: UpstreamCall,
     url: str,
     headers: CIMultiDict[str],
     body: bytes | AsyncIterator[bytes],
@@ -136,9 +136,10 @@ async def relay(
 ) -> web.StreamResponse:
     """POST to the backend and copy its answer to the client as it arrives. `body` may be
     an iterator (an upload streamed as it comes); when the backend call fails because the
-    body ended early, `refusal()` says how to answer instead (413, 408, 499)."""
+    body ended early, `refusal()` says how to answer instead (413, 408, 499). The backend's
+    status and time, and the code of a stream that broke, are reported on `call`."""
     metrics = request.app[METRICS]
-    route = info.route_label
+    route = call.route
     started = time.perf_counter()
     outcome = "ok"
     upstream: aiohttp.ClientResponse | None = None
@@ -154,7 +155,7 @@ async def relay(
             )
         except TimeoutError:
             outcome = "timeout"
-            _warn("upstream timeout", info, f"no answer within {limits.sock_read:g}s")
+            _warn("upstream timeout", call, f"no answer within {limits.sock_read:g}s")
             raise UpstreamTimeout() from None
         except aiohttp.ClientError as exc:
             refused = refusal()
@@ -162,20 +163,20 @@ async def relay(
                 outcome = "client_error"
                 raise refused from None
             outcome = "connection_error"
-            _warn("upstream connection failed", info, type(exc).__name__)
+            _warn("upstream connection failed", call, type(exc).__name__)
             raise UpstreamError() from None
         first = time.perf_counter() - started
         metrics.upstream_first_byte.labels(route).observe(first)
-        info.upstream_status = upstream.status
-        info.upstream_ms = round(first * 1000, 1)
+        call.status = upstream.status
+        call.ms = round(first * 1000, 1)
         outcome = outcome_of(upstream.status)
         if upstream.status >= 500:
             # Its body may be a debug page; the status stays 5xx so the widget retries.
-            _warn("upstream server error", info, f"status={upstream.status}")
+            _warn("upstream server error", call, f"status={upstream.status}")
             raise UpstreamError()
         response = _start(upstream)
         await response.prepare(request)
-        outcome = await _pump(request, info, upstream, response, write_timeout)
+        outcome = await _pump(request, call, upstream, response, write_timeout)
         return response
     finally:
         if upstream is not None:
@@ -209,7 +210,7 @@ def _relayed(received: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 
 async def _pump(
     request: web.Request,
-    info: RequestInfo,
+    call: UpstreamCall,
     upstream: aiohttp.ClientResponse,
     response: web.StreamResponse,
     write_timeout: float,
@@ -224,10 +225,10 @@ async def _pump(
         except (TimeoutError, aiohttp.ClientError) as exc:
             timed_out = isinstance(exc, TimeoutError)
             boundary = tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n"))
-            info.error_code = UpstreamTimeout.code if timed_out else UpstreamError.code
+            call.error_code = UpstreamTimeout.code if timed_out else UpstreamError.code
             _warn(
                 "upstream stream broke",
-                info,
+                call,
                 f"{type(exc).__name__} after {sent} bytes, "
                 + ("at an event boundary" if boundary else "inside an event or body"),
             )
@@ -245,8 +246,8 @@ async def _pump(
         except ConnectionError:
             return "ok"  # the client left; finishing the response notices it too
         except TimeoutError:
-            info.error_code = "client_write_timeout"
-            _warn("client stopped reading", info, f"a write stalled {write_timeout:g}s")
+            call.error_code = "client_write_timeout"
+            _warn("client stopped reading", call, f"a write stalled {write_timeout:g}s")
             _drop_connection(request)
             return "ok"  # the backend did nothing wrong; closing it ends its request
         sent += len(chunk)
@@ -260,8 +261,7 @@ def _drop_connection(request: web.Request) -> None:
         transport.close()
 
 
-def _warn(message: str, info: RequestInfo, detail: str) -> None:
+def _warn(message: str, call: UpstreamCall, detail: str) -> None:
     log.warning(
-        message,
-        extra={"request_id": info.request_id, "route": info.route_label, "detail": detail},
+        message, extra={"request_id": call.request_id, "route": call.route, "detail": detail}
     )
