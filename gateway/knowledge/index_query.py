@@ -92,15 +92,9 @@ def fts5_phrase(word: str) -> str:
     return '"' + word.replace('"', '""') + '"'
 
 
-def fts5_query(words: list[str], only: Candidates | None = None) -> str:
-    """SQLite FTS5: the terms OR'd, for the passages `only` says: with all of its words
-    (ANDed), or with any (the rare ones count twice in BM25: in the query twice)."""
-    every = " OR ".join(map(fts5_phrase, words))
-    if only is None:
-        return every
-    if only.every:
-        return " AND ".join(map(fts5_phrase, only.words))
-    return f"({' OR '.join(map(fts5_phrase, only.words))}) AND ({every})"
+def fts5_query(words: list[str], every: bool = False) -> str:
+    """SQLite FTS5: the terms OR'd, or ANDed (`every`)."""
+    return (" AND " if every else " OR ").join(map(fts5_phrase, words))
 
 
 def websearch_query(words: list[str], every: bool = False) -> str:

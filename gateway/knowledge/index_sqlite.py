@@ -23,15 +23,25 @@ _INSERT = sa.text(
 )
 # Ranked on rowids alone, the text read for the best few only: a question's terms match a
 # third of the manual's passages, and sorting them with their text cost a quarter more.
-_SEARCH = sa.text(
+_RANKED = (
     "SELECT f.title, f.url, f.heading, f.body, best.rank FROM ("
     " SELECT f.rowid AS id, bm25(ckgw_knowledge_fts, 8.0, 4.0, 1.0) AS rank"
     " FROM ckgw_knowledge_fts AS f"
     " JOIN ckgw_knowledge_pages AS p ON p.id = (f.rowid >> 16)"  # PASSAGE_BITS
     " WHERE ckgw_knowledge_fts MATCH :q AND p.route = :route AND p.born <="
-    " (SELECT committed FROM ckgw_knowledge_routes WHERE route = :route)"
+    " (SELECT committed FROM ckgw_knowledge_routes WHERE route = :route){among}"
     " ORDER BY rank LIMIT :limit"
     ") AS best JOIN ckgw_knowledge_fts AS f ON f.rowid = best.id ORDER BY best.rank"
+)
+_SEARCH = sa.text(_RANKED.format(among=""))
+# Only the rarest terms' passages (:among) ranked, by BM25 over all the terms (:q): the
+# unary + keeps the planner from driving the search by the rowid list (each rowid was a
+# full-text query of its own: 200 ms, not 2).
+_SEARCH_AMONG = sa.text(
+    _RANKED.format(
+        among=" AND +f.rowid IN"
+        " (SELECT rowid FROM ckgw_knowledge_fts WHERE ckgw_knowledge_fts MATCH :among)"
+    )
 )
 
 
@@ -82,10 +92,16 @@ class SqliteIndex(SqlIndex):
         counts = {f"t{n}": fts5_phrase(word) for n, word in enumerate(words)}
         docs = (await conn.execute(_COUNTS[len(words)], counts)).one()
         only = candidates(dict(zip(words, docs, strict=True)))
-        params = {"q": fts5_query(words, only), "route": route, "limit": limit}
-        rows = (await conn.execute(_SEARCH, params)).all()
+        params = {"q": fts5_query(words), "route": route, "limit": limit}
+        if only is None:
+            rows = (await conn.execute(_SEARCH, params)).all()
+        elif only.every:  # all terms common: the passages with every one
+            every = {**params, "q": fts5_query(only.words, every=True)}
+            rows = (await conn.execute(_SEARCH, every)).all()
+        else:
+            among = {**params, "among": fts5_query(only.words)}
+            rows = (await conn.execute(_SEARCH_AMONG, among)).all()
         if only is not None and len(rows) < limit:  # too few: any term's passages
-            params["q"] = fts5_query(words)
             rows = (await conn.execute(_SEARCH, params)).all()
         return [Hit(row.title, row.url, row.heading, row.body, -float(row.rank)) for row in rows]
 
