@@ -18,8 +18,8 @@ a refusal raises (errors.py renders it) and nothing after it runs:
    limit costs no read), then reads the ChatKit type within `max_json_bytes` and spends
    the typed ones.
 
-(They were middlewares once; in aiohttp each middleware level costs about a microsecond
-and a half on every request, ops routes included, and these only concern policy routes.)
+(Plain calls, not middlewares: they concern only policy routes, and a middleware level
+costs every request, ops routes included; docs/DESIGN.md, "Shape of the code".)
 
 Paths that are no policy route's: 405 for an operations endpoint this listener serves
 (routes/ops.py, `SERVED_OPS_PATHS`), else 404 — judged on the path as the client wrote it,
