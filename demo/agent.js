@@ -311,7 +311,7 @@ class Turn {
         this.error = new GatewayError(
           `${ev.message ?? "The assistant could not answer."} (an error event in the stream; ` +
             `${ev.allow_retry ? "sending again may work" : "sending again will not help"})`,
-          { status: 200, code: ev.code ?? "stream_error" },
+          { status: 200, code: ev.code ?? "stream_error", midStream: true },
         );
         renderError(this.error);
         if (this.assistant?.li.dataset.state === "streaming") this.assistant.li.dataset.state = "failed";

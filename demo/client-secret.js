@@ -46,12 +46,15 @@ export function exposedHeaders(response) {
 
 /** A refusal by the gateway (status > 0) or by the browser/network (status 0). */
 export class GatewayError extends Error {
-  constructor(message, { status = 0, code = "network_error", headers = {}, cause } = {}) {
+  /** `midStream`: a ChatKit `error` event after the stream began (the request was
+   *  accepted with 200), not a refusal: shown as a failed answer. */
+  constructor(message, { status = 0, code = "network_error", headers = {}, cause, midStream = false } = {}) {
     super(message, cause ? { cause } : undefined);
     this.name = "GatewayError";
     this.status = status;
     this.code = code;
     this.headers = headers;
+    this.midStream = midStream;
   }
 
   /** Seconds to wait before trying again, from Retry-After (429, 503), else null. */

@@ -66,7 +66,12 @@ export function renderError(error) {
   }
   panel.hidden = false;
   const status = error.status ?? 0;
-  setText("err-status", status ? status : "none — the fetch was rejected");
+  // A failure inside an accepted stream is no refusal: the request got its 200, the answer
+  // began, then the server sent a ChatKit `error` event.
+  $("err-title").textContent = error.midStream ? "The answer failed mid-stream" : "Refused";
+  panel.dataset.kind = error.midStream ? "mid-stream" : "refused";
+  if (error.midStream) setText("err-status", "the request was accepted (200); the stream then carried an error event");
+  else setText("err-status", status ? status : "none — the fetch was rejected");
   setText("err-code", error.code ?? error.name);
   setText("err-message", error.message);
   const headers = error.headers ?? {};

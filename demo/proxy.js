@@ -72,7 +72,7 @@ function render(ev, started, assistant) {
     assistant.text = itemText(ev.item);
     setText("assistant", assistant.text);
   }
-  if (ev.type === "error") renderError(new GatewayError(ev.message ?? "stream error", { status: 200, code: ev.code ?? "stream_error" }));
+  if (ev.type === "error") renderError(new GatewayError(ev.message ?? "stream error", { status: 200, code: ev.code ?? "stream_error", midStream: true }));
 }
 
 async function send(request) {
@@ -128,6 +128,7 @@ function start() {
   setText("endpoint", endpoint);
   linkWithGateway($("to-token"));
   linkWithGateway($("to-agent"));
+  linkWithGateway($("to-agent-intro"));
   showThread();
   $("send-form").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -34,6 +34,7 @@ _TYPES = {
     ".ico": "image/x-icon",
     ".json": "application/json",
 }
+FAVICON = '<link rel="icon" href="/favicon.svg" type="image/svg+xml">'  # demo/favicon.svg
 _NO_CACHE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
@@ -86,7 +87,7 @@ def render(source: str, name: str) -> str:
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="stylesheet" href="/demo.css"></head><body>'
+        f'{FAVICON}<link rel="stylesheet" href="/demo.css"></head><body>'
         f'<nav><a href="{PREFIX}">chatkit-gateway documentation</a> · '
         f'<a href="/agent.html">ask the assistant</a></nav>'
         f'<main class="doc">{body}</main></body></html>\n'
@@ -101,7 +102,8 @@ def _index(docs: list[str]) -> str:
 def render_page(title: str, body: str) -> str:
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title></head><body><main>{body}</main></body></html>\n"
+        f"<title>{html.escape(title)}</title>{FAVICON}</head><body><main>{body}</main>"
+        "</body></html>\n"
     )
 
 

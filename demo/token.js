@@ -175,6 +175,7 @@ async function start() {
   setText("device-id", deviceId());
   linkWithGateway($("to-proxy"));
   linkWithGateway($("to-agent"));
+  linkWithGateway($("to-agent-intro"));
   routeSelect.addEventListener("change", () => {
     params.set("route", routeSelect.value);
     params.delete("kind");

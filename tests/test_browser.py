@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
@@ -576,3 +577,134 @@ async def test_proxy_page_renders_streamed_events_in_order_as_they_arrive(
     assert backend.seen == ["threads.create", "threads.list", *["threads.add_user_message"] * 2]
     await opened.screenshot(f"proxy-page-{via}-json.png")
     opened.assert_no_script_errors()
+
+
+# every page: a 360 px phone, a favicon, Agent Builder users sent to the agent route
+
+PHONE = 360  # CSS px: the narrowest common phone
+FITS = "document.scrollingElement.scrollWidth"
+
+
+async def fits_a_phone(opened: Opened, name: str) -> None:
+    """No sideways scrolling at 360 px, in the page's current state (content shown)."""
+    page = opened.page
+    await page.set_viewport_size({"width": PHONE, "height": 800})
+    await page.wait_for_function(f"{FITS} <= {PHONE}", timeout=5000)  # relaid out
+    width = await page.evaluate(FITS)
+    assert width <= PHONE, f"{name}: {width} px wide at a {PHONE} px viewport"
+    await opened.screenshot(f"{name}-360px.png")
+
+
+async def has_a_favicon(opened: Opened, origin: str) -> None:
+    """A favicon link that the demo server answers (no 404 for /favicon.ico in the log)."""
+    href = await opened.page.evaluate("document.querySelector('link[rel~=icon]')?.href ?? ''")
+    assert href.startswith(origin + "/") and href.endswith(".svg"), href
+    response = await opened.page.request.get(href)
+    assert response.status == 200, href
+    assert response.headers["content-type"] == "image/svg+xml"
+    assert (await response.text()).lstrip().startswith("<svg")
+
+
+async def sends_agent_builder_users_to_the_agent_route(opened: Opened, gateway: str) -> None:
+    intro = opened.page.locator("#agent-builder")
+    await expect(intro).to_contain_text("Agent Builder")
+    await expect(intro.locator("code", has_text="chatkit_agent")).to_have_count(1)
+    link = intro.locator("a#to-agent-intro")
+    await expect(link).to_have_attribute("href", f"agent.html?gateway={quote(gateway, safe='')}")
+
+
+async def test_token_and_proxy_pages_fit_a_phone_have_a_favicon_and_name_the_agent_route(
+    pages: Pages,
+    demo: DemoSite,
+    gateways: Gateways,
+    chatkit_backend: Callable[..., Awaitable[Backend]],
+) -> None:
+    backend = await chatkit_backend()
+    for _ in range(100):
+        backend.gate.release()
+    chat = {
+        "name": "chat",
+        "path": "/chatkit",
+        "kind": "chatkit_proxy",
+        "target": backend.url,
+        "allowed_origins": [demo.allowed],
+    }
+    gw = await stub_gateway(gateways, site_route(demo.allowed), chat)
+
+    opened = await pages.open(f"{demo.allowed}/?gateway={gw}")
+    await expect(opened.page.locator("body")).to_have_attribute("data-state", "offline")
+    await expect(opened.page.locator("#attempts li")).to_have_count(1)
+    await sends_agent_builder_users_to_the_agent_route(opened, gw)
+    await has_a_favicon(opened, demo.allowed)
+    await fits_a_phone(opened, "token-page")
+    opened.assert_no_script_errors()
+
+    opened = await pages.open(f"{demo.allowed}/proxy.html?gateway={gw}")
+    page = opened.page
+    await sends_agent_builder_users_to_the_agent_route(opened, gw)
+    await page.fill("#message", "a message long enough to fill the events list on a phone")
+    await page.click("#send")
+    await expect(page.locator("body")).to_have_attribute("data-state", "done")
+    await page.click("#list")
+    await expect(page.locator("body")).to_have_attribute("data-state", "json")
+    await has_a_favicon(opened, demo.allowed)
+    await fits_a_phone(opened, "proxy-page")
+    opened.assert_no_script_errors()
+
+    # The demo server's rendered docs (/project/) carry the favicon too.
+    opened = await pages.open(f"{demo.allowed}/project/")
+    await has_a_favicon(opened, demo.allowed)
+
+
+async def test_proxy_page_shows_a_failure_mid_stream_as_one_not_as_a_refusal(
+    pages: Pages, demo: DemoSite, gateways: Gateways
+) -> None:
+    """The request is accepted (200) and the stream begins; then the server sends a ChatKit
+    `error` event. That is a failed answer, not "Refused" with "Status 200"."""
+
+    async def failing(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        thread = {"id": "thr_failing", "created_at": "2026-12-07T00:00:00", "items": {}}
+        for event in (
+            {"type": "thread.created", "thread": thread},
+            {
+                "type": "error",
+                "code": "custom",
+                "message": "The backend broke.",
+                "allow_retry": True,
+            },
+        ):
+            await resp.write(f"data: {json.dumps(event)}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/chatkit", failing)
+    server = TestServer(app, host="127.0.0.1", shutdown_timeout=1.0)
+    await server.start_server()
+    try:
+        chat = {
+            "name": "chat",
+            "path": "/chatkit",
+            "kind": "chatkit_proxy",
+            "target": f"http://127.0.0.1:{server.port}/chatkit",
+            "allowed_origins": [demo.allowed],
+        }
+        gw = await stub_gateway(gateways, chat)
+        opened = await pages.open(f"{demo.allowed}/proxy.html?gateway={gw}")
+        page = opened.page
+        await page.fill("#message", "hello")
+        await page.click("#send")
+        await expect(page.locator("#events li[data-type='error']")).to_have_count(1)
+        await expect(page.locator("#error")).to_be_visible()
+        await expect(page.locator("#error")).to_have_attribute("data-kind", "mid-stream")
+        await expect(page.locator("#err-title")).to_have_text("The answer failed mid-stream")
+        await expect(page.locator("#err-status")).to_contain_text("accepted (200)")
+        await expect(page.locator("#err-code")).to_have_text("custom")
+        await expect(page.locator("#err-message")).to_have_text("The backend broke.")
+        await opened.screenshot("proxy-page-mid-stream-failure.png")
+        await fits_a_phone(opened, "proxy-page-mid-stream-failure")
+        opened.assert_no_script_errors()
+    finally:
+        await server.close()

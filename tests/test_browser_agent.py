@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.processes import ROOT, Gateway, base_env, free_port, start_gateway, write_policy
-from tests.test_browser import Opened, Pages
+from tests.test_browser import Opened, Pages, fits_a_phone, has_a_favicon
 
 # test_browser.py's fixtures: one Chromium for the module, `pages` in fresh contexts.
 from tests.test_browser import chromium as chromium
@@ -440,4 +440,22 @@ async def test_refusals_are_shown_readably(pages: Pages, site: Site, gateway: Ga
     await expect(page.locator("#status")).to_have_text("refused by the browser (see below)")
     await opened.screenshot("agent-page-foreign-origin.png")
     assert console_errors(opened, refusals=True) == []
+    opened.assert_no_script_errors()
+
+
+async def test_agent_page_fits_a_phone_with_an_answer_and_has_a_favicon(
+    pages: Pages, site: Site, gateway: Gateway
+) -> None:
+    opened = await pages.open(page_url(site.allowed, gateway))
+    page = opened.page
+    await expect(page.locator("body")).to_have_attribute("data-state", "empty")
+    await send(
+        page, "What does a long question on a narrow phone look like?", timeout=FIRST_ANSWER_MS
+    )
+    source = page.locator(f'#transcript .sources li.source[data-filename="{STUB_SOURCE}"]')
+    await expect(source).to_have_count(1)
+    answer = await page.locator("#transcript .msg-assistant .msg-text").inner_text()
+    assert answer.rstrip().endswith("."), answer  # the stub's sentences end
+    await has_a_favicon(opened, site.allowed)
+    await fits_a_phone(opened, "agent-page")
     opened.assert_no_script_errors()
