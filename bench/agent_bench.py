@@ -486,6 +486,16 @@ async def run(args: argparse.Namespace, upstream_port: int) -> list[Phase]:
     return phases
 
 
+# What the sample stack (bench/agent_sample_stack.py) and the gateway's agent route import,
+# with the extra of pyproject.toml that brings each. Checked first: a missing one would
+# otherwise show only as a server that "did not come up", a minute and a half later.
+NEEDS = {"fastapi": "dev", "uvicorn": "dev", "agents": "agent", "chatkit": "agent"}
+
+
+def missing_dependencies() -> list[str]:
+    return [name for name in NEEDS if importlib.util.find_spec(name) is None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -500,6 +510,14 @@ def main() -> None:
     parser.add_argument("--sample-http", default="auto", choices=["auto", "h11", "httptools"])
     parser.add_argument("--quick", action="store_true", help="1 round: a smoke run")
     args = parser.parse_args()
+    if missing := missing_dependencies():
+        extras = ",".join(sorted({NEEDS[name] for name in missing}))
+        sys.exit(
+            f"bench.agent_bench: {', '.join(missing)} not installed in {sys.prefix} (OpenAI's "
+            "sample stack runs on FastAPI and uvicorn). Install them with "
+            f"`{PY} -m pip install -e '.[{extras}]'`, or run `make bench`, whose venv has "
+            "the dev extra."
+        )
     if args.quick:
         args.rounds = 1
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
