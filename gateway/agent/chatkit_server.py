@@ -56,7 +56,7 @@ _PROGRESS = {
 # The SDK's `process` builds this adapter for every request: about 10 ms of CPU each time
 # (pydantic generating the schema of the request union). Built once here; `process` below
 # is the SDK's own dispatch otherwise: tests/test_agent_store.py compares the answers, and
-# tests/test_agent_sdk_seams.py fails when the installed SDK's  changes.
+# tests/test_agent_sdk_seams.py fails when the installed SDK's `process` changes.
 _REQUEST = TypeAdapter[ChatKitReq](ChatKitReq)
 _FAILED = "The assistant could not answer just now. Please try again."
 _RATE = "The assistant is busy. Please try again in a moment."
