@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .agent.runtime import agent_context
 from .compiled_policy import ACTIVE_POLICY, ActivePolicy, CompiledPolicy
+from .concurrency import SLOTS, Slots
 from .errors import error_middleware
 from .instrumentation import instrumentation_middleware
 from .limits import Limiter, LimitStorage, MemoryStorage
@@ -62,6 +63,7 @@ def create_app(
     app[READINESS] = []  # what /readyz asks besides the limiter: each subsystem adds its own
     app[OUTBOUND] = OutboundRate(policy.upstream)  # upstream.max_rate, for every OpenAI call
     app[LIMITER] = _limiter(policy, metrics, storage)
+    app[SLOTS] = Slots(metrics)  # open streams, uploads, previews per client
     metrics.set_upstream_mode(policy.stub_upstream)
     app.on_response_prepare.append(add_response_headers)
     app.cleanup_ctx.append(_http_session)

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from .clientip import ClientIPResolver, ClientKey
 from .limits import RouteLimit, route_limits
-from .policy import OPS_PATHS, Policy, RouteBase
+from .policy import OPS_PATHS, Policy, RouteBase, RouteHandler
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +22,7 @@ class CompiledRoute:
     preflight_headers: tuple[tuple[str, str], ...]
     methods: frozenset[str]
     allow_header: str
-    data: object = field(repr=False)  # what the kind's compile() made of it
+    handler: RouteHandler = field(repr=False)  # what the kind's compile() made of it
 
     @property
     def name(self) -> str:

@@ -191,6 +191,7 @@ async def test_the_servers_process_is_the_sdks_with_its_parser_built_once(agent:
     from pydantic import ValidationError
 
     from gateway.agent.context import TurnContext
+    from gateway.agent.serving import AgentHandler
 
     client, _ = await agent()
     thread = thread_id_of(await events_of(await chat(client, create("compare me"))))
@@ -199,7 +200,9 @@ async def test_the_servers_process_is_the_sdks_with_its_parser_built_once(agent:
     runtime = app[AGENTS]
     store = await runtime.store_for(compiled.route)
     policy = app[ACTIVE_POLICY].current.policy
-    server = runtime.server_for(compiled.route, compiled.data, store, policy.upstream)
+    handler = compiled.handler
+    assert isinstance(handler, AgentHandler)
+    server = runtime.server_for(handler.route, handler.data, store, policy.upstream)
     owner = await _owner_of(thread, store)
     assert owner.startswith("u_")  # the keyed hash of the device id, never the id
     context = TurnContext(user=owner, route="assistant", client="127.0.0.1", info=None)  # type: ignore[arg-type]

@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from gateway.app import create_app
+from gateway.concurrency import Slots
 from gateway.metrics import Metrics
-from gateway.upstream import stream
 from tests.conftest import ALLOWED, LogCapture, make_policy
 from tests.support.chatkit_backend import WORDS, Backend, free_port, running_backend
 
@@ -465,12 +465,12 @@ async def test_backend_cookies_reach_only_their_own_client(gateway: Any, backend
 
 def test_stream_slots_are_counted_per_key() -> None:
     """The handler's check is the binding one (the early check can race): unit level."""
-    state = stream.ProxyState(session=None)  # type: ignore[arg-type]
-    assert state.take_stream("a", 2) and state.take_stream("a", 2)
-    assert not state.take_stream("a", 2) and state.streams_full("a", 2)
-    assert state.take_stream("b", 2) and state.take_stream("c", None)
-    state.release_stream("a")
-    assert state.take_stream("a", 2)
+    state = Slots(Metrics())
+    assert state.take("a", 2) and state.take("a", 2)
+    assert not state.take("a", 2) and state.full("a", 2)
+    assert state.take("b", 2) and state.take("c", None)
+    state.release("a")
+    assert state.take("a", 2)
     for key in ("a", "a", "b", "c"):
-        state.release_stream(key)
-    assert state._streams == {}
+        state.release(key)
+    assert state._held == {}

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import enum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, model_validator
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import WithJsonSchema
 
-from ..policy import STRICT, UserIdConfig
+from ..policy import STRICT
 from ..policy.secrets import Secret, SecretFile, SecretUrl
 from ..policy.sections import SecretWithFile
 from ..policy.types import Between, Duration, Name, OneOf, Text, at, fmt_duration, strip
@@ -240,45 +240,11 @@ class TokenBudget:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class AgentRouteData:
-    """What serving needs, worked out once per policy (CompiledRoute.data)."""
+    """What serving needs beside the keys, worked out once per policy (the handler's)."""
 
     user_secret: bytes = dataclasses.field(repr=False)  # X-Device-Id → user, as for proxies
     url_key: bytes = dataclasses.field(repr=False)  # signs attachment URLs
     spec: Any = None  # gateway.agent.agent_spec.AgentSpec (the extra's types)
-
-
-class AgentRoutePolicy(Protocol):
-    """The keys of a `chatkit_agent` route (gateway/routes/chatkit_agent.py) that serving
-    reads; a protocol, so that serving does not import the kind that imports it."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def path(self) -> str: ...
-    @property
-    def agent(self) -> AgentConfig: ...
-    @property
-    def store(self) -> StoreConfig: ...
-    @property
-    def titles(self) -> bool | TitlesConfig: ...
-    @property
-    def attachments(self) -> AttachmentsConfig | None: ...
-    @property
-    def user_id(self) -> UserIdConfig: ...
-    @property
-    def token_budgets(self) -> tuple[TokenBudget, ...]: ...
-    @property
-    def max_streams_per_client(self) -> int | None: ...
-    @property
-    def max_json_bytes(self) -> int: ...
-    @property
-    def body_limit(self) -> int: ...
-    @property
-    def stream_idle_timeout_seconds(self) -> float: ...
-    @property
-    def stream_write_timeout_seconds(self) -> float: ...
-    @property
-    def public_url(self) -> str | None: ...
 
 
 KIND = "chatkit_agent"
@@ -288,7 +254,6 @@ __all__ = [
     "KIND",
     "AgentConfig",
     "AgentRouteData",
-    "AgentRoutePolicy",
     "AttachmentsConfig",
     "BudgetKey",
     "FileSearchTool",

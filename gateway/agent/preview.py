@@ -14,26 +14,15 @@ import asyncio
 from aiohttp import web
 from chatkit.store import NotFoundError
 
-from ..errors import NotFound, RateLimited
-from ..metrics import METRICS
+from ..errors import NotFound
 from .attachment_store import SqlAttachmentStore
 from .context import TurnContext
 
 CHUNK = 256 * 1024
 # Previews one client may have open at once: a thread's images load together, each holds
-# one CHUNK at most; the rest get 429 and the browser's image retries later.
+# one CHUNK at most; the rest get 429 (concurrency.py) and the browser's image retries later.
 PER_CLIENT = 8
 _CACHE = "private, max-age=31536000, immutable"
-
-
-def preview_key(route_name: str, client_ip: str) -> str:
-    """ProxyState's counter of one client's open previews (beside streams and uploads)."""
-    return f"{route_name}\x00preview\x00{client_ip}"
-
-
-def too_many_previews(request: web.Request, route_name: str) -> RateLimited:
-    request.app[METRICS].rate_limited.labels(route_name, "previews").inc()
-    return RateLimited("Too many previews at once", headers={"Retry-After": "5"})
 
 
 async def serve_preview(

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,8 +26,9 @@ from ..metrics import METRICS, Metrics
 from ..policy import Policy, UpstreamConfig
 from ..readiness import READINESS
 from ..upstream.outbound import OUTBOUND
-from .config import KIND, AgentRouteData, AgentRoutePolicy
+from .config import AgentRouteData
 from .model_watch import run_model_watch
+from .route_keys import AgentRouteKeys
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -60,7 +61,7 @@ class AgentRuntime:
         self._stores: dict[str, SqlStore] = {}
         self._ready: dict[str, bool] = {}  # store URL → migrated
         self._lock = asyncio.Lock()
-        self._servers: dict[str, tuple[AgentRoutePolicy, AgentRouteData, AgentServer]] = {}
+        self._servers: dict[str, tuple[AgentRouteKeys, AgentRouteData, AgentServer]] = {}
         self._clients: dict[tuple[str, str, float], AsyncOpenAI] = {}
         self._indexes: dict[SqlStore, KnowledgeIndex] = {}  # knowledge (§9), one per store
         self._index_lock = asyncio.Lock()
@@ -80,7 +81,7 @@ class AgentRuntime:
         return budgets_for(config, self._limits, errors.inc)
 
     # -- stores ---------------------------------------------------------------------
-    async def store_for(self, route: AgentRoutePolicy) -> SqlStore:
+    async def store_for(self, route: AgentRouteKeys) -> SqlStore:
         """The route's store, its tables created on first use (StoreUnavailable: 503)."""
         from .store import StoreUnavailable, migrate, open_engine
 
@@ -108,7 +109,7 @@ class AgentRuntime:
                 store.healthy = True
         return store
 
-    def _new_store(self, route: AgentRoutePolicy, open_engine: Any) -> SqlStore:
+    def _new_store(self, route: AgentRouteKeys, open_engine: Any) -> SqlStore:
         from .store import SqlStore
 
         cfg = route.store
@@ -139,7 +140,7 @@ class AgentRuntime:
     # -- servers and models ---------------------------------------------------------
     def server_for(
         self,
-        route: AgentRoutePolicy,
+        route: AgentRouteKeys,
         data: AgentRouteData,
         store: SqlStore,
         upstream: UpstreamConfig,
@@ -168,7 +169,7 @@ class AgentRuntime:
         self._servers[route.name] = (route, data, server)
         return server
 
-    def _with_search(self, route: AgentRoutePolicy, spec: AgentSpec, store: SqlStore) -> AgentSpec:
+    def _with_search(self, route: AgentRouteKeys, spec: AgentSpec, store: SqlStore) -> AgentSpec:
         """The spec with the site search tool (SPEC §9), bound to the store's index."""
         import dataclasses
 
@@ -198,7 +199,7 @@ class AgentRuntime:
                 index = self._indexes[store] = await open_index(store.engine)
         return index
 
-    def _titler(self, route: AgentRoutePolicy, upstream: UpstreamConfig) -> Any:
+    def _titler(self, route: AgentRouteKeys, upstream: UpstreamConfig) -> Any:
         """The route's thread titles (titles.py): None with `titles: false`."""
         from openai.types.shared import Reasoning
 
@@ -218,7 +219,7 @@ class AgentRuntime:
     def _model(
         self,
         model: str,
-        route: AgentRoutePolicy,
+        route: AgentRouteKeys,
         upstream: UpstreamConfig,
         count: Callable[[str, str, float], None] | None = None,
     ) -> Any:
@@ -292,8 +293,8 @@ def _uncounted(route: str, outcome: str, seconds: float) -> None:
 AGENTS = web.AppKey("agents", AgentRuntime)
 
 
-def agent_routes(policy: Policy) -> list[AgentRoutePolicy]:
-    return [cast(AgentRoutePolicy, r) for r in policy.routes if r.kind == KIND]
+def agent_routes(policy: Policy) -> list[AgentRouteKeys]:
+    return [r for r in policy.routes if isinstance(r, AgentRouteKeys)]
 
 
 async def agent_context(app: web.Application) -> AsyncIterator[None]:

@@ -21,28 +21,22 @@ from chatkit.server import NonStreamingResult, StreamingResult
 from chatkit.store import NotFoundError
 from pydantic import ValidationError
 
-from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
+from ..chatkit_endpoint import admit_call, read_call
+from ..concurrency import PREVIEWS, SLOTS, STREAMS, UPLOADS
 from ..errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge
 from ..identity import DEVICE_HEADER, proxy_user_id
 from ..limits.budgets import BudgetBucket
 from ..limits.enforcement import spend_limits
-from ..metrics import METRICS, chatkit_type_label
+from ..metrics import METRICS
 from ..policy import UserIdSource
-from ..request_body import parse_object, read_capped
-from ..requestinfo import INFO, RequestInfo
-from ..upstream.stream import (
-    PROXY,
-    stream_key,
-    too_many_streams,
-    too_many_uploads,
-    upload_key,
-)
+from ..requestinfo import RequestInfo
 from .attachment_admission import BELOW
 from .attachment_upload import handle_attachment, signed_user
-from .config import AgentRouteData, AgentRoutePolicy, BudgetKey
+from .config import AgentRouteData, BudgetKey
 from .context import TurnContext
-from .preview import PER_CLIENT as PREVIEWS
-from .preview import preview_key, serve_preview, too_many_previews
+from .preview import PER_CLIENT as PREVIEWS_PER_CLIENT
+from .preview import serve_preview
+from .route_keys import AgentRouteKeys
 from .runtime import AGENTS
 from .store import SqlStore
 from .turn_cost import TurnBudget, budget_spent, settle_turn
@@ -65,39 +59,40 @@ SERVED = frozenset(
 )
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _MAX_ATTACHMENTS = 10
-_UPLOADS_PER_CLIENT = 4  # uploads one client may have in flight (each up to max_bytes held)
 
 
-async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.StreamResponse:
-    info = request[INFO]
-    compiled = info.route
-    assert compiled is not None
-    data = compiled.data
-    assert isinstance(data, AgentRouteData)
-    if request.path.rstrip("/") != route.path.rstrip("/"):
-        return await _attachment(request, route, data, info)
-    if request.method != "POST":
-        raise MethodNotAllowed(headers={"Allow": "POST, OPTIONS"})
-    declared = request.content_length
-    limit = min(route.max_json_bytes, route.body_limit)  # the route's own cap binds too
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge()
-    earlier = await spend_limits(request, info, compiled, typed=False)
-    body = await read_capped(request, limit)
-    parsed = parse_object(body, empty_ok=False)
-    kind = parsed.get("type")
-    info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
-    if kind not in SERVED:
+class AgentHandler:
+    """A chatkit_agent route's handler: its keys, and what compile() worked out for them."""
+
+    __slots__ = ("data", "route")
+
+    def __init__(self, route: AgentRouteKeys, data: AgentRouteData) -> None:
+        self.route = route
+        self.data = data
+
+    def __repr__(self) -> str:  # the keys in `data` stay out of it
+        return f"AgentHandler({self.route.name!r})"
+
+    async def serve(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        route = self.route
+        if request.path.rstrip("/") != route.path.rstrip("/"):
+            return await _attachment(request, route, self.data, info)
+        if request.method != "POST":
+            raise MethodNotAllowed(headers={"Allow": "POST, OPTIONS"})
+        return await _turn(request, route, self.data, info)
+
+
+async def _turn(
+    request: web.Request, route: AgentRouteKeys, data: AgentRouteData, info: RequestInfo
+) -> web.StreamResponse:
+    call = await read_call(request, info, route.json_limit)
+    kind, parsed, body, streaming = call.kind, call.parsed, call.body, call.streaming
+    if not isinstance(kind, str) or kind not in SERVED:  # a list is no type (nor hashable)
         raise BadRequest(f"This route does not serve ChatKit requests of type {str(kind)[:64]!r}")
     if route.attachments is None and kind in ("attachments.create", "attachments.delete"):
         raise BadRequest("This route takes no attachments")
     user = _user(request, route, data, info)
-    streaming = kind in CHATKIT_STREAMING_TYPES
-    proxy = request.app[PROXY]
-    streams = stream_key(route.name, info.client_ip)
-    if streaming and proxy.streams_full(streams, route.max_streams_per_client):
-        raise too_many_streams(request, route.name)
-    await spend_limits(request, info, compiled, typed=True, earlier=earlier)
+    await admit_call(request, info, call, route.max_streams_per_client)
     runtime = request.app[AGENTS]
     output = data.spec.model_settings.max_tokens or 0
     budget = TurnBudget(runtime.budgets, _budgets(route, user, info), output)
@@ -121,15 +116,11 @@ async def serve_agent(request: web.Request, route: AgentRoutePolicy) -> web.Stre
         raise BadRequest("Not a valid ChatKit request") from None
     if isinstance(result, NonStreamingResult):
         return web.Response(body=result.json, content_type="application/json")
-    if not proxy.take_stream(streams, route.max_streams_per_client):
-        raise too_many_streams(request, route.name)
-    open_streams = request.app[METRICS].open_streams.labels(route.name)
-    open_streams.inc()
+    cap = route.max_streams_per_client
     try:
-        return await _stream(request, route, result)
+        async with request.app[SLOTS].hold(STREAMS, route.name, info.client_ip, cap):
+            return await _stream(request, info, route, result)
     finally:
-        open_streams.dec()
-        proxy.release_stream(streams)
         # The turn settled, in one place (turn_cost.py): its call and tokens counted, its
         # reservation made its charge — the usage OpenAI reported, nothing for a call it
         # refused, else the bounded input estimate.
@@ -155,7 +146,7 @@ async def _own_attachments(parsed: dict[str, Any], store: SqlStore, context: Tur
 
 
 async def _stream(
-    request: web.Request, route: AgentRoutePolicy, result: StreamingResult
+    request: web.Request, info: RequestInfo, route: AgentRouteKeys, result: StreamingResult
 ) -> web.StreamResponse:
     events = result.json_events
     try:
@@ -165,7 +156,6 @@ async def _stream(
             raise NotFound() from None
         except StopAsyncIteration:
             first = b""
-        info = request[INFO]
         info.response_headers["Cache-Control"] = "no-cache"
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
@@ -188,40 +178,37 @@ async def _stream(
 
 
 async def _attachment(
-    request: web.Request, route: AgentRoutePolicy, data: AgentRouteData, info: RequestInfo
+    request: web.Request, route: AgentRouteKeys, data: AgentRouteData, info: RequestInfo
 ) -> web.StreamResponse:
     rest = request.path[len(route.path.rstrip("/")) :]
     attachment_id = rest.removeprefix(BELOW)
     config = route.attachments
     if config is None or not rest.startswith(BELOW) or not _ID.fullmatch(attachment_id):
         raise NotFound()
-    compiled = info.route
-    assert compiled is not None
     upload = request.method == "POST"
     if not upload and request.method != "GET":
         raise MethodNotAllowed(headers={"Allow": "GET, POST, OPTIONS"})
     declared = request.content_length
     if upload and declared is not None and declared > config.max_bytes + 64 * 1024:
         raise PayloadTooLarge()
-    await spend_limits(request, info, compiled, typed=False)  # previews too: no free GETs
+    await spend_limits(request, info, typed=False)  # previews too: no free GETs
     user = signed_user(request, data.url_key, attachment_id)
     store = await request.app[AGENTS].store_for(route)
     context = _context(request, route, data, info, user)
-    proxy = request.app[PROXY]
-    key = (upload_key if upload else preview_key)(route.name, info.client_ip)
-    if not proxy.take_stream(key, _UPLOADS_PER_CLIENT if upload else PREVIEWS):
-        raise (too_many_uploads if upload else too_many_previews)(request, route.name)
-    try:
-        if not upload:
-            timeout = route.stream_write_timeout_seconds
-            return await serve_preview(request, store.attachments, context, attachment_id, timeout)
-        return await handle_attachment(request, store.attachments, config, context, attachment_id)
-    finally:
-        proxy.release_stream(key)
+    slots = request.app[SLOTS]
+    if upload:
+        cap = route.max_uploads_per_client
+        async with slots.hold(UPLOADS, route.name, info.client_ip, cap):
+            return await handle_attachment(
+                request, store.attachments, config, context, attachment_id
+            )
+    async with slots.hold(PREVIEWS, route.name, info.client_ip, PREVIEWS_PER_CLIENT):
+        timeout = route.stream_write_timeout_seconds
+        return await serve_preview(request, store.attachments, context, attachment_id, timeout)
 
 
 def _user(
-    request: web.Request, route: AgentRoutePolicy, data: AgentRouteData, info: RequestInfo
+    request: web.Request, route: AgentRouteKeys, data: AgentRouteData, info: RequestInfo
 ) -> str:
     trusted = info.peer_trusted
     user = proxy_user_id(route.user_id, data.user_secret, request.headers, info.client_ip, trusted)
@@ -235,7 +222,7 @@ def _user(
     return user
 
 
-def _budgets(route: AgentRoutePolicy, user: str, info: RequestInfo) -> list[BudgetBucket]:
+def _budgets(route: AgentRouteKeys, user: str, info: RequestInfo) -> list[BudgetBucket]:
     client = info.compiled.client_key(info.client_ip)
     keys = {BudgetKey.USER: user, BudgetKey.CLIENT_IP: client, BudgetKey.GLOBAL: ""}
     return [
@@ -246,7 +233,7 @@ def _budgets(route: AgentRoutePolicy, user: str, info: RequestInfo) -> list[Budg
 
 def _context(
     request: web.Request,
-    route: AgentRoutePolicy,
+    route: AgentRouteKeys,
     data: AgentRouteData,
     info: RequestInfo,
     user: str,

@@ -32,7 +32,7 @@ from ..metrics import METRICS, Metrics
 from .config import KnowledgeConfig
 
 if TYPE_CHECKING:
-    from ..agent.config import AgentRoutePolicy
+    from ..agent.route_keys import AgentRouteKeys
     from .index import KnowledgeIndex
 
 log = logging.getLogger("gateway.knowledge")
@@ -55,12 +55,12 @@ def _now() -> float:
     return time.time()
 
 
-def knowledge_routes(policy: Any) -> list[tuple[AgentRoutePolicy, KnowledgeConfig]]:
+def knowledge_routes(policy: Any) -> list[tuple[AgentRouteKeys, KnowledgeConfig]]:
     out = []
     for route in policy.routes:
         config = getattr(route, "knowledge", None)
         if isinstance(config, KnowledgeConfig):
-            out.append((cast("AgentRoutePolicy", route), config))
+            out.append((cast("AgentRouteKeys", route), config))
     return out
 
 
@@ -105,7 +105,7 @@ class KnowledgeRefresher:
             await self._poll_route(route, config, state)
 
     async def _poll_route(
-        self, route: AgentRoutePolicy, config: KnowledgeConfig, state: _RouteState
+        self, route: AgentRouteKeys, config: KnowledgeConfig, state: _RouteState
     ) -> None:
         m, name = self._metrics, route.name
         if config.refresh is None:
@@ -156,7 +156,7 @@ class KnowledgeRefresher:
         )
 
     async def _refresh(
-        self, route: AgentRoutePolicy, config: KnowledgeConfig, index: KnowledgeIndex
+        self, route: AgentRouteKeys, config: KnowledgeConfig, index: KnowledgeIndex
     ) -> None:
         from .index import IndexConflict
         from .ingest import ingest

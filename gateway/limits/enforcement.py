@@ -6,8 +6,6 @@ Answers carry the IETF httpapi draft fields for the tightest limit:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from ..errors import RateLimited
@@ -16,9 +14,6 @@ from ..policy import whole_seconds
 from ..requestinfo import RequestInfo
 from . import Limiter, tightest
 from .base import Verdict
-
-if TYPE_CHECKING:
-    from ..compiled_policy import CompiledRoute
 
 LIMITER = web.AppKey("limiter", Limiter)
 
@@ -35,16 +30,17 @@ def rate_headers(verdict: Verdict) -> dict[str, str]:
 async def spend_limits(
     request: web.Request,
     info: RequestInfo,
-    compiled: CompiledRoute,
     *,
     typed: bool | None = None,
     earlier: Verdict | None = None,
 ) -> Verdict | None:
-    """Spends the request's buckets (429 when one is exhausted) and puts the tightest
-    limit's RateLimit fields on the answer to come. `typed`: only the limits narrowed to
+    """Spends the buckets of the request's route (429 when one is exhausted) and puts the
+    tightest limit's RateLimit fields on the answer to come. `typed`: only the limits narrowed to
     ChatKit types (True) or only the others (False), for a route that spends the second
     kind before it has read the type; `earlier` is what that first call returned, so the
     fields report the tightest of both."""
+    compiled = info.route
+    assert compiled is not None  # a policy route's request (dispatch.py)
     limits = compiled.limits
     if typed is not None:
         limits = tuple(lim for lim in limits if (lim.limit.types is not None) is typed)

@@ -7,7 +7,7 @@ onto them. Route kinds add their own keys (`route.py`, `gateway/routes/`).
 from .document import OPS_PATHS, Policy, load_policy, parse_policy, policy_adapter, policy_schema
 from .problems import PolicyError, Problem
 from .render import effective_policy, policy_warnings
-from .route import RouteBase, register_kind, route_kinds, unregister_kind
+from .route import RouteBase, RouteHandler, register_kind, route_kinds, unregister_kind
 from .secrets import Secret, secrets_in
 from .sections import (
     STRICT,
@@ -42,6 +42,7 @@ __all__ = [
     "Rate",
     "RateLimit",
     "RouteBase",
+    "RouteHandler",
     "Secret",
     "ServerConfig",
     "UpstreamConfig",

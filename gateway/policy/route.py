@@ -1,8 +1,8 @@
 """What every route has, and the registry of route kinds.
 
 A route kind is one class, in one module of `gateway/routes/`: its policy keys (the
-dataclass fields, with `kind: Literal["…"]`), how it is compiled for serving, how it
-serves a request, its OpenAPI path items and what `check` warns about. `register_kind`
+dataclass fields, with `kind: Literal["…"]`), how it is compiled into the handler that
+serves its requests, its OpenAPI path items and what `check` warns about. `register_kind`
 refuses a class that lacks any of these, at import; the parser, `check`, the JSON
 Schema, compile, dispatch and `/openapi.json` all iterate the registry, so nothing about
 a kind is written anywhere else.
@@ -15,7 +15,7 @@ import importlib
 import inspect
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, TypeVar
 
 from aiohttp import web
 from pydantic import model_validator
@@ -25,6 +25,14 @@ from .sections import STRICT, RateLimit, UpstreamConfig
 from .types import Between, Bool, HeaderName, Name, Origin, Sorted, UrlPath, at
 
 _BUILT_IN_KINDS = "gateway.routes"  # imports and registers the shipped kinds
+
+
+class RouteHandler(Protocol):
+    """What a kind's `compile()` makes of a route: everything serving needs, worked out
+    once per policy, and the handler of the requests its origin and method checks let
+    through. (`info` is the request's `RequestInfo`: the policy stands below it.)"""
+
+    async def serve(self, request: web.Request, info: Any, /) -> web.StreamResponse: ...
 
 
 @dataclass(frozen=True, kw_only=True, config=STRICT)
@@ -70,12 +78,8 @@ class RouteBase(abc.ABC):
         return self
 
     @abc.abstractmethod
-    def compile(self, upstream: UpstreamConfig) -> object:
-        """What serving needs, worked out once per policy (CompiledRoute.data)."""
-
-    @abc.abstractmethod
-    async def serve(self, request: web.Request) -> web.StreamResponse:
-        """Answer a request the route's origin and method checks let through."""
+    def compile(self, upstream: UpstreamConfig) -> RouteHandler:
+        """The route's handler, with what serving needs worked out once per policy."""
 
     @abc.abstractmethod
     def openapi(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -1,17 +1,8 @@
 """`chatkit_proxy`: the browser's ChatKit traffic passed to the site's own ChatKit server.
 
-The route's own path is the ChatKit endpoint: every request there is a small JSON object
-whose `type` picks the limits that apply (`types:`). So, in order, each step cheaper
-than the next and none reading more than it must:
-1. the path is checked (404) and a declared Content-Length over `max_json_bytes` (or the
-   route's `max_body_bytes`, if smaller) refused (413) — nothing read, nothing spent;
-2. the limits that need no body (no `types:`) are spent: a client over them is refused
-   (429) before one byte of its body is read or parsed;
-3. the body is read within `max_json_bytes` (256 KiB by default: far above any message a
-   person types, far below what makes parsing cost a pod) and parsed (400; nesting is
-   bounded by the interpreter's recursion guard), the type learnt, the per-client stream
-   cap checked, and the limits narrowed to that type spent;
-4. the body is forwarded as is.
+The route's own path is the ChatKit endpoint: the path is checked (404), then the
+endpoint's checks run (gateway/chatkit_endpoint.py: size, untyped limits, parse, type,
+stream cap, typed limits) and the body is forwarded as is.
 Paths below the route carry attachment uploads (multipart, no type): after the path and
 Content-Length checks and the limits, they are streamed to the same place below `target`
 as they arrive — never held whole — counted against `max_body_bytes`, at most
@@ -35,8 +26,8 @@ from pydantic import AfterValidator, BeforeValidator
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import WithJsonSchema
 
-from ..chatkit_protocol import CHATKIT_STREAMING_TYPES
-from ..compiled_policy import CompiledRoute
+from ..chatkit_endpoint import admit_call, read_call
+from ..concurrency import SLOTS, STREAMS, UPLOADS
 from ..errors import ClientClosed, NotFound, PayloadTooLarge, RequestTimeout
 from ..http_fields import HOP_BY_HOP
 from ..identity import proxy_user_id, user_secret
@@ -52,15 +43,7 @@ from ..policy import (
     UserIdSource,
 )
 from ..policy.types import HEADER_NAME, Between, HttpUrl, at, strip
-from ..request_body import parse_object, read_capped
-from ..requestinfo import INFO, RequestInfo
-from ..upstream.stream import (
-    PROXY,
-    stream_key,
-    too_many_streams,
-    too_many_uploads,
-    upload_key,
-)
+from ..requestinfo import RequestInfo
 from .proxy_forwarding import forward_headers, relay, upstream_url
 
 _CHUNK = 65536
@@ -109,16 +92,6 @@ ForwardedHost = Annotated[
 _CONNECT_SECONDS = 10.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class ProxyTarget:
-    """What a chatkit_proxy route needs per request, worked out once per policy."""
-
-    url: str  # the target, no trailing slash; a request's path below the route is appended
-    timeout: aiohttp.ClientTimeout  # no total: streams may last; idle limit between chunks
-    headers: tuple[tuple[str, str], ...] = dataclasses.field(repr=False)  # revealed
-    user_secret: bytes = dataclasses.field(repr=False)  # the key of X-ChatKit-User
-
-
 @dataclass(frozen=True, kw_only=True, config=STRICT)
 class ChatKitProxyRoute(RouteBase):
     kind: Literal["chatkit_proxy"]
@@ -151,40 +124,8 @@ class ChatKitProxyRoute(RouteBase):
         `max_body_bytes` (a route's own cap is never widened by the endpoint's)."""
         return min(self.max_json_bytes, self.body_limit)
 
-    def compile(self, upstream: UpstreamConfig) -> ProxyTarget:
-        idle = self.stream_idle_timeout_seconds
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=min(_CONNECT_SECONDS, idle), sock_read=idle
-        )
-        headers = tuple((name, value.reveal()) for name, value in self.upstream_headers.items())
-        secret = user_secret(self.user_id, upstream)
-        return ProxyTarget(self.target.rstrip("/"), timeout, headers, secret)
-
-    async def serve(self, request: web.Request) -> web.StreamResponse:
-        info = request[INFO]
-        compiled = info.route
-        assert compiled is not None
-        rel = request.rel_url
-        url = upstream_url(self.path, target_of(compiled).url, rel.raw_path, rel.raw_query_string)
-        if url is None:
-            raise NotFound()
-        if not is_endpoint(self.path, request.path):
-            return await handle_upload(request, info, compiled, url)
-        declared = request.content_length
-        if declared is not None and declared > self.json_limit:
-            raise PayloadTooLarge()
-        # Limits that need no body first: a client over them costs a dict lookup.
-        earlier = await spend_limits(request, info, compiled, typed=False)
-        body = await read_capped(request, self.json_limit)
-        kind = parse_object(body, empty_ok=False).get("type")
-        info.chatkit_type = chatkit_type_label(kind if isinstance(kind, str) else None)
-        # Refused before the typed limits spend anything; the handler's check is binding.
-        cap = self.max_streams_per_client
-        full = request.app[PROXY].streams_full(stream_key(self.name, info.client_ip), cap)
-        if full and info.chatkit_type in CHATKIT_STREAMING_TYPES:
-            raise too_many_streams(request, self.name)
-        await spend_limits(request, info, compiled, typed=True, earlier=earlier)
-        return await handle_proxy(request, url, body)
+    def compile(self, upstream: UpstreamConfig) -> ProxyHandler:
+        return ProxyHandler(self, upstream)
 
     def openapi(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         below = self.path.rstrip("/") + "/{rest}"
@@ -208,38 +149,102 @@ class ChatKitProxyRoute(RouteBase):
         return []
 
 
-def target_of(compiled: CompiledRoute) -> ProxyTarget:
-    assert isinstance(compiled.data, ProxyTarget)
-    return compiled.data
-
-
 def is_endpoint(route_path: str, path: str) -> bool:
     return path.rstrip("/") == route_path.rstrip("/")
 
 
-def upstream_headers(request: web.Request, info: RequestInfo, streaming: bool) -> CIMultiDict[str]:
-    compiled = info.route
-    assert compiled is not None
-    route = compiled.route
-    assert isinstance(route, ChatKitProxyRoute)
-    target = target_of(compiled)
-    trusted = info.peer_trusted
-    user = proxy_user_id(
-        route.user_id, target.user_secret, request.headers, info.client_ip, trusted
-    )
-    by_header = route.user_id.source is UserIdSource.HEADER
-    return forward_headers(
-        request.headers,
-        peer=request.remote,
-        scheme=info.scheme,
-        trusted=trusted,
-        request_id=info.request_id,
-        user=user,
-        streaming=streaming,
-        forwarded_host=route.forwarded_host,
-        untrusted_header=route.user_id.header if by_header else None,
-        extra=target.headers,
-    )
+class ProxyHandler:
+    """A chatkit_proxy route's handler, with what it needs worked out once per policy."""
+
+    __slots__ = ("headers", "route", "timeout", "url", "user_secret")
+
+    def __init__(self, route: ChatKitProxyRoute, upstream: UpstreamConfig) -> None:
+        idle = route.stream_idle_timeout_seconds
+        self.route = route
+        # The target, no trailing slash; a request's path below the route is appended.
+        self.url = route.target.rstrip("/")
+        # No total: streams may last; an idle limit between chunks.
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=None, sock_connect=min(_CONNECT_SECONDS, idle), sock_read=idle
+        )
+        self.headers = tuple((name, v.reveal()) for name, v in route.upstream_headers.items())
+        self.user_secret = user_secret(route.user_id, upstream)  # the key of X-ChatKit-User
+
+    def __repr__(self) -> str:  # the revealed headers and the key stay out of it
+        return f"ProxyHandler({self.route.name!r}, {self.url!r})"
+
+    async def serve(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        route = self.route
+        rel = request.rel_url
+        url = upstream_url(route.path, self.url, rel.raw_path, rel.raw_query_string)
+        if url is None:
+            raise NotFound()
+        if not is_endpoint(route.path, request.path):
+            return await self._upload(request, info, url)
+        call = await read_call(request, info, route.json_limit)
+        await admit_call(request, info, call, route.max_streams_per_client)
+        return await self._proxy(request, info, url, call.body, call.streaming)
+
+    def _headers(
+        self, request: web.Request, info: RequestInfo, streaming: bool
+    ) -> CIMultiDict[str]:
+        route = self.route
+        trusted = info.peer_trusted
+        user = proxy_user_id(
+            route.user_id, self.user_secret, request.headers, info.client_ip, trusted
+        )
+        by_header = route.user_id.source is UserIdSource.HEADER
+        return forward_headers(
+            request.headers,
+            peer=request.remote,
+            scheme=info.scheme,
+            trusted=trusted,
+            request_id=info.request_id,
+            user=user,
+            streaming=streaming,
+            forwarded_host=route.forwarded_host,
+            untrusted_header=route.user_id.header if by_header else None,
+            extra=self.headers,
+        )
+
+    async def _upload(
+        self, request: web.Request, info: RequestInfo, url: str
+    ) -> web.StreamResponse:
+        route = self.route
+        declared = request.content_length
+        if declared is not None and declared > route.body_limit:
+            raise PayloadTooLarge()
+        await spend_limits(request, info, typed=False)
+        slot = request.app[SLOTS].hold(
+            UPLOADS, route.name, info.client_ip, route.max_uploads_per_client
+        )
+        async with slot:
+            metrics = request.app[METRICS]
+            metrics.chatkit_requests.labels(route.name, chatkit_type_label(None)).inc()
+            headers = self._headers(request, info, streaming=False)
+            if declared is not None:
+                headers["Content-Length"] = str(declared)  # else chunked, as it came
+            upload = _Upload(request, route.body_limit)
+            body: bytes | AsyncIterator[bytes] = upload.chunks() if declared != 0 else b""
+            write_timeout = route.stream_write_timeout_seconds
+            return await relay(
+                request, info, url, headers, body, self.timeout, write_timeout, upload.refusal
+            )
+
+    async def _proxy(
+        self, request: web.Request, info: RequestInfo, url: str, body: bytes, streaming: bool
+    ) -> web.StreamResponse:
+        route = self.route
+        requests = request.app[METRICS].chatkit_requests
+        headers = self._headers(request, info, streaming)
+        write_timeout = route.stream_write_timeout_seconds
+        if not streaming:
+            requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
+            return await relay(request, info, url, headers, body, self.timeout, write_timeout)
+        cap = route.max_streams_per_client
+        async with request.app[SLOTS].hold(STREAMS, route.name, info.client_ip, cap):
+            requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
+            return await relay(request, info, url, headers, body, self.timeout, write_timeout)
 
 
 class _Overflow(Exception):
@@ -279,61 +284,3 @@ class _Upload:
         if self.failure is not None:
             return ClientClosed()
         return None
-
-
-async def handle_upload(
-    request: web.Request, info: RequestInfo, compiled: CompiledRoute, url: str
-) -> web.StreamResponse:
-    route = compiled.route
-    assert isinstance(route, ChatKitProxyRoute)
-    declared = request.content_length
-    if declared is not None and declared > route.body_limit:
-        raise PayloadTooLarge()
-    await spend_limits(request, info, compiled, typed=False)
-    state = request.app[PROXY]
-    key = upload_key(route.name, info.client_ip)
-    if not state.take_stream(key, route.max_uploads_per_client):
-        raise too_many_uploads(request, route.name)
-    try:
-        metrics = request.app[METRICS]
-        metrics.chatkit_requests.labels(route.name, chatkit_type_label(None)).inc()
-        headers = upstream_headers(request, info, streaming=False)
-        if declared is not None:
-            headers["Content-Length"] = str(declared)  # else chunked, as it came
-        upload = _Upload(request, route.body_limit)
-        body: bytes | AsyncIterator[bytes] = upload.chunks() if declared != 0 else b""
-        timeout = target_of(compiled).timeout
-        write_timeout = route.stream_write_timeout_seconds
-        return await relay(
-            request, info, url, headers, body, timeout, write_timeout, upload.refusal
-        )
-    finally:
-        state.release_stream(key)
-
-
-async def handle_proxy(request: web.Request, url: str, body: bytes) -> web.StreamResponse:
-    info = request[INFO]
-    compiled = info.route
-    assert compiled is not None
-    route = compiled.route
-    assert isinstance(route, ChatKitProxyRoute)
-    metrics = request.app[METRICS]
-    state = request.app[PROXY]
-    streaming = info.chatkit_type in CHATKIT_STREAMING_TYPES
-    headers = upstream_headers(request, info, streaming)
-    timeout = target_of(compiled).timeout
-    write_timeout = route.stream_write_timeout_seconds
-    if not streaming:
-        metrics.chatkit_requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
-        return await relay(request, info, url, headers, body, timeout, write_timeout)
-    key = stream_key(route.name, info.client_ip)
-    if not state.take_stream(key, route.max_streams_per_client):
-        raise too_many_streams(request, route.name)
-    metrics.chatkit_requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
-    open_streams = metrics.open_streams.labels(route.name)
-    open_streams.inc()
-    try:
-        return await relay(request, info, url, headers, body, timeout, write_timeout)
-    finally:
-        open_streams.dec()
-        state.release_stream(key)

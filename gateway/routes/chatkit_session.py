@@ -15,8 +15,8 @@ from ..errors import WorkflowNotFound
 from ..identity import end_user_id, user_secret
 from ..policy import STRICT, JsonObject, UpstreamConfig, UserIdConfig
 from ..policy.types import Between, Bool, NonEmpty, at
-from ..requestinfo import INFO
-from .token import TokenRoute, expires_after
+from ..requestinfo import RequestInfo
+from .token import TokenMint, TokenRoute, expires_after
 
 
 def _workflow_id(value: str) -> str:
@@ -53,15 +53,15 @@ class ChatKitSessionRoute(TokenRoute):
     beta = "chatkit_beta=v1"
     not_found = WorkflowNotFound  # "Workflow with id … not found"
 
-    def compile(self, upstream: UpstreamConfig) -> bytes:
-        return user_secret(self.user_id, upstream)
+    def compile(self, upstream: UpstreamConfig) -> TokenMint:
+        return TokenMint(self, user_secret(self.user_id, upstream))
 
-    def upstream_body(self, browser: dict[str, Any], request: web.Request) -> dict[str, Any]:
-        info = request[INFO]
-        assert info.route is not None and isinstance(info.route.data, bytes)
+    def upstream_body(
+        self, browser: dict[str, Any], request: web.Request, info: RequestInfo, mint: TokenMint
+    ) -> dict[str, Any]:
         user = end_user_id(
             self.user_id,
-            info.route.data,
+            mint.user_secret,
             browser,
             request.headers,
             info.client_ip,

@@ -12,11 +12,11 @@ a refusal raises (errors.py renders it) and nothing after it runs:
    when its Content-Length is already over the route's cap. (aiohttp would send it before
    any handler runs, inviting the body of a request about to be refused; `defer_continue`
    is the catch-all's expect_handler that stops it.)
-4. the route's kind (`RouteBase.serve`), which spends the limits (limits/enforcement.py: 429,
-   and the RateLimit fields on every answer) as soon as it knows what they need: a proxy
-   route spends the limits without `types:` before reading the body (a client over its
-   limit costs no read), then reads the ChatKit type within `max_json_bytes` and spends
-   the typed ones.
+4. the route's handler (what its kind's `compile()` made of it), which spends the limits
+   (limits/enforcement.py: 429, and the RateLimit fields on every answer) as soon as it
+   knows what they need: a ChatKit endpoint spends the limits without `types:` before
+   reading the body (a client over its limit costs no read), then reads the ChatKit type
+   within `max_json_bytes` and spends the typed ones (chatkit_endpoint.py).
 
 (Plain calls, not middlewares: they concern only policy routes, and a middleware level
 costs every request, ops routes included; docs/DESIGN.md, "Shape of the code".)
@@ -87,4 +87,4 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         raise UnsupportedEncoding()
     if hdrs.EXPECT in request.headers:  # nearly never: no coroutine for the rest
         await send_continue(request, compiled.route.body_limit)
-    return await compiled.route.serve(request)
+    return await compiled.handler.serve(request, info)

@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic.dataclasses import dataclass
 
-from ..policy import STRICT, JsonObject, UpstreamConfig
+from ..policy import STRICT, JsonObject
 from ..policy.types import Between
-from .token import TokenRoute, expires_after
+from ..requestinfo import RequestInfo
+from .token import TokenMint, TokenRoute, expires_after
 
 
 @dataclass(frozen=True, kw_only=True, config=STRICT)
@@ -26,10 +27,9 @@ class RealtimeClientSecretRoute(TokenRoute):
     realtime: RealtimeOptions = field(default_factory=RealtimeOptions)
     endpoint = "/realtime/client_secrets"
 
-    def compile(self, upstream: UpstreamConfig) -> None:
-        return None
-
-    def upstream_body(self, browser: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    def upstream_body(
+        self, browser: dict[str, Any], request: web.Request, info: RequestInfo, mint: TokenMint
+    ) -> dict[str, Any]:
         opts = self.realtime
         body: dict[str, Any] = {}
         if opts.expires_after_seconds:

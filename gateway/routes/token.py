@@ -17,9 +17,9 @@ from pydantic.dataclasses import dataclass
 from ..errors import GatewayError, UpstreamError
 from ..limits.enforcement import spend_limits
 from ..openapi import route_path_item
-from ..policy import STRICT, RouteBase
+from ..policy import STRICT, RouteBase, UpstreamConfig
 from ..request_body import parse_object, read_capped
-from ..requestinfo import INFO, RequestInfo
+from ..requestinfo import RequestInfo
 from ..upstream import UPSTREAM, UpstreamCall
 
 
@@ -37,7 +37,9 @@ class TokenRoute(RouteBase):
     not_found: ClassVar[type[GatewayError] | None] = None  # what a 404 there means
 
     @abc.abstractmethod
-    def upstream_body(self, browser: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    def upstream_body(
+        self, browser: dict[str, Any], request: web.Request, info: RequestInfo, mint: TokenMint
+    ) -> dict[str, Any]:
         """What is POSTed to `endpoint` for this browser request."""
 
     @abc.abstractmethod
@@ -49,27 +51,39 @@ class TokenRoute(RouteBase):
     def stub_answer(body: dict[str, Any], secret: str, expires_at: int) -> dict[str, Any]:
         """What the built-in stub upstream (`--stub-upstream`) answers to `body`."""
 
-    async def serve(self, request: web.Request) -> web.StreamResponse:
-        info: RequestInfo = request[INFO]
-        assert info.route is not None
-        await spend_limits(request, info, info.route)
-        browser = parse_object(await read_capped(request, self.body_limit))
-        call = UpstreamCall(info.request_id, info.route_label)
-        try:
-            data = await request.app[UPSTREAM].create(
-                self.endpoint,
-                self.upstream_body(browser, request),
-                call,
-                beta=self.beta,
-                stub=self.stub_answer,
-                not_found=self.not_found,
-            )
-        finally:  # what the upstream reports, for the access log
-            info.upstream_status, info.upstream_ms = call.status, call.ms
-        secret, expires_at = self.answer(data)
-        if not isinstance(secret, str) or not secret or not isinstance(expires_at, int):
-            raise UpstreamError("Upstream answered without a client secret")
-        return web.json_response({"client_secret": secret, "expires_at": expires_at})
+    def compile(self, upstream: UpstreamConfig) -> TokenMint:
+        return TokenMint(self)
 
     def openapi(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {self.path: route_path_item(doc, self.KIND, self, rate_headers=True)}
+
+
+class TokenMint:
+    """A token route's handler: spend the limits, read the browser's body, mint upstream."""
+
+    __slots__ = ("route", "user_secret")
+
+    def __init__(self, route: TokenRoute, user_secret: bytes = b"") -> None:
+        self.route = route
+        self.user_secret = user_secret  # the key of the end user's id, if the kind sends one
+
+    async def serve(self, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+        route = self.route
+        await spend_limits(request, info)
+        browser = parse_object(await read_capped(request, route.body_limit))
+        call = UpstreamCall(info.request_id, info.route_label)
+        try:
+            data = await request.app[UPSTREAM].create(
+                route.endpoint,
+                route.upstream_body(browser, request, info, self),
+                call,
+                beta=route.beta,
+                stub=route.stub_answer,
+                not_found=route.not_found,
+            )
+        finally:  # what the upstream reports, for the access log
+            info.upstream_status, info.upstream_ms = call.status, call.ms
+        secret, expires_at = route.answer(data)
+        if not isinstance(secret, str) or not secret or not isinstance(expires_at, int):
+            raise UpstreamError("Upstream answered without a client secret")
+        return web.json_response({"client_secret": secret, "expires_at": expires_at})

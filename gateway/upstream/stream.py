@@ -33,7 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from ..errors import RateLimited, UpstreamError, UpstreamTimeout
+from ..errors import UpstreamError, UpstreamTimeout
 from ..http_fields import HOP_BY_HOP
 from ..metrics import METRICS
 from . import UpstreamCall
@@ -47,51 +47,12 @@ _ERROR_EVENT = b'data: {"type":"error","code":"stream.error","allow_retry":true}
 
 
 class ProxyState:
-    """App-wide: the session toward backends and the open streams per client."""
+    """App-wide: the session toward backends (the per-client slots: concurrency.py)."""
 
-    __slots__ = ("_streams", "session")
+    __slots__ = ("session",)
 
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
-        self._streams: dict[str, int] = {}
-
-    def streams_full(self, key: str, cap: int | None) -> bool:
-        return cap is not None and self._streams.get(key, 0) >= cap
-
-    def take_stream(self, key: str, cap: int | None) -> bool:
-        """One more open stream for `key`, unless it already has `cap`."""
-        if self.streams_full(key, cap):
-            return False
-        self._streams[key] = self._streams.get(key, 0) + 1
-        return True
-
-    def release_stream(self, key: str) -> None:
-        count = self._streams.pop(key, 1) - 1
-        if count > 0:
-            self._streams[key] = count
-
-
-# Open streams and uploads end in seconds to minutes: a short, honest guess.
-_RETRY_AFTER = "5"
-
-
-def stream_key(route_name: str, client_ip: str) -> str:
-    """The counter of one client's open streams on one route (ChatKit proxy and agent)."""
-    return f"{route_name}\x00{client_ip}"
-
-
-def upload_key(route_name: str, client_ip: str) -> str:
-    return f"{route_name}\x00upload\x00{client_ip}"
-
-
-def too_many_streams(request: web.Request, route_name: str) -> RateLimited:
-    request.app[METRICS].rate_limited.labels(route_name, "streams").inc()
-    return RateLimited("Too many open streams", headers={"Retry-After": _RETRY_AFTER})
-
-
-def too_many_uploads(request: web.Request, route_name: str) -> RateLimited:
-    request.app[METRICS].rate_limited.labels(route_name, "uploads").inc()
-    return RateLimited("Too many uploads at once", headers={"Retry-After": _RETRY_AFTER})
 
 
 PROXY = web.AppKey("proxy", ProxyState)
