@@ -24,9 +24,9 @@ from .request_context import REQUEST_IDS, RequestIds, add_response_headers, cont
 from .routes.dispatch import defer_continue, dispatch
 from .routes.ops import LIFECYCLE, Lifecycle, setup_ops
 from .upstream import UPSTREAM, TokenUpstream
+from .upstream.backend import proxy_context
 from .upstream.openai import OpenAIClient
 from .upstream.outbound import OUTBOUND, OutboundRate
-from .upstream.stream import proxy_context
 from .upstream.stub import StubUpstream
 
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)

@@ -26,7 +26,7 @@ class RequestInfo:
     chatkit_type: str | None = None
     upstream_status: int | None = None
     upstream_ms: float | None = None
-    # An answer already begun that broke (a proxied stream, upstream/stream.py): the code
+    # An answer already begun that broke (a proxied stream, upstream/backend.py): the code
     # for the access log. Error answers carry theirs on the response (errors.py).
     error_code: str | None = None
     # Added to the answer when it is prepared, streamed answers and errors included.

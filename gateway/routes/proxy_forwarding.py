@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..http_fields import HOP_BY_HOP
 from ..requestinfo import RequestInfo
-from ..upstream import UpstreamCall, stream
+from ..upstream import UpstreamCall, backend
 
 # Escapes that could turn into a traversal, a different path, or control bytes once a
 # backend decodes them: `.`, `/`, `\`, `%` (double encoding), and C0 controls/DEL; and a
@@ -134,11 +134,13 @@ async def relay(
     write_timeout: float,
     refusal: Callable[[], Exception | None] = lambda: None,
 ) -> web.StreamResponse:
-    """upstream/stream.py's `relay`, told only the request's id and route; the backend's
+    """upstream/backend.py's `relay`, told only the request's id and route; the backend's
     status and time, and the code of a stream that broke, go on the record (access log)."""
     call = UpstreamCall(info.request_id, info.route_label)
     try:
-        return await stream.relay(request, call, url, headers, body, limits, write_timeout, refusal)
+        return await backend.relay(
+            request, call, url, headers, body, limits, write_timeout, refusal
+        )
     finally:
         info.upstream_status, info.upstream_ms = call.status, call.ms
         if call.error_code is not None:

@@ -17,7 +17,7 @@ class UpstreamCall:
     """What an upstream client is told of the request it serves — its id (sent upstream,
     logged) and route label (metrics) — and what it reports back for the access log: the
     upstream's status, how long it took, and the code of a relayed answer that broke
-    after it began (upstream/stream.py). The caller copies them to its record."""
+    after it began (upstream/backend.py). The caller copies them to its record."""
 
     __slots__ = ("error_code", "ms", "request_id", "route", "status")
 
