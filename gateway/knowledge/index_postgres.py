@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .index_query import candidates, idf, websearch_query
 from .index_schema import postgres_stats
+from .index_sql import SqlIndex, clean, unavailable_on_error
 from .model import Hit, Page
-from .sql_index import SqlIndex, clean, unavailable_on_error
 
 log = logging.getLogger("gateway.knowledge.index")
 

@@ -13,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .index_query import MAX_TERMS, candidates, fts5_phrase, fts5_query
 from .index_schema import MAX_PASSAGES, PASSAGE_BITS
+from .index_sql import SqlIndex, clean
 from .model import Hit, Page
-from .sql_index import SqlIndex, clean
 
 # bm25() weights per column: title, heading, body (url is not indexed). Lower is better.
 _INSERT = sa.text(
