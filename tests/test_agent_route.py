@@ -333,6 +333,11 @@ async def test_requests_the_route_does_not_serve_are_400(agent: Any, model: Fake
     broken = await chat(client, {"type": "threads.create", "params": {"input": 3}})
     assert broken.status == 400
     assert (await broken.json())["error"]["message"] == "Not a valid ChatKit request"
+    odd_types: list[object] = [[], {"a": 1}, 3, None]  # not types at all (a list made a 500)
+    for odd in odd_types:
+        resp = await chat(client, {"type": odd, "params": {}})
+        assert resp.status == 400, odd
+        assert "does not serve ChatKit requests of type" in (await resp.json())["error"]["message"]
 
 
 async def test_instructions_from_a_file_reach_the_model(

@@ -20,6 +20,7 @@ from yarl import URL
 from gateway.agent.runtime import AGENTS
 from gateway.agent.store_schema import attachments
 from gateway.compiled_policy import ACTIVE_POLICY
+from gateway.concurrency import SLOTS, UPLOADS
 from tests.conftest import ALLOWED
 from tests.support.agent_client import (
     DEVICE_A,
@@ -196,6 +197,55 @@ async def test_previews_have_a_per_client_cap_and_a_write_deadline(agent: Any) -
     finally:
         for sock in stalled:
             sock.close()
+
+
+def _stalled_upload(port: int, path: str) -> socket.socket:
+    """An upload that sends its head and the first bytes of its body, then waits."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: {ALLOWED}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 2000\r\n\r\n"
+    )
+    sock.sendall(head.encode() + b"--b\r\n")
+    return sock
+
+
+async def test_uploads_in_flight_per_client_are_capped_by_max_uploads_per_client(
+    agent: Any,
+) -> None:
+    client, metrics = await agent(attachments=CAPS, max_uploads_per_client=1)
+    done = await upload(client, "done.png", PNG, "image/png")
+    # A probe: an upload to an attachment that has its bytes. With a slot free it is
+    # refused after taking one (400); with none free, before (429). (Probes hold a slot
+    # too, briefly: none is sent until the stalled upload holds its own.)
+    again = URL(done["upload_descriptor"]["url"]).path_qs
+    made = await (await chat(client, attachment_create("slow.png", len(PNG), "image/png"))).json()
+    slow = URL(made["upload_descriptor"]["url"]).path_qs
+    port = client.server.port
+    assert port is not None
+    loop = asyncio.get_running_loop()
+    sock = await loop.run_in_executor(None, _stalled_upload, port, slow)
+    slots = client.server.app[SLOTS]
+    try:
+        for _ in range(100):  # until the stalled upload's handler holds its slot
+            if slots.full(slots.key(UPLOADS, "assistant", "127.0.0.1"), 1):
+                break
+            await asyncio.sleep(0.05)
+        probe = await client.post(again, data=b"x", headers={"Origin": ALLOWED})
+        assert probe.status == 429
+        assert (await probe.json())["error"]["message"] == "Too many uploads at once"
+        assert int(probe.headers["Retry-After"]) >= 1
+        labels = {"route": "assistant", "key": "uploads"}
+        assert metrics.registry.get_sample_value("chatkit_gateway_rate_limited_total", labels)
+    finally:
+        sock.close()
+    for _ in range(100):  # the slot comes back when the stalled upload ends
+        probe = await client.post(again, data=b"x", headers={"Origin": ALLOWED})
+        if probe.status != 429:
+            break
+        await asyncio.sleep(0.05)
+    assert probe.status == 400
+    assert (await probe.json())["error"]["message"] == "This attachment was uploaded already"
 
 
 # -- 4. stored bytes ----------------------------------------------------------------------
