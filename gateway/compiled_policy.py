@@ -23,6 +23,8 @@ class CompiledRoute:
     methods: frozenset[str]
     allow_header: str
     handler: RouteHandler = field(repr=False)  # what the kind's compile() made of it
+    # The kind overrides origin_exempt (an agent's previews): only then is it asked.
+    may_skip_origin: bool = False
 
     @property
     def name(self) -> str:
@@ -44,9 +46,9 @@ def compile_route(policy: Policy, route: RouteBase) -> CompiledRoute:
         ("Access-Control-Allow-Headers", ", ".join([*ALLOW_HEADERS, *extra])),
         ("Access-Control-Max-Age", str(route.cors_max_age_seconds)),
     )
-    return CompiledRoute(
-        route, route_limits(route), preflight, methods, allow, route.compile(policy.upstream)
-    )
+    handler = route.compile(policy.upstream)
+    may_skip = type(route).origin_exempt is not RouteBase.origin_exempt
+    return CompiledRoute(route, route_limits(route), preflight, methods, allow, handler, may_skip)
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
         if target_path(request) in request.app[SERVED_OPS_PATHS]:
             raise MethodNotAllowed(headers={"Allow": "GET, HEAD"})
         raise NotFound()
-    if not compiled.route.origin_exempt(request):
+    if not (compiled.may_skip_origin and compiled.route.origin_exempt(request)):
         preflight = check_origin(request, info, compiled)
         if preflight is not None:
             return preflight
