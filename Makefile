@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 RUN_STAMP  := $(VENV)/.run-installed
 TEST_STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest check lowest-deps bench bench-instructions clean image-test
+.PHONY: run test lint typecheck pytest check lowest-deps newest-deps bench bench-instructions clean image-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +42,11 @@ pytest: $(TEST_STAMP)
 lowest-deps: $(TEST_STAMP)
 	./scripts/lowest-deps.sh
 
-test: lint typecheck lowest-deps pytest
+# The newest releases it allows (no upper bounds), the same way: the unit tests must pass.
+newest-deps: $(TEST_STAMP)
+	./scripts/newest-deps.sh
+
+test: lint typecheck lowest-deps newest-deps pytest
 
 # The real Dockerfile built with buildah on a stand-in base, then run (scripts/image-test.sh).
 image-test: $(TEST_STAMP)
@@ -57,4 +61,4 @@ bench-instructions: $(TEST_STAMP)
 	$(BIN)/python -m bench.instructions
 
 clean:
-	rm -rf $(VENV) .venv-lowest .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-lowest .venv-newest .pytest_cache .mypy_cache .ruff_cache

@@ -45,41 +45,10 @@ which idle) are the listener's `ConnectionGuard` (listener.py), which makes a
 the import goes one way: listener → http_protocol.
 """
 
-# Private aiohttp names used, written against 3.14 (pyproject pins aiohttp>=3.14,<3.15).
-# Each is exercised by a real `chatkit-gateway serve` in tests/test_slow_clients.py, so an
-# upgrade that renames one or changes what it means fails there, not in production:
-#
-# - RequestHandler._request_count: request heads parsed on this connection; a change
-#   means a head completed (data_received, the head timer, finish_response).
-#   test_slow_heads_are_cut_at_the_header_timeout, test_pipelined_requests_and_broken_http.
-# - RequestHandler._messages: heads parsed, not yet handled, as (message, payload); the
-#   newest one's payload is the body now arriving (_head_done).
-#   test_slow_bodies_are_cut_and_steady_slow_uploads_are_not.
-# - RequestHandler._close, RequestHandler._force_close: set by close()/force_close();
-#   bytes arriving after them are not a next head (data_received).
-#   test_a_head_stalled_behind_a_request_in_progress_closes_the_connection_after_it.
-# - BaseProtocol._reading_paused (a body buffered past its high-water mark) and
-#   BaseProtocol._buffer_paused (the pipelined-message queue full; absent in 3.14.0, which
-#   has no such queue, hence getattr): aiohttp has stopped reading, so that time is not
-#   the client's (_body_check).
-#   test_time_the_gateway_stops_reading_is_not_held_against_the_client (one connection
-#   for each flag).
-# - BaseProtocol._loop: the connection's event loop, for the head and body timers.
-#   Every test above.
-# - aiohttp.web_protocol._ErrInfo, and assigning into RequestHandler._messages: a parsed
-#   head the gateway refuses becomes the error entry aiohttp's own parser would have
-#   queued, answered by handle_error in its turn (_vet_heads). tests/test_hostile_connections
-#   .py: test_http_major_versions_other_than_1_get_505_and_a_close,
-#   test_http_1_0_with_transfer_encoding_is_refused_and_closed.
-#
-# Not underscored, but aiohttp internals all the same: the RequestHandler constructor
-# (manager, loop, keepalive_timeout, max_line_size, max_field_size, access_log;
-# test_heads_and_request_lines_over_max_header_bytes_get_400_json and the keep-alive
-# tests), the finish_response hook (a connection is idle again once every head on it is
-# answered; test_at_the_cap_a_kept_alive_connection_between_requests_gives_way) and the
-# handle_error hook (test_pipelined_requests_and_broken_http). The `_`-names in __slots__
-# below are this class's own; they must not collide with RequestHandler's
-# (test_guarded_handler_slots_do_not_shadow_aiohttps).
+# The private aiohttp names the guard reads: AIOHTTP_PRIVATE, below, checked once when a
+# listener starts (listener.py). What each is for, and which tests exercise it, is in
+# docs/DESIGN.md ("aiohttp internals"). With any one missing, the listener serves with
+# aiohttp's own handler and limits, and says so (log, chatkit_gateway_slow_client_guard).
 
 from __future__ import annotations
 
@@ -90,18 +59,35 @@ import logging
 from collections.abc import Callable
 from typing import Protocol, cast
 
-from aiohttp import StreamReader, hdrs, web
+from aiohttp import StreamReader, hdrs, web, web_protocol
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web import BaseRequest, RequestHandler
-from aiohttp.web_protocol import _ErrInfo
 
 from .errors import RequestTimeout
 from .policy import ServerConfig
 from .request_context import SERVER_HEADER
 
 log = logging.getLogger("gateway.server")
+
+# Every private aiohttp name GuardedRequestHandler uses: attributes of RequestHandler (and
+# its BaseProtocol), and `_ErrInfo` of aiohttp.web_protocol. `_buffer_paused` is not here:
+# aiohttp 3.14.0 lacks it, and without it the guard only misses a pause (getattr).
+AIOHTTP_PRIVATE: tuple[str, ...] = (
+    "_request_count", "_messages", "_close", "_force_close", "_reading_paused", "_loop",
+    "_ErrInfo",
+)  # fmt: skip
+
+
+def missing_internals() -> tuple[str, ...]:
+    """The names of AIOHTTP_PRIVATE this aiohttp lacks; empty when the guard can run."""
+    return tuple(
+        name
+        for name in AIOHTTP_PRIVATE
+        if not hasattr(RequestHandler, name) and not hasattr(web_protocol, name)
+    )
+
 
 _VERSIONS = (HttpVersion10, HttpVersion11)
 _TE_IN_HTTP10 = BadHttpMessage("Transfer-Encoding in an HTTP/1.0 request")
@@ -272,17 +258,18 @@ class GuardedRequestHandler(RequestHandler):
         the errors aiohttp answers through handle_error, in their turn (after the requests
         before them on the connection); then the connection closes."""
         queue = self._messages
+        err_info = web_protocol._ErrInfo
         for i in range(max(0, len(queue) - new), len(queue)):
             message = queue[i][0]
-            if isinstance(message, _ErrInfo):
+            if isinstance(message, err_info):
                 continue
             if message.version.major != 1:
                 version = f"HTTP/{message.version.major}.{message.version.minor}"
-                error = _ErrInfo(505, HttpProcessingError(code=505, message=version), version)
+                error = err_info(505, HttpProcessingError(code=505, message=version), version)
             elif message.version not in _VERSIONS:  # aiohttp's pure-Python parser only
-                error = _ErrInfo(400, _UNKNOWN_MINOR, str(_UNKNOWN_MINOR))
+                error = err_info(400, _UNKNOWN_MINOR, str(_UNKNOWN_MINOR))
             elif message.version == HttpVersion10 and hdrs.TRANSFER_ENCODING in message.headers:
-                error = _ErrInfo(400, _TE_IN_HTTP10, str(_TE_IN_HTTP10))
+                error = err_info(400, _TE_IN_HTTP10, str(_TE_IN_HTTP10))
             else:
                 continue
             queue[i] = (error, EMPTY_PAYLOAD)

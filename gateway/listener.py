@@ -19,14 +19,12 @@ The handler sees the guard only through http_protocol's `Guard` protocol, so the
 goes one way: this module → http_protocol.
 """
 
-# Private aiohttp names used, written against 3.14 (pyproject pins aiohttp>=3.14,<3.15).
 # GuardedSite is a web.BaseSite that listens through a ConnectionGuard instead of the
-# runner's web.Server, as aiohttp's TCPSite does; it uses BaseSite's state:
-#
-# - BaseSite._runner: the runner whose web.Server the guard's handlers report to (start).
-# - BaseSite._backlog: the listen backlog given to the constructor (start).
-# - BaseSite._server: the asyncio server; set here so that BaseSite.stop, called by
-#   runner.cleanup(), closes it, and read for the bound port (port).
+# runner's web.Server, as aiohttp's TCPSite does. It keeps its own state (runner, backlog,
+# asyncio server, which its stop closes) rather than BaseSite's private slots; the one
+# private seam left is the guard's, http_protocol.AIOHTTP_PRIVATE, checked in start: with
+# a name missing, each connection gets aiohttp's own handler (web.Server's), and the
+# caps and deadlines are off — said in the log and chatkit_gateway_slow_client_guard.
 #
 # Covered by real TCP listeners: tests/test_hostile.py's stack (`serving`) listens through
 # open_listener on port 0 and connects to `site.port`; tests/test_lifecycle.py's
@@ -36,26 +34,29 @@ goes one way: this module → http_protocol.
 # RequestHandler.connection_made). The handler factory bypasses web.Server.__call__, so
 # the app's handler_args reach a connection only where RequestHandler reads them from its
 # manager (handler_cancellation); its own settings come from the policy, in
-# GuardedRequestHandler. `_app`, `_host` and `_port` in GuardedSite.__slots__ are this
-# class's own.
+# GuardedRequestHandler. The names in GuardedSite.__slots__ are this class's own.
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import __version__ as aiohttp_version
 from aiohttp import web
 from yarl import URL
 
 from .compiled_policy import ACTIVE_POLICY
-from .http_protocol import GuardedRequestHandler
+from .http_protocol import GuardedRequestHandler, missing_internals
 from .metrics import METRICS, Metrics
 from .policy import ServerConfig
 from .request_context import REQUEST_IDS
 from .tls import ListenerTls
+
+log = logging.getLogger("gateway.server")
 
 # Reasons in chatkit_gateway_connections_closed_total: at the listener's cap with every
 # connection busy, and at one peer's cap with each of its connections busy.
@@ -83,8 +84,10 @@ class ConnectionGuard:
         *,
         metrics: Metrics | None = None,
         new_id: Callable[[], str] = lambda: os.urandom(16).hex(),
+        guarded: bool = True,
     ) -> None:
         self.server = server
+        self.guarded = guarded  # False: aiohttp's own handler (module comment)
         self.config = config
         self.metrics = metrics
         self.new_id = new_id
@@ -92,7 +95,9 @@ class ConnectionGuard:
         self._idle: dict[GuardedRequestHandler, None] = {}
         self._peers: dict[str, _Peer] = {}
 
-    def __call__(self) -> GuardedRequestHandler:
+    def __call__(self) -> web.RequestHandler:
+        if not self.guarded:
+            return self.server()
         return GuardedRequestHandler(self, self.config())
 
     @property
@@ -164,7 +169,10 @@ class ConnectionGuard:
 class GuardedSite(web.BaseSite):
     """A TCP listener like aiohttp's TCPSite, for a gateway app, through a ConnectionGuard."""
 
-    __slots__ = ("_app", "_host", "_port", "_tls_watch", "guard", "tls", "use_tls")
+    __slots__ = (
+        "_app", "_host", "_listening", "_port", "_site_backlog", "_site_runner", "_tls_watch",
+        "guard", "tls", "use_tls",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -176,6 +184,9 @@ class GuardedSite(web.BaseSite):
         use_tls: bool = False,
     ):
         super().__init__(runner, backlog=backlog)
+        self._site_runner = runner
+        self._site_backlog = backlog
+        self._listening: asyncio.AbstractServer | None = None
         self._app = runner.app
         self._host = host
         self._port = port
@@ -189,7 +200,7 @@ class GuardedSite(web.BaseSite):
     @property
     def port(self) -> int:
         """The bound port (useful with port 0)."""
-        sockets: Any = getattr(self._server, "sockets", None)
+        sockets: Any = getattr(self._listening, "sockets", None)
         return int(sockets[0].getsockname()[1]) if sockets else self._port
 
     @property
@@ -199,7 +210,7 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        server = self._runner.server
+        server = self._site_runner.server
         assert server is not None
         app = self._app
         compiled = app[ACTIVE_POLICY]
@@ -208,6 +219,7 @@ class GuardedSite(web.BaseSite):
             lambda: compiled.current.policy.server,
             metrics=app[METRICS],
             new_id=app[REQUEST_IDS],
+            guarded=_guard_state(app[METRICS]),
         )
         loop = asyncio.get_running_loop()
         tls_files = compiled.current.policy.server.tls if self.use_tls else None
@@ -216,11 +228,11 @@ class GuardedSite(web.BaseSite):
             self._tls_watch = asyncio.create_task(
                 self.tls.watch(lambda: compiled.current.policy.server.tls)
             )
-        self._server = await loop.create_server(
+        self._listening = await loop.create_server(
             self.guard,
             self._host,
             self._port,
-            backlog=self._backlog,
+            backlog=self._site_backlog,
             reuse_address=True,
             ssl=None if self.tls is None else self.tls.context,
         )
@@ -228,7 +240,24 @@ class GuardedSite(web.BaseSite):
     async def stop(self) -> None:
         if self._tls_watch is not None:
             self._tls_watch.cancel()
+        if self._listening is not None:
+            self._listening.close()
         await super().stop()
+
+
+def _guard_state(metrics: Metrics) -> bool:
+    """Whether this aiohttp has every private name the slow-client guard reads; if not,
+    say so loudly (a log error, chatkit_gateway_slow_client_guard{state="disabled"})."""
+    missing = missing_internals()
+    metrics.slow_client_guard.labels("active").set(0 if missing else 1)
+    metrics.slow_client_guard.labels("disabled").set(1 if missing else 0)
+    if missing:
+        log.error(
+            "slow-client guard disabled: aiohttp internals changed; serving with aiohttp's "
+            "own limits (no header/body deadlines, no connection caps)",
+            extra={"detail": f"aiohttp {aiohttp_version} lacks {', '.join(missing)}"},
+        )
+    return not missing
 
 
 async def open_listener(

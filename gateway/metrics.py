@@ -162,6 +162,11 @@ class Metrics:
             p + "open_connections", "Client connections open now (serve's listener).",
             registry=r,
         )  # fmt: skip
+        self.slow_client_guard = Gauge(
+            p + "slow_client_guard",
+            "1 for the slow-client guard's state: active, or disabled (aiohttp's own limits).",
+            ["state"], registry=r,
+        )  # fmt: skip
         self.connections_closed = Counter(
             p + "connections_closed_total",
             "Client connections closed or refused by the gateway's connection limits.",
