@@ -66,10 +66,10 @@ async def test_titles_model_and_titles_false(
     agent: Any, model: FakeResponses, tmp_path: Path
 ) -> None:
     model.default = Script(text="Fine.", file_search=False)
-    model.models.add("gpt-5-nano")
-    client, _ = await agent(titles={"model": "gpt-5-nano"})
+    model.models.add("gpt-6.1-terra-nano")
+    client, _ = await agent(titles={"model": "gpt-6.1-terra-nano"})
     await events_of(await chat(client, create("Where is the station?")))
-    assert [r.model for r in model.title_requests] == ["gpt-5-nano"]
+    assert [r.model for r in model.title_requests] == ["gpt-6.1-terra-nano"]
 
     model.reset()
     off, _ = await agent(titles=False, store=f"sqlite:///{tmp_path / 'off.db'}")
@@ -89,8 +89,8 @@ async def test_a_failed_title_call_leaves_the_answer_whole(
         model.script_title(Script(status=500, fail_times=None))
         client, metrics = await agent()
     else:
-        model.models.retire("gpt-5-gone")
-        client, metrics = await agent(titles={"model": "gpt-5-gone"})
+        model.models.retire("gpt-4.1-gone")
+        client, metrics = await agent(titles={"model": "gpt-4.1-gone"})
     with caplog.at_level(logging.WARNING, logger="gateway.agent"):
         events = await events_of(await chat(client, create("Tell me the answer")))
     assert text_of(events) == "The answer stands."
@@ -106,15 +106,15 @@ async def test_a_failed_title_call_leaves_the_answer_whole(
 
 async def test_fallback_models_serve_the_title_too(agent: Any, model: FakeResponses) -> None:
     model.default = Script(text="Fine.", file_search=False)
-    model.models.retire("gpt-5-gone")
-    model.models.add("gpt-5-nano")
+    model.models.retire("gpt-4.1-gone")
+    model.models.add("gpt-6.1-terra-nano")
     client, _ = await agent(
-        agent={"model": "gpt-6.1-terra", "fallback_models": ["gpt-5-nano"]},
-        titles={"model": "gpt-5-gone"},
+        agent={"model": "gpt-6.1-terra", "fallback_models": ["gpt-6.1-terra-nano"]},
+        titles={"model": "gpt-4.1-gone"},
     )
     events = await events_of(await chat(client, create("Where is the station?")))
     assert updated_titles(events) == ["A fake title"]
-    assert [r.model for r in model.title_requests] == ["gpt-5-gone", "gpt-5-nano"]
+    assert [r.model for r in model.title_requests] == ["gpt-4.1-gone", "gpt-6.1-terra-nano"]
 
 
 async def test_a_title_is_counted_in_token_metrics_and_budgets(
@@ -146,10 +146,12 @@ def test_the_model_watch_asks_about_the_title_model(tmp_path: Path) -> None:
     from tests.support.agent_client import agent_policy
 
     url = f"sqlite:///{tmp_path / 'threads.db'}"
-    agent = {"model": "gpt-6.1-terra", "fallback_models": ["gpt-5-nano"]}
+    agent = {"model": "gpt-6.1-terra", "fallback_models": ["gpt-6.1-terra-nano"]}
     named = agent_policy(url, agent=agent, titles={"model": "gpt-5-title"})
-    assert watched_models(named) == {"assistant": ("gpt-6.1-terra", "gpt-5-nano", "gpt-5-title")}
+    assert watched_models(named) == {
+        "assistant": ("gpt-6.1-terra", "gpt-6.1-terra-nano", "gpt-5-title")
+    }
     assert watched_models(agent_policy(url, agent=agent)) == {
-        "assistant": ("gpt-6.1-terra", "gpt-5-nano")  # titles by the route's own models
+        "assistant": ("gpt-6.1-terra", "gpt-6.1-terra-nano")  # titles by the route's own models
     }
     assert watched_models(agent_policy(url, titles=False))["assistant"] == ("gpt-6.1-terra",)
