@@ -16,7 +16,9 @@ import asyncio
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 from urllib.parse import urldefrag
 
 import yaml
@@ -92,14 +94,19 @@ async def _main(postgres: bool) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def manual_bench(description: str, run: Callable[[bool], Coroutine[Any, Any, int]]) -> int:
+    """The command line of a bench over the manual: `--postgres`, the manual checked."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--postgres", action="store_true", help="also on a private PostgreSQL")
     args = parser.parse_args()
     if not MANUAL.is_dir():
         print(f"{MANUAL} is missing: apt-get install postgresql-doc-15", file=sys.stderr)
         return 2
-    return asyncio.run(_main(args.postgres))
+    return asyncio.run(run(args.postgres))
+
+
+def main() -> int:
+    return manual_bench(__doc__.split("\n")[0], _main)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ is the part of the turn the gateway adds. Target (issue 21): p99 ≤ 25 ms.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import statistics
 import sys
@@ -25,7 +23,7 @@ from agents.tool_context import ToolContext
 from chatkit.agents import AgentContext
 from chatkit.types import ThreadMetadata
 
-from bench.knowledge_quality import BASE, MANUAL, ROUTE, questions
+from bench.knowledge_quality import BASE, MANUAL, ROUTE, manual_bench, questions
 from gateway.agent.context import TurnContext
 from gateway.agent.store_schema import open_engine
 from gateway.knowledge.config import KnowledgeConfig, PathSource
@@ -91,13 +89,7 @@ async def _main(postgres: bool) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--postgres", action="store_true", help="also on a private PostgreSQL")
-    args = parser.parse_args()
-    if not MANUAL.is_dir():
-        print(f"{MANUAL} is missing: apt-get install postgresql-doc-15", file=sys.stderr)
-        return 2
-    return asyncio.run(_main(args.postgres))
+    return manual_bench(__doc__.split("\n")[0], _main)
 
 
 if __name__ == "__main__":

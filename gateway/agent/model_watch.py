@@ -17,7 +17,6 @@ openai is imported only when there is something to ask: a token-only gateway has
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..background import polling
 from ..compiled_policy import ACTIVE_POLICY
 from ..metrics import METRICS, Metrics
 from .config import KIND, title_model
@@ -220,22 +220,13 @@ async def run_model_watch(app: web.Application) -> AsyncIterator[None]:
     """For agent_context: the watch's poll loop while the app runs (in the background: a
     slow upstream never holds up the start)."""
     watch = ModelWatch(app[METRICS])
-
-    async def loop() -> None:
-        while True:
-            try:
-                await watch.poll(app[ACTIVE_POLICY].current.policy)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug here must not end the watch
-                log.error("model watch failed: %s", type(exc).__name__)
-            await asyncio.sleep(POLL_SECONDS)
-
-    task = asyncio.create_task(loop(), name="model watch")
     try:
-        yield
+        async with polling(
+            "model watch",
+            lambda: watch.poll(app[ACTIVE_POLICY].current.policy),
+            lambda: POLL_SECONDS,
+            log,
+        ):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await watch.close()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from ..background import polling
 from ..compiled_policy import ACTIVE_POLICY
 from ..knowledge.refresh import run_knowledge
 from ..limits import LimitStorage
@@ -307,20 +308,17 @@ async def agent_context(app: web.Application) -> AsyncIterator[None]:
     app[READINESS].append(runtime.not_ready)
     await runtime.open_all(policy)
     await runtime.sweep_once(policy)
-
-    async def sweeper() -> None:
-        while True:
-            await asyncio.sleep(_SWEEP_EVERY)
-            await runtime.sweep_once(app[ACTIVE_POLICY].current.policy)
-
-    task = asyncio.create_task(sweeper())
+    sweeps = polling(
+        "retention sweep",
+        lambda: runtime.sweep_once(app[ACTIVE_POLICY].current.policy),
+        lambda: _SWEEP_EVERY,
+        log,
+        wait_first=True,
+    )
     try:
         # knowledge: refreshes and index gauges; the models' shutdown dates (model_watch.py)
-        async with run_knowledge(app, runtime), run_model_watch(app):
+        async with sweeps, run_knowledge(app, runtime), run_model_watch(app):
             yield
     finally:
         app[READINESS].remove(runtime.not_ready)
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await runtime.close()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp import web
 
+from ..background import polling
 from ..compiled_policy import ACTIVE_POLICY
 from ..metrics import METRICS, Metrics
 from .config import KnowledgeConfig
@@ -213,22 +214,13 @@ class KnowledgeRefresher:
 async def run_knowledge(app: web.Application, runtime: Stores) -> AsyncIterator[None]:
     """For agent_context: the poll loop while the app runs (nothing without knowledge)."""
     refresher = KnowledgeRefresher(runtime, app[METRICS])
-
-    async def loop() -> None:
-        while True:
-            try:
-                await refresher.poll(app[ACTIVE_POLICY].current.policy)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug here must not end the refreshes
-                log.error("knowledge poll failed: %s", type(exc).__name__)
-            await asyncio.sleep(POLL_SECONDS)
-
-    task = asyncio.create_task(loop(), name="knowledge poll")
     try:
-        yield
+        async with polling(
+            "knowledge poll",
+            lambda: refresher.poll(app[ACTIVE_POLICY].current.policy),
+            lambda: POLL_SECONDS,
+            log,
+        ):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         await refresher.close()
