@@ -35,6 +35,8 @@ METRICS: Mapping[str, frozenset[str]] = {
     # SPEC §10: the model watch
     "chatkit_gateway_model_shutdown_timestamp_seconds": frozenset({"route", "model"}),
     "chatkit_gateway_model_available": frozenset({"route", "model"}),
+    # aiohttp's internals as the slow-client guard found them at start
+    "chatkit_gateway_slow_client_guard": frozenset({"state"}),
 }
 GAUGES_IN_SECONDS = frozenset(
     {
@@ -56,11 +58,14 @@ LABEL_VALUES: Mapping[str, frozenset[str]] = {
     ),
     # rate-limit keys, plus the refusals that are not a rate limit: open streams, uploads
     # and (chatkit_agent) a spent token budget
-    "key": frozenset({"client_ip", "origin", "global", "user", "streams", "uploads", "tokens"}),
+    "key": frozenset(
+        {"client_ip", "origin", "global", "user", "streams", "uploads", "previews", "tokens"}
+    ),
     "result": frozenset({"success", "failure"}),
     "upstream": frozenset({"openai", "stub"}),
     "backend": frozenset({"redis", "memory"}),
     "direction": frozenset({"input", "output"}),
+    "state": frozenset({"active", "disabled"}),
 }
 # Labels that Prometheus (and the Prometheus Operator) add to every scraped series.
 TARGET_LABELS = frozenset({"job", "instance", "namespace", "pod", "service", "endpoint"})
