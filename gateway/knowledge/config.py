@@ -7,26 +7,19 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, ValidationInfo
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import WithJsonSchema
 
 from ..policy import STRICT
-from ..policy.types import Between, Duration, strip
+from ..policy.types import Between, Duration, http_url_parts, strip
 
 
 def _source_url(raw: str) -> str:
     """An http(s) URL without credentials or a fragment; its trailing `/` is kept (a crawl
     follows links below the folder the URL names: the path up to its last `/`)."""
-    try:
-        parts = urlsplit(raw)
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
+    parts = http_url_parts(raw)
     if parts.username is not None or parts.password is not None:
         raise ValueError("URL must not carry a user or password")
     if parts.fragment:

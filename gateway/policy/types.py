@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -203,7 +203,8 @@ UrlPath = Annotated[
 ]
 
 
-def _http_url(raw: str) -> str:
+def http_url_parts(raw: str) -> SplitResult:
+    """`raw` split, if it is an http(s) URL with a host (and a port, if any, not 0)."""
     try:
         parts = urlsplit(raw)
         port = parts.port
@@ -211,6 +212,11 @@ def _http_url(raw: str) -> str:
         raise ValueError(f"expected an http:// or https:// URL, got {raw!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
         raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
+    return parts
+
+
+def _http_url(raw: str) -> str:
+    parts = http_url_parts(raw)
     if parts.query or parts.fragment:
         raise ValueError(f"URL must not carry a query or fragment: {raw!r}")
     if parts.username is not None or parts.password is not None:
