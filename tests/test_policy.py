@@ -942,3 +942,44 @@ def test_a_problem_shows_the_default_a_file_wrote_but_not_what_the_environment_g
     assert_one_problem(text, "server.port", "expected a whole number, got '80x'")
     found = problems(text, env={**ENV, "PORT": "secret-ish-value"})
     assert found == ["gw.yaml:2: server.port: expected a whole number, got '${PORT}'"]
+
+
+def test_knowledge_source_mistakes_name_the_source_and_its_line(tmp_path: Path) -> None:
+    """A knowledge source is told apart by its key (sitemap, crawl, path): its mistakes name
+    the source's key, not the union's tag before it."""
+    found = problems(
+        doc(
+            f"""
+            routes:
+              - name: a
+                path: /chat
+                kind: chatkit_agent
+                allowed_origins: [https://example.org]
+                agent: {{model: gpt-6.1-terra}}
+                knowledge:
+                  sources:
+                    - crawl: ftp://example.org/docs/
+                    - sitemap: https://user:secret@example.org/sitemap.xml
+                    - path: {tmp_path / "missing"}
+                      base_url: https://example.org/
+                    - {{feed: https://example.org/rss}}
+            """
+        )
+    )
+    assert any(
+        p.startswith("gw.yaml:9: routes[0].knowledge.sources[0].crawl: expected an http")
+        for p in found
+    ), found
+    assert any(
+        p.startswith("gw.yaml:10: routes[0].knowledge.sources[1].sitemap: URL must not carry")
+        for p in found
+    ), found
+    assert any(
+        p.startswith("gw.yaml:11: routes[0].knowledge.sources[2].path: ") and "not a folder" in p
+        for p in found
+    ), found
+    assert any(
+        p.startswith("gw.yaml:13: routes[0].knowledge.sources[3]: expected one of sitemap:")
+        for p in found
+    ), found
+    assert not any("secret" in p for p in found), found

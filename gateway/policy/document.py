@@ -213,9 +213,11 @@ def _file_loc(loc: tuple[int | str, ...], data: Any) -> Loc:
     """pydantic's location without the union tags it adds (`routes.0.chatkit_proxy.target`)."""
     out: list[str | int] = []
     node = data
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(node, dict) and part not in node and part == node.get("kind"):
             continue  # the discriminator's branch, not a key
+        if _tag_before_its_key(node, part, loc[i + 1 : i + 2]):
+            continue  # `sources.0.crawl.crawl`: the tag, then the key
         out.append(part)
         if isinstance(node, dict):
             node = node.get(part) if isinstance(part, str) else None
@@ -224,6 +226,14 @@ def _file_loc(loc: tuple[int | str, ...], data: Any) -> Loc:
         else:
             node = None
     return tuple(out)
+
+
+def _tag_before_its_key(node: Any, part: int | str, following: tuple[int | str, ...]) -> bool:
+    """A union member tagged by one of its keys (knowledge sources): pydantic puts the tag
+    before the key that failed, which is that key or one beside it."""
+    if not isinstance(node, dict) or part not in node or isinstance(node[part], dict | list):
+        return False
+    return bool(following) and following[0] in node
 
 
 def _unknown_key(loc: Loc, data: dict[str, Any]) -> str:
