@@ -3,8 +3,8 @@ that are gone (SPEC §10), for ``FakeResponses`` (tests/support/fake_responses.p
 
 Each model is the ``openai`` SDK's own ``Model`` type, dumped as the SDK would read it:
 
-    fake.models.add("gpt-5-mini", shutdown_date="2026-12-11")  # or unix seconds (an int)
-    fake.models.retire("gpt-5-mini")   # /models/{id}: 404, /responses: 400 model_not_found
+    fake.models.add("gpt-4.1-sunset", shutdown_date="2026-12-11")  # or unix seconds (an int)
+    fake.models.retire("gpt-4.1-sunset")  # /models/{id}: 404, /responses: 400 model_not_found
     fake.models.fail_status = 503      # /models answers this while set (None: normally)
 
 A model not in the catalogue is a 404 ``model_not_found`` from ``/models/{id}``, as at
