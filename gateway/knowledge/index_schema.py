@@ -15,11 +15,11 @@ up at start, its committed routes' statistics computed then.
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Awaitable, Callable
-
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..migrations import Versions
+from ..migrations import migrate as migrate_versions
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # sqlite: the rowid
 
@@ -100,8 +100,6 @@ _POSTGRES_STATS = (
     # empty tables).
     "ANALYZE ckgw_knowledge_pages, ckgw_knowledge_passages",
 )
-# Concurrent starts (replicas, an ingest beside serve) create the tables one at a time.
-_MIGRATION_LOCK = 0x636B67776B6E6F77  # "ckgwknow"
 
 
 async def postgres_stats(conn: AsyncConnection, route: str, build: int) -> None:
@@ -121,38 +119,23 @@ async def _v2(conn: AsyncConnection, postgres: bool) -> None:
             await postgres_stats(conn, route, build)
 
 
-# Version → the step from the version before it.
-STEPS: dict[int, Callable[[AsyncConnection, bool], Awaitable[None]]] = {2: _v2}
-SCHEMA_VERSION = max(STEPS)
+async def _create_dialect(conn: AsyncConnection) -> None:
+    await _create(conn, conn.dialect.name == "postgresql")
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+VERSIONS = Versions(
+    "the knowledge index",
+    schema,
+    meta,
+    {2: lambda conn: _v2(conn, conn.dialect.name == "postgresql")},
+    lock=0x636B67776B6E6F77,  # "ckgwknow": concurrent starts (replicas, an ingest) take turns
+    create=_create_dialect,
+)
+SCHEMA_VERSION = VERSIONS.current
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Create the tables, bring an older database up to date, or refuse a newer one."""
-    async with engine.begin() as conn:
-        postgres = conn.dialect.name == "postgresql"
-        if postgres:
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
-        await conn.run_sync(schema.create, checkfirst=True)
-        found = (await conn.execute(sa.select(sa.func.max(schema.c.version)))).scalar()
-        if found is not None and found > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the knowledge index has schema version {found}; this gateway knows "
-                f"{SCHEMA_VERSION}: run the newer gateway, or another database"
-            )
-        if found is None:
-            await conn.run_sync(meta.create_all)
-            await _create(conn, postgres)
-            await conn.execute(schema.insert().values(version=SCHEMA_VERSION, applied_at=_now()))
-            return
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            await STEPS[version](conn, postgres)
-            await conn.execute(schema.insert().values(version=version, applied_at=_now()))
-        await conn.run_sync(meta.create_all)
-        await _create(conn, postgres)
+    await migrate_versions(engine, VERSIONS)
 
 
 async def _create(conn: AsyncConnection, postgres: bool) -> None:
