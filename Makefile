@@ -40,11 +40,11 @@ pytest: $(TEST_STAMP)
 
 # The lowest versions pyproject.toml allows, in a scratch venv: the unit tests must pass there.
 lowest-deps: $(TEST_STAMP)
-	./scripts/lowest-deps.sh
+	./scripts/dependency-bounds.sh lowest
 
 # The newest releases it allows (no upper bounds), the same way: the unit tests must pass.
 newest-deps: $(TEST_STAMP)
-	./scripts/newest-deps.sh
+	./scripts/dependency-bounds.sh newest
 
 test: lint typecheck lowest-deps newest-deps pytest
 

@@ -31,7 +31,7 @@ from tests.support.agent_client import (  # noqa: F401  (agent, model: fixtures)
 )
 from tests.support.fake_responses import FakeResponses, FileCitation, FileSearch, Script, SearchHit
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 Client = TestClient[web.Request, web.Application]
 

@@ -21,7 +21,7 @@ from gateway.agent import chatkit_server
 from gateway.agent.attachment_store import SqlAttachmentStore
 from gateway.agent.store import SqlStore
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 REFRESH = (
     "openai-chatkit changed ChatKitServer.process: copy its new body into "

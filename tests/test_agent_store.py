@@ -30,7 +30,7 @@ from tests.support.agent_client import (
 from tests.support.fake_responses import FakeResponses
 from tests.support.processes import ROOT, base_env, free_port, start_gateway
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 PDF = b"%PDF-1.4\n% a tiny test file\n"

@@ -19,7 +19,7 @@ from gateway.metrics import Metrics
 from tests.conftest import ALLOWED, LogCapture, make_policy
 from tests.support.rawhttp import exchange
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh and newest-deps.sh run these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 SESSION = "/api/chatkit/session"
 GARBAGE = b"NOT HTTP AT ALL\r\n\r\n"

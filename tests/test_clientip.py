@@ -8,7 +8,7 @@ import pytest
 
 from gateway.clientip import ClientIPResolver
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 TRUSTED = ClientIPResolver([ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8")])
 

@@ -24,7 +24,7 @@ from openai.types.realtime import (
 
 from tests.support.fake_openai import DEFAULT_API_KEY, FakeOpenAI, Received, running_fake
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 
 @pytest.fixture

@@ -50,7 +50,7 @@ from tests.support.fake_responses import (
     WebSource,
 )
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 KEY = "sk-test-responses-0123456789"
 FILE_SEARCH: FileSearchToolParam = {"type": "file_search", "vector_store_ids": ["vs_1"]}

@@ -45,7 +45,7 @@ from tests.support.processes import SCRIPT, base_env
 from tests.support.rawhttp import SANE_ID, Answer, exchange, request_bytes
 from tests.test_policy import SHIPPED_LINES, mutate, mutation
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 T = TypeVar("T")
 

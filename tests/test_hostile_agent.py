@@ -13,7 +13,7 @@ from tests.conftest import ALLOWED
 from tests.support.agent_client import PATH, chat, create, headers
 from tests.support.fake_responses import FakeResponses
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 
 async def test_oversized_and_malformed_bodies(agent: Any, model: FakeResponses) -> None:

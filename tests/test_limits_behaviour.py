@@ -28,7 +28,7 @@ from gateway.policy import Backend, LimiterConfig, LimitKey, RateLimit, Secret
 from gateway.routes import ChatKitProxyRoute
 from tests.support.redis_server import RedisServer, running_redis
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 HOUR = 3600.0
 

@@ -22,7 +22,7 @@ from gateway.upstream import UPSTREAM
 from tests.conftest import ALLOWED, LogCapture
 from tests.support.chatkit_backend import running_backend
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 FIELDS: dict[str, Any] = {
     "request_id": "r1",

@@ -32,7 +32,7 @@ from gateway.policy import (
 )
 from gateway.routes import ChatKitProxyRoute, ChatKitSessionRoute, RealtimeClientSecretRoute
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "gateway.yaml"

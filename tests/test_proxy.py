@@ -24,7 +24,7 @@ from gateway.metrics import Metrics
 from tests.conftest import ALLOWED, LogCapture, make_policy
 from tests.support.chatkit_backend import WORDS, Backend, free_port, running_backend
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 Client = TestClient[web.Request, web.Application]
 ORIGIN = {"Origin": ALLOWED}

@@ -13,7 +13,7 @@ from gateway.metrics import Metrics
 from tests.conftest import ALLOWED, TEST_KEY, make_policy, site_route
 from tests.support.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.lowest  # scripts/lowest-deps.sh runs these too
+pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 
 SESSION = "/api/chatkit/session"
 REALTIME = "/api/realtime/secret"
