@@ -983,3 +983,28 @@ def test_knowledge_source_mistakes_name_the_source_and_its_line(tmp_path: Path) 
         for p in found
     ), found
     assert not any("secret" in p for p in found), found
+
+
+def test_knowledge_sources_all_invalid_report_only_their_own_mistakes() -> None:
+    """Every source invalid leaves none after validation: the sources' errors say why, not a
+    `sources` problem about the count (the file lists two)."""
+    found = problems(
+        doc(
+            """
+            routes:
+              - name: a
+                path: /chat
+                kind: chatkit_agent
+                allowed_origins: [https://example.org]
+                agent: {model: gpt-6.1-terra}
+                knowledge:
+                  sources:
+                    - crawl: ftp://example.org/docs/
+                    - {feed: https://example.org/rss}
+            """
+        )
+    )
+    assert [p.split(": ")[1] for p in found] == [
+        "routes[0].knowledge.sources[0].crawl",
+        "routes[0].knowledge.sources[1]",
+    ], found

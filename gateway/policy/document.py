@@ -119,6 +119,8 @@ def parse_policy(
         )
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
+            if _short_for_its_items(error):
+                continue
             loc, message = _explain(error, data)
             if not any(loc[: len(seen)] == seen for seen in problems):
                 problems[loc] = Problem(file, doc.line(loc), key_path(loc), _shown(message, doc))
@@ -207,6 +209,16 @@ def _explain(error: ErrorDetails, data: dict[str, Any]) -> tuple[Loc, str]:
         return loc, f"expected a list, got {described(given)}"
     message = error["msg"]
     return loc, message.removeprefix("Value error, ")
+
+
+def _short_for_its_items(error: ErrorDetails) -> bool:
+    """A list too short only after its invalid items were left out: their errors say why."""
+    given, ctx = error.get("input"), error.get("ctx") or {}
+    return (
+        error["type"] == "too_short"
+        and isinstance(given, list | tuple)
+        and len(given) >= ctx.get("min_length", 0)
+    )
 
 
 def _file_loc(loc: tuple[int | str, ...], data: Any) -> Loc:
