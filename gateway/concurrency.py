@@ -9,8 +9,9 @@ however the answer ends. In memory: a replica counts its own clients' open answe
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
 
 from aiohttp import web
 
@@ -72,38 +73,22 @@ class Slots:
         if self.full(self.key(kind, route, client_ip), cap):
             raise self.refuse(kind, route)
 
-    def hold(self, kind: SlotKind, route: str, client_ip: str, cap: int | None) -> Held:
-        return Held(self, kind, route, self.key(kind, route, client_ip), cap)
-
-
-class Held:
-    """One slot, for an `async with` (RateLimited on entry when none is free)."""
-
-    __slots__ = ("_cap", "_key", "_kind", "_route", "_slots")
-
-    def __init__(self, slots: Slots, kind: SlotKind, route: str, key: str, cap: int | None):
-        self._slots = slots
-        self._kind = kind
-        self._route = route
-        self._key = key
-        self._cap = cap
-
-    async def __aenter__(self) -> None:
-        slots = self._slots
-        if not slots.take(self._key, self._cap):
-            raise slots.refuse(self._kind, self._route)
-        if self._kind.gauged:
-            slots._metrics.open_streams.labels(self._route).inc()
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._kind.gauged:
-            self._slots._metrics.open_streams.labels(self._route).dec()
-        self._slots.release(self._key)
+    @contextlib.asynccontextmanager
+    async def hold(
+        self, kind: SlotKind, route: str, client_ip: str, cap: int | None
+    ) -> AsyncIterator[None]:
+        """One slot, for an `async with` (RateLimited on entry when none is free)."""
+        key = self.key(kind, route, client_ip)
+        if not self.take(key, cap):
+            raise self.refuse(kind, route)
+        if kind.gauged:
+            self._metrics.open_streams.labels(route).inc()
+        try:
+            yield
+        finally:
+            if kind.gauged:
+                self._metrics.open_streams.labels(route).dec()
+            self.release(key)
 
 
 SLOTS = web.AppKey("slots", Slots)
