@@ -13,11 +13,11 @@ Gateway refusals are always 4xx: the widget retries a stream request on 5xx, fiv
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, ClassVar, Literal
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -62,16 +62,6 @@ def _upstream_headers(headers: dict[str, Secret]) -> dict[str, Secret]:
     return headers
 
 
-def _no_userinfo(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(
-            "target must not carry credentials (user:password@): they would show in "
-            "logs and errors; send them with upstream_headers (e.g. Authorization) instead"
-        )
-    return url
-
-
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+(?::\d{1,5})?")
 _HOST_V6 = re.compile(r"\[[0-9A-Fa-f:.]+\](?::\d{1,5})?")
 
@@ -95,7 +85,7 @@ _CONNECT_SECONDS = 10.0
 @dataclass(frozen=True, kw_only=True, config=STRICT)
 class ChatKitProxyRoute(RouteBase):
     kind: Literal["chatkit_proxy"]
-    target: Annotated[HttpUrl, AfterValidator(_no_userinfo)]
+    target: HttpUrl  # no user:password@ (HttpUrl): give credentials in upstream_headers
     stream_idle_timeout_seconds: Annotated[float, Between(1, 86400)] = 300.0
     # A write to the browser that does not complete within this ends the stream (and the
     # backend's request): a client that stops reading does not hold a stream forever.
@@ -238,11 +228,9 @@ class ProxyHandler:
         requests = request.app[METRICS].chatkit_requests
         headers = self._headers(request, info, streaming)
         write_timeout = route.stream_write_timeout_seconds
-        if not streaming:
-            requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
-            return await relay(request, info, url, headers, body, self.timeout, write_timeout)
         cap = route.max_streams_per_client
-        async with request.app[SLOTS].hold(STREAMS, route.name, info.client_ip, cap):
+        slot = request.app[SLOTS].hold(STREAMS, route.name, info.client_ip, cap)
+        async with slot if streaming else contextlib.nullcontext():
             requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
             return await relay(request, info, url, headers, body, self.timeout, write_timeout)
 
