@@ -75,7 +75,7 @@ class SqlAttachmentStore(AttachmentStore[TurnContext]):
         await self._tx.run(context, work)
 
     async def load_attachment(self, attachment_id: str, context: TurnContext) -> Attachment:
-        row = await self._attachment_row(attachment_id, context, content=False)
+        row = await self._attachment_row(attachment_id, context)
         return _ATTACHMENT.validate_json(row[0])
 
     async def load_attachment_size(
@@ -83,39 +83,23 @@ class SqlAttachmentStore(AttachmentStore[TurnContext]):
     ) -> tuple[Attachment, int | None]:
         """The record and its stored size (None until uploaded), without the bytes."""
         size = sa.func.length(attachments.c.content)
-
-        async def work(conn: AsyncConnection) -> Any:
-            q = sa.select(attachments.c.data, size).where(
-                attachments.c.id == attachment_id, attachments.c.user_id == context.user
-            )
-            return (await conn.execute(q)).first()
-
-        row = await self._tx.run(context, work)
-        if row is None:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
+        row = await self._attachment_row(attachment_id, context, size)
         return _ATTACHMENT.validate_json(row[0]), None if row[1] is None else int(row[1])
 
     async def load_attachment_content(
         self, attachment_id: str, context: TurnContext
     ) -> tuple[Attachment, bytes | None]:
-        row = await self._attachment_row(attachment_id, context, content=True)
+        row = await self._attachment_row(attachment_id, context, attachments.c.content)
         return _ATTACHMENT.validate_json(row[0]), row[1]
 
     async def _attachment_row(
-        self, attachment_id: str, context: TurnContext, *, content: bool
-    ) -> tuple[str, bytes | None]:
-        cols = [attachments.c.data] + ([attachments.c.content] if content else [])
-
-        async def work(conn: AsyncConnection) -> Any:
-            q = sa.select(*cols).where(
-                attachments.c.id == attachment_id, attachments.c.user_id == context.user
-            )
-            return (await conn.execute(q)).first()
-
-        row = await self._tx.run(context, work)
-        if row is None:
-            raise NotFoundError(f"Attachment {attachment_id} not found")
-        return (row[0], row[1] if content else None)
+        self, attachment_id: str, context: TurnContext, *extra: sa.ColumnElement[Any]
+    ) -> Any:
+        """The record's JSON (and `extra`), the user's only."""
+        q = sa.select(attachments.c.data, *extra).where(
+            attachments.c.id == attachment_id, attachments.c.user_id == context.user
+        )
+        return await self._tx.first(context, q, f"Attachment {attachment_id} not found")
 
     async def put_attachment_content(
         self, attachment: Attachment, content: bytes, context: TurnContext

@@ -9,8 +9,8 @@ from chatkit.store import NotFoundError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .context import TurnContext
-from .store_schema import _now, feedback, items, threads
-from .transactions import Transactions
+from .store_schema import _now, feedback, items
+from .transactions import Transactions, check_thread
 
 KINDS = ("positive", "negative")
 MAX_ITEMS = 100  # item ids one request may rate: a request's cost stays bounded
@@ -30,11 +30,7 @@ class FeedbackRows(Transactions):
 
         async def work(conn: AsyncConnection) -> int:
             user = context.user
-            mine = sa.select(threads.c.id).where(
-                threads.c.id == thread_id, threads.c.user_id == user
-            )
-            if (await conn.execute(mine)).first() is None:
-                raise NotFoundError(f"Thread {thread_id} not found")
+            await check_thread(conn, thread_id, user)
             q = sa.select(items.c.id).where(
                 items.c.thread_id == thread_id, items.c.user_id == user, items.c.id.in_(wanted)
             )

@@ -102,12 +102,10 @@ class AgentRuntime:
                 except RuntimeError:
                     raise
                 except Exception as exc:
-                    store.healthy = False
                     self._metrics.store_errors.labels(route.name).inc()
                     log.warning("thread store not reachable: %s", type(exc).__name__)
                     raise StoreUnavailable() from None
                 self._ready[url] = True
-                store.healthy = True
         return store
 
     def _new_store(self, route: AgentRouteKeys, open_engine: Any) -> SqlStore:

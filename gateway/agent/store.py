@@ -11,19 +11,20 @@ the database becomes `StoreUnavailable` (503 before a stream starts).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import functools
 
 import sqlalchemy as sa
 from chatkit.store import NotFoundError, Store
 from chatkit.types import Attachment, Page, ThreadItem, ThreadMetadata
 from pydantic import TypeAdapter
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .attachment_store import SqlAttachmentStore
 from .context import TurnContext
 from .feedback_rows import FeedbackRows
 from .store_migrations import migrate
 from .store_schema import StoreUnavailable, _now, attachments, feedback, items, open_engine, threads
+from .transactions import check_thread
 
 __all__ = ["SqlStore", "StoreUnavailable", "migrate", "open_engine"]
 MAX_PAGE = 100  # a client's `limit` is capped: one answer's size stays bounded
@@ -34,15 +35,10 @@ _ITEM = TypeAdapter[ThreadItem](ThreadItem)
 class SqlStore(FeedbackRows, Store[TurnContext]):
     """The thread store of one database; routes sharing a URL share one."""
 
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        *,
-        timeout: float,
-        on_error: Callable[[TurnContext | None], None],
-    ) -> None:
-        super().__init__(engine, timeout=timeout, on_error=on_error)
-        self.attachments = SqlAttachmentStore(self)  # ChatKitServer's second argument
+    @functools.cached_property
+    def attachments(self) -> SqlAttachmentStore:
+        """ChatKitServer's second argument: the same database's transactions."""
+        return SqlAttachmentStore(self)
 
     # -- attachment records: the attachment store's rows ------------------------------
     async def save_attachment(self, attachment: Attachment, context: TurnContext) -> None:
@@ -56,16 +52,11 @@ class SqlStore(FeedbackRows, Store[TurnContext]):
 
     # -- threads --------------------------------------------------------------------
     async def load_thread(self, thread_id: str, context: TurnContext) -> ThreadMetadata:
-        async def work(conn: AsyncConnection) -> str | None:
-            q = sa.select(threads.c.data).where(
-                threads.c.id == thread_id, threads.c.user_id == context.user
-            )
-            return (await conn.execute(q)).scalar()
-
-        data = await self.run(context, work)
-        if data is None:
-            raise NotFoundError(f"Thread {thread_id} not found")
-        return ThreadMetadata.model_validate_json(data)
+        mine = threads.c.id == thread_id, threads.c.user_id == context.user
+        row = await self.first(
+            context, sa.select(threads.c.data).where(*mine), f"Thread {thread_id} not found"
+        )
+        return ThreadMetadata.model_validate_json(row[0])
 
     async def save_thread(self, thread: ThreadMetadata, context: TurnContext) -> None:
         data = thread.model_dump_json()
@@ -122,32 +113,18 @@ class SqlStore(FeedbackRows, Store[TurnContext]):
     async def delete_thread(self, thread_id: str, context: TurnContext) -> None:
         async def work(conn: AsyncConnection) -> None:
             user = context.user
-            mine = threads.c.id == thread_id, threads.c.user_id == user
-            if (await conn.execute(sa.select(threads.c.id).where(*mine))).first() is None:
-                raise NotFoundError(f"Thread {thread_id} not found")
-            await conn.execute(
-                items.delete().where(items.c.thread_id == thread_id, items.c.user_id == user)
-            )
-            await conn.execute(
-                feedback.delete().where(
-                    feedback.c.thread_id == thread_id, feedback.c.user_id == user
+            await check_thread(conn, thread_id, user)
+            for table in (items, feedback, attachments):
+                await conn.execute(
+                    table.delete().where(table.c.thread_id == thread_id, table.c.user_id == user)
                 )
-            )
             await conn.execute(
-                attachments.delete().where(
-                    attachments.c.thread_id == thread_id, attachments.c.user_id == user
-                )
+                threads.delete().where(threads.c.id == thread_id, threads.c.user_id == user)
             )
-            await conn.execute(threads.delete().where(*mine))
 
         await self.run(context, work)
 
     # -- items ----------------------------------------------------------------------
-    async def _owned(self, conn: AsyncConnection, thread_id: str, user: str) -> None:
-        q = sa.select(threads.c.id).where(threads.c.id == thread_id, threads.c.user_id == user)
-        if (await conn.execute(q)).first() is None:
-            raise NotFoundError(f"Thread {thread_id} not found")
-
     async def load_thread_items(
         self, thread_id: str, after: str | None, limit: int, order: str, context: TurnContext
     ) -> Page[ThreadItem]:
@@ -163,7 +140,7 @@ class SqlStore(FeedbackRows, Store[TurnContext]):
             q = q.order_by(items.c.seq.desc() if desc else items.c.seq.asc()).limit(limit + 1)
             found = list((await conn.execute(q)).scalars())
             if not found:  # items carry their user: only an empty page asks whose thread
-                await self._owned(conn, thread_id, context.user)
+                await check_thread(conn, thread_id, context.user)
             return found
 
         rows = await self.run(context, work)
@@ -209,18 +186,13 @@ class SqlStore(FeedbackRows, Store[TurnContext]):
         await self.run(context, work)
 
     async def load_item(self, thread_id: str, item_id: str, context: TurnContext) -> ThreadItem:
-        async def work(conn: AsyncConnection) -> str | None:
-            q = sa.select(items.c.data).where(
-                items.c.thread_id == thread_id,
-                items.c.id == item_id,
-                items.c.user_id == context.user,
-            )
-            return (await conn.execute(q)).scalar()
-
-        data = await self.run(context, work)
-        if data is None:
-            raise NotFoundError(f"Item {item_id} not found")
-        return _ITEM.validate_json(data)
+        q = sa.select(items.c.data).where(
+            items.c.thread_id == thread_id,
+            items.c.id == item_id,
+            items.c.user_id == context.user,
+        )
+        row = await self.first(context, q, f"Item {item_id} not found")
+        return _ITEM.validate_json(row[0])
 
     async def delete_thread_item(self, thread_id: str, item_id: str, context: TurnContext) -> None:
         async def work(conn: AsyncConnection) -> None:
@@ -262,9 +234,8 @@ class SqlStore(FeedbackRows, Store[TurnContext]):
                 return 0
             cutoff = now - dt.timedelta(seconds=older_than_seconds)
             old = sa.select(threads.c.id).where(threads.c.updated_at < cutoff)
-            await conn.execute(items.delete().where(items.c.thread_id.in_(old)))
-            await conn.execute(feedback.delete().where(feedback.c.thread_id.in_(old)))
-            await conn.execute(attachments.delete().where(attachments.c.thread_id.in_(old)))
+            for table in (items, feedback, attachments):
+                await conn.execute(table.delete().where(table.c.thread_id.in_(old)))
             done = await conn.execute(threads.delete().where(threads.c.updated_at < cutoff))
             return int(done.rowcount or 0)
 

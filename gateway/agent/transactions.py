@@ -1,6 +1,6 @@
 """The transaction every call of the thread and attachment stores runs in: one database's,
 shared by both stores (store.py, attachment_store.py), so a database that does not
-answer is one health flag and one 503."""
+answer is one 503."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from chatkit.store import NotFoundError
@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .context import TurnContext
-from .store_schema import StoreUnavailable
+from .store_schema import StoreUnavailable, threads
 
 log = logging.getLogger("gateway.agent.store")
 T = TypeVar("T")
@@ -38,7 +38,6 @@ class Transactions:
         self.engine = engine
         self._timeout = timeout
         self._on_error = on_error
-        self.healthy = True
 
     @asynccontextmanager
     async def _tx(self, context: TurnContext | None) -> AsyncIterator[AsyncConnection]:
@@ -48,11 +47,9 @@ class Transactions:
         except IntegrityError:
             raise NotFoundError("conflicting id") from None  # a race on one id: not down
         except _DOWN as exc:
-            self.healthy = False
             self._on_error(context)
             log.warning("thread store unavailable: %s", type(exc).__name__)
             raise StoreUnavailable() from None
-        self.healthy = True
 
     async def run(
         self, context: TurnContext | None, work: Callable[[AsyncConnection], Awaitable[T]]
@@ -60,9 +57,27 @@ class Transactions:
         async with self._tx(context) as conn:
             return await work(conn)
 
+    async def first(self, context: TurnContext, query: sa.Select[Any], missing: str) -> Any:
+        """The query's first row; none (not the user's, or no such id) is NotFoundError."""
+
+        async def work(conn: AsyncConnection) -> Any:
+            return (await conn.execute(query)).first()
+
+        row = await self.run(context, work)
+        if row is None:
+            raise NotFoundError(missing)
+        return row
+
     async def ping(self) -> bool:
         try:
             await self.run(None, lambda c: c.execute(sa.text("SELECT 1")))
         except StoreUnavailable:
             return False
         return True
+
+
+async def check_thread(conn: AsyncConnection, thread_id: str, user: str) -> None:
+    """NotFoundError unless the thread is the user's (another user's is not found either)."""
+    q = sa.select(threads.c.id).where(threads.c.id == thread_id, threads.c.user_id == user)
+    if (await conn.execute(q)).first() is None:
+        raise NotFoundError(f"Thread {thread_id} not found")
