@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .index_query import candidates, idf, websearch_query
 from .index_schema import postgres_stats
-from .index_sql import SqlIndex, clean, unavailable_on_error
-from .model import Hit, Page
+from .index_sql import SqlIndex, unavailable_on_error
+from .model import Hit
 
 log = logging.getLogger("gateway.knowledge.index")
 
@@ -75,22 +75,7 @@ def lock_key(route: str) -> int:
 
 class PostgresIndex(SqlIndex):
     __slots__ = ()
-
-    async def insert_passages(self, conn: AsyncConnection, page_id: int, page: Page) -> None:
-        if not page.passages:
-            return
-        title = clean(page.title)
-        rows = [
-            {
-                "page_id": page_id,
-                "title": title,
-                "heading": clean(passage.heading),
-                "body": clean(passage.text),
-                "url": clean(passage.url),
-            }
-            for passage in page.passages
-        ]
-        await conn.execute(_INSERT, rows)
+    insert_passage = _INSERT
 
     async def find(
         self, conn: AsyncConnection, route: str, words: list[str], limit: int

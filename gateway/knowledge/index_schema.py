@@ -16,10 +16,9 @@ up at start, its committed routes' statistics computed then.
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..migrations import Versions
-from ..migrations import migrate as migrate_versions
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # sqlite: the rowid
 
@@ -108,36 +107,29 @@ async def postgres_stats(conn: AsyncConnection, route: str, build: int) -> None:
         await conn.execute(sa.text(statement), {"route": route, "build": build})
 
 
-async def _v2(conn: AsyncConnection, postgres: bool) -> None:
+async def _create(conn: AsyncConnection) -> None:
+    postgres = conn.dialect.name == "postgresql"
+    for ddl in _POSTGRES_DDL if postgres else _SQLITE_DDL:
+        await conn.execute(sa.text(ddl))
+
+
+async def _v2(conn: AsyncConnection) -> None:
     """Routes learn their passage count, PostgreSQL its term statistics: computed here for
     each committed route (SQLite's FTS5 keeps its own)."""
     await conn.execute(sa.text("ALTER TABLE ckgw_knowledge_routes ADD COLUMN passages BIGINT"))
-    if postgres:
-        await _create(conn, postgres)
+    if conn.dialect.name == "postgresql":
+        await _create(conn)
         found = await conn.execute(sa.select(routes.c.route, routes.c.committed))
         for route, build in found.all():
             await postgres_stats(conn, route, build)
-
-
-async def _create_dialect(conn: AsyncConnection) -> None:
-    await _create(conn, conn.dialect.name == "postgresql")
 
 
 VERSIONS = Versions(
     "the knowledge index",
     schema,
     meta,
-    {2: lambda conn: _v2(conn, conn.dialect.name == "postgresql")},
+    {2: _v2},
     lock=0x636B67776B6E6F77,  # "ckgwknow": concurrent starts (replicas, an ingest) take turns
-    create=_create_dialect,
+    create=_create,
 )
 SCHEMA_VERSION = VERSIONS.current
-
-
-async def migrate(engine: AsyncEngine) -> None:
-    await migrate_versions(engine, VERSIONS)
-
-
-async def _create(conn: AsyncConnection, postgres: bool) -> None:
-    for ddl in _POSTGRES_DDL if postgres else _SQLITE_DDL:
-        await conn.execute(sa.text(ddl))

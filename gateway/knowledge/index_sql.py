@@ -11,7 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -61,14 +61,31 @@ class SqlIndex(ABC):
     """One store's knowledge index; the dialect's subclass says how passages are searched."""
 
     __slots__ = ("engine", "reads")
+    # One passage row from :page_id, :number (its place in the page), :title, :heading,
+    # :body and :url; a page's passages past `max_passages` are left out.
+    insert_passage: ClassVar[sa.TextClause]
+    max_passages: ClassVar[int | None] = None
 
     def __init__(self, engine: AsyncEngine, reads: AsyncEngine) -> None:
         self.engine = engine
         self.reads = reads  # the same pool, for statements that need no transaction
 
-    @abstractmethod
     async def insert_passages(self, conn: AsyncConnection, page_id: int, page: Page) -> None:
         """The page's passages, searchable once its build is committed."""
+        title = clean(page.title)
+        rows = [
+            {
+                "page_id": page_id,
+                "number": number,
+                "title": title,
+                "heading": clean(passage.heading),
+                "body": clean(passage.text),
+                "url": clean(passage.url),
+            }
+            for number, passage in enumerate(page.passages[: self.max_passages])
+        ]
+        if rows:
+            await conn.execute(self.insert_passage, rows)
 
     @abstractmethod
     async def find(

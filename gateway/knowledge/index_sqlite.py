@@ -12,14 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .index_query import MAX_TERMS, candidates, fts5_phrase, fts5_query
-from .index_schema import MAX_PASSAGES, PASSAGE_BITS
-from .index_sql import SqlIndex, clean
-from .model import Hit, Page
+from .index_schema import MAX_PASSAGES
+from .index_sql import SqlIndex
+from .model import Hit
 
 # bm25() weights per column: title, heading, body (url is not indexed). Lower is better.
 _INSERT = sa.text(
     "INSERT INTO ckgw_knowledge_fts (rowid, title, heading, body, url) "
-    "VALUES (:rowid, :title, :heading, :body, :url)"
+    "VALUES ((:page_id << 16) | :number, :title, :heading, :body, :url)"  # PASSAGE_BITS
 )
 # Ranked on rowids alone, the text read for the best few only: a question's terms match a
 # third of the manual's passages, and sorting them with their text cost a quarter more.
@@ -69,22 +69,8 @@ _COUNTS = tuple(_counts(terms) for terms in range(MAX_TERMS + 1))  # built once
 
 class SqliteIndex(SqlIndex):
     __slots__ = ()
-
-    async def insert_passages(self, conn: AsyncConnection, page_id: int, page: Page) -> None:
-        if not page.passages:
-            return
-        title = clean(page.title)
-        rows = [
-            {
-                "rowid": (page_id << PASSAGE_BITS) | number,
-                "title": title,
-                "heading": clean(passage.heading),
-                "body": clean(passage.text),
-                "url": clean(passage.url),
-            }
-            for number, passage in enumerate(page.passages[:MAX_PASSAGES])
-        ]
-        await conn.execute(_INSERT, rows)
+    insert_passage = _INSERT
+    max_passages = MAX_PASSAGES
 
     async def find(
         self, conn: AsyncConnection, route: str, words: list[str], limit: int

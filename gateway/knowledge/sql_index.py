@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..migrations import migrate
 from .index import KnowledgeIndex
-from .index_schema import migrate
+from .index_schema import VERSIONS
 
 
 async def open_index(engine: AsyncEngine) -> KnowledgeIndex:
     """The index in the store `engine` opens (the route's thread store), migrated."""
-    await migrate(engine)
+    await migrate(engine, VERSIONS)
     if engine.dialect.name == "postgresql":
         from .index_postgres import PostgresIndex
 
