@@ -14,7 +14,6 @@ from typing import Annotated
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -36,10 +35,10 @@ from .types import (
     NonEmpty,
     OneOf,
     Sorted,
+    Stripped,
     UrlPath,
     at,
     fmt_duration,
-    strip,
 )
 
 # Unknown keys are errors; values are checked by the types above (strict: no "2" for 2).
@@ -53,10 +52,7 @@ def _chatkit_type(value: str) -> str:
 
 
 ChatKitType = Annotated[
-    str,
-    BeforeValidator(strip),
-    AfterValidator(_chatkit_type),
-    WithJsonSchema({"enum": sorted(CHATKIT_TYPES)}),
+    Stripped, AfterValidator(_chatkit_type), WithJsonSchema({"enum": sorted(CHATKIT_TYPES)})
 ]
 
 

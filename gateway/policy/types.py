@@ -70,32 +70,6 @@ def _yaml_value(value: object, what: str) -> object:
     return value
 
 
-def _integer(low: int, high: int) -> Callable[[object], int]:
-    def parse(value: object) -> int:
-        raw = value
-        value = _yaml_value(value, "a whole number")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected a whole number, got {described(raw)}")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
-        return value
-
-    return parse
-
-
-def _number(low: float, high: float) -> Callable[[object], float]:
-    def parse(value: object) -> float:
-        raw = value
-        value = _yaml_value(value, "a number")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {described(raw)}")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low:g} and {high:g}, got {value:g}")
-        return float(value)
-
-    return parse
-
-
 @dataclass(frozen=True, slots=True)
 class Between:
     """`Annotated[int, Between(0, 10)]`: a whole number (or, on float, a number) in range."""
@@ -104,10 +78,20 @@ class Between:
     high: float
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
-        if source is int:
-            parse: Callable[[object], object] = _integer(int(self.low), int(self.high))
-        else:
-            parse = _number(self.low, self.high)
+        whole = source is int
+        what = "a whole number" if whole else "a number"
+        kinds = int if whole else int | float
+        show: Callable[[float], str] = str if whole else "{:g}".format
+        low, high = (int(self.low), int(self.high)) if whole else (self.low, self.high)
+
+        def parse(value: object) -> object:
+            given = _yaml_value(value, what)
+            if isinstance(given, bool) or not isinstance(given, kinds):
+                raise ValueError(f"expected {what}, got {described(value)}")
+            if not low <= given <= high:
+                raise ValueError(f"must be between {show(low)} and {show(high)}, got {show(given)}")
+            return given if whole else float(given)
+
         return core_schema.no_info_before_validator_function(parse, handler(source))
 
     def __get_pydantic_json_schema__(self, schema: Any, handler: GetJsonSchemaHandler) -> Any:
@@ -163,9 +147,8 @@ def _nonempty(value: str) -> str:
 
 
 Text = Annotated[str, BeforeValidator(text), WithJsonSchema({"type": "string"})]
-NonEmpty = Annotated[
-    str, BeforeValidator(strip), AfterValidator(_nonempty), WithJsonSchema({"type": "string"})
-]
+Stripped = Annotated[str, BeforeValidator(strip)]  # the base of the checked texts below
+NonEmpty = Annotated[Stripped, AfterValidator(_nonempty), WithJsonSchema({"type": "string"})]
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
@@ -180,10 +163,7 @@ def _name(value: str) -> str:
 
 
 Name = Annotated[
-    str,
-    BeforeValidator(strip),
-    AfterValidator(_name),
-    WithJsonSchema({"type": "string", "pattern": _NAME.pattern}),
+    Stripped, AfterValidator(_name), WithJsonSchema({"type": "string", "pattern": _NAME.pattern})
 ]
 
 
@@ -196,10 +176,7 @@ def _url_path(raw: str) -> str:
 
 
 UrlPath = Annotated[
-    str,
-    BeforeValidator(strip),
-    AfterValidator(_url_path),
-    WithJsonSchema({"type": "string", "pattern": "^/"}),
+    Stripped, AfterValidator(_url_path), WithJsonSchema({"type": "string", "pattern": "^/"})
 ]
 
 
@@ -231,8 +208,7 @@ def _http_url(raw: str) -> str:
 
 
 HttpUrl = Annotated[
-    str,
-    BeforeValidator(strip),
+    Stripped,
     AfterValidator(_http_url),
     WithJsonSchema({"type": "string", "format": "uri", "pattern": "^https?://"}),
 ]
@@ -281,8 +257,7 @@ def _header_name(value: str) -> str:
 
 
 HeaderName = Annotated[
-    str,
-    BeforeValidator(strip),
+    Stripped,
     AfterValidator(_header_name),
     WithJsonSchema({"type": "string", "pattern": f"^{HEADER_NAME.pattern}$"}),
 ]
@@ -306,12 +281,7 @@ Cidr = Annotated[
 ]
 
 
-def _origin(value: object) -> str:
-    raw = strip(value)
-    return normalise_origin(raw)
-
-
-def normalise_origin(raw: str) -> str:
+def _origin(raw: str) -> str:
     """A browser origin, normalised the way browsers send it (lowercase, no default port)."""
     try:
         parts = urlsplit(raw)
@@ -359,8 +329,8 @@ def _origin_host(host: str, raw: str) -> str:
 
 
 Origin = Annotated[
-    str,
-    BeforeValidator(_origin),
+    Stripped,
+    AfterValidator(_origin),
     WithJsonSchema({"type": "string", "format": "uri", "examples": ["https://example.org"]}),
 ]
 # Sets written as lists, shown sorted by `check` (a set's order changes from run to run).

@@ -22,7 +22,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator
 from pydantic.dataclasses import dataclass
 from pydantic.json_schema import WithJsonSchema
 
@@ -42,7 +42,7 @@ from ..policy import (
     UserIdConfig,
     UserIdSource,
 )
-from ..policy.types import HEADER_NAME, Between, HttpUrl, at, strip
+from ..policy.types import HEADER_NAME, Between, HttpUrl, Stripped, at
 from ..requestinfo import RequestInfo
 from .proxy_forwarding import forward_headers, relay, upstream_url
 
@@ -73,10 +73,7 @@ def _host(value: str) -> str:
 
 
 ForwardedHost = Annotated[
-    str,
-    BeforeValidator(strip),
-    AfterValidator(_host),
-    WithJsonSchema({"type": "string", "examples": ["example.org"]}),
+    Stripped, AfterValidator(_host), WithJsonSchema({"type": "string", "examples": ["example.org"]})
 ]
 
 _CONNECT_SECONDS = 10.0
