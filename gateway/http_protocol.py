@@ -1,54 +1,12 @@
-"""Slow and greedy clients: a cap on open connections, and deadlines for receiving requests.
+"""One connection's protocol: aiohttp's request handler, with deadlines and JSON errors.
 
-aiohttp closes idle keep-alive connections (`keepalive_timeout`), but once a request has
-started to arrive it waits for the rest as long as the client likes: one header line every
-few seconds (slowloris), or a body one byte at a time, holds a connection and a handler
-for ever. `serve` therefore listens through `GuardedSite` (listener.py), whose connections
-are handled by `GuardedRequestHandler` — aiohttp's own handler, plus these rules
-(`server:` keys):
-
-- `header_timeout_seconds`: a request head (request line and headers) must be complete
-  this long after the connection opens, or after the first byte of a following request on
-  a kept-alive connection. Late: `408 request_timeout` (JSON) if part of a head came, then
-  the connection is closed. Waiting *between* requests is `keepalive_timeout_seconds`'.
-- `body_timeout_seconds`, `body_min_rate_bytes_per_second`: a body gets
-  `body_timeout_seconds` from the end of its head; each chunk received earns one more
-  second per `body_min_rate_bytes_per_second` bytes, but the deadline never runs further
-  than `body_timeout_seconds` past the latest chunk. A pause that long, or an average
-  rate below the minimum, ends the request: the handler's read fails with RequestTimeout
-  → `408 request_timeout` (JSON), and the connection is closed after that answer. Time in
-  which the gateway itself stopped reading (backpressure) is not held against the client.
-- `max_connections`, and `max_connections_per_client` for the connections of one peer
-  address: at a cap, a new connection takes the place of the connection (of that peer, or
-  of all) that has been idle longest — idle meaning no request in progress: a kept-alive
-  connection between requests, or one whose head is still arriving — which is closed.
-  When every such connection has a request in progress, the new one gets `503
-  unavailable` (JSON, `Connection: close`) and is closed without its request being read.
-  A request in progress is never cut short by a cap, idle attackers cannot lock clients
-  out, and busy ones can hold no more than their own share (the books: listener.py).
-- Malformed requests (a garbage request line, a header over `max_header_bytes`, a bad
-  Content-Length): aiohttp answers these itself, as text/plain carrying its version in
-  `Server` and pieces of the request in the body. Here they are `400 bad_request` JSON
-  with the headers every answer carries. So are two kinds of request aiohttp would serve:
-  a request line naming another major version than HTTP/1 (`HTTP/2.0`, `HTTP/0.9`) is
-  `505 http_version_not_supported` (llhttp itself refuses `HTTP/1.2` or `HTTP/3.0` with
-  the 400), and an HTTP/1.0 request with Transfer-Encoding, whose framing RFC 9112 §6.1
-  calls faulty, is `400 bad_request`; the connection is closed after either.
-
-The limits in force when a connection opens apply to it, so a reload reaches new
-connections. Counted in `chatkit_gateway_connections_closed_total{reason}`, with
-`chatkit_gateway_open_connections` alongside.
-
-This module is one connection's protocol. The books across connections (which are open,
-which idle) are the listener's `ConnectionGuard` (listener.py), which makes a
-`GuardedRequestHandler` per connection; the handler knows it only as a `Guard`, below, so
-the import goes one way: listener → http_protocol.
+Once a request has begun, aiohttp waits for the rest as long as the client likes (a header
+line every few seconds, a body one byte at a time), and answers malformed HTTP in
+text/plain naming its version. `GuardedRequestHandler` adds the `server:` keys' head and
+body deadlines and answers as JSON; the rules: docs/DESIGN.md, "Slow and greedy clients".
+The limits in force when a connection opens apply to it. The books across connections
+are the listener's (listener.py), known here only as a `Guard`: listener → http_protocol.
 """
-
-# The private aiohttp names the guard reads: AIOHTTP_PRIVATE, below, checked once when a
-# listener starts (listener.py). What each is for, and which tests exercise it, is in
-# docs/DESIGN.md ("aiohttp internals"). With any one missing, the listener serves with
-# aiohttp's own handler and limits, and says so (log, chatkit_gateway_slow_client_guard).
 
 from __future__ import annotations
 
@@ -72,8 +30,9 @@ from .request_context import SERVER_HEADER
 log = logging.getLogger("gateway.server")
 
 # Every private aiohttp name GuardedRequestHandler uses: attributes of RequestHandler (and
-# its BaseProtocol), and `_ErrInfo` of aiohttp.web_protocol. `_buffer_paused` is not here:
-# aiohttp 3.14.0 lacks it, and without it the guard only misses a pause (getattr).
+# its BaseProtocol), and `_ErrInfo` of aiohttp.web_protocol; what each is for: DESIGN.md,
+# "aiohttp internals". Checked when a listener starts: with one missing, it serves with
+# aiohttp's own handler, and says so. (`_buffer_paused` is read with getattr, not needed.)
 AIOHTTP_PRIVATE: tuple[str, ...] = (
     "_request_count", "_messages", "_close", "_force_close", "_reading_paused", "_loop",
     "_ErrInfo",
@@ -250,13 +209,9 @@ class GuardedRequestHandler(RequestHandler):
             self._body_timer = self._loop.call_at(self._body_deadline, self._body_check)
 
     def _vet_heads(self, new: int) -> None:
-        """What aiohttp's parser lets through but the gateway must not serve: an HTTP
-        major version other than 1 (`HTTP/2.0` or `HTTP/0.9` in a request line: 505), an
-        HTTP/1.x other than 1.0 and 1.1 (400, as llhttp answers those itself), and
-        Transfer-Encoding in an HTTP/1.0 request, whose framing RFC 9112 §6.1 calls faulty
-        (400, as nginx does). The newly parsed heads, the last `new` in the queue, become
-        the errors aiohttp answers through handle_error, in their turn (after the requests
-        before them on the connection); then the connection closes."""
+        """Refuse what aiohttp's parser lets through but the gateway must not serve (the
+        HTTP versions and framing in DESIGN.md): the newly parsed heads, the last `new` in
+        the queue, become errors that handle_error answers in their turn."""
         queue = self._messages
         err_info = web_protocol._ErrInfo
         for i in range(max(0, len(queue) - new), len(queue)):
@@ -284,11 +239,8 @@ class GuardedRequestHandler(RequestHandler):
             self.close()
             return
         if self._head_bytes and self.transport is not None:
-            peer = self.transport.get_extra_info("peername")
-            log.info(
-                "request head not received in time",
-                extra={"status": 408, "client_ip": peer[0] if peer else None},
-            )
+            peer = peer_address(self.transport) or None
+            log.info("request head not received in time", extra={"status": 408, "client_ip": peer})
             late = "Request head not received in time"
             self.transport.write(
                 canned_answer(408, "Request Timeout", "request_timeout", late, self._guard.new_id())
