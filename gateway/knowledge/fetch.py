@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import re
 from collections.abc import Mapping
-from types import TracebackType
 
 import aiohttp
 from protego import Protego
@@ -115,9 +114,7 @@ class Fetcher:
         )
         return self
 
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         if self._session is not None:
             await self._session.close()
 
@@ -128,29 +125,17 @@ class Fetcher:
             headers["If-None-Match"] = old.etag
         if old is not None and old.last_modified:
             headers["If-Modified-Since"] = old.last_modified
-        target = URL(url)
-        if not await self.allowed(target):
+        if not await self.allowed(URL(url)):
             return Failed(url, "disallowed by robots.txt", skipped=True, gone=True)
-        try:
-            result = await self._get(target, headers)
-        except TimeoutError:
-            return Failed(url, "timed out")
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return Failed(url, f"{type(exc).__name__}: {exc}"[:200])
-        return result if not isinstance(result, Raw) else Failed(url, "not a page")
+        result = await self._try(url, headers)
+        assert not isinstance(result, Raw)  # only asked for `any_type`
+        return result
 
     async def raw(self, url: str, max_bytes: int) -> Raw | Failed:
         """A sitemap or robots file: the body (any type), or why not."""
-        target = URL(url)
-        try:
-            result = await self._get(target, {}, max_bytes=max_bytes, any_type=True)
-        except TimeoutError:
-            return Failed(url, "timed out")
-        except (aiohttp.ClientError, OSError, ValueError) as exc:
-            return Failed(url, f"{type(exc).__name__}: {exc}"[:200])
-        if isinstance(result, Raw | Failed):
-            return result
-        return Failed(url, "answered 304 unasked")
+        result = await self._try(url, {}, max_bytes=max_bytes, any_type=True)
+        assert isinstance(result, Raw | Failed)  # `any_type`: a 304 is a failure too
+        return result
 
     async def allowed(self, url: URL) -> bool:
         """robots.txt of the URL's origin, read once per ingest. RFC 9309: a 4xx is no
@@ -166,15 +151,24 @@ class Fetcher:
 
     async def _read_robots(self, url: URL) -> Protego | None:
         robots = url.with_path("/robots.txt").with_query(None).with_fragment(None)
-        try:
-            result = await self._get(robots, {}, max_bytes=_ROBOTS_BYTES, any_type=True)
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
-            return None
+        result = await self.raw(str(robots), _ROBOTS_BYTES)
         if isinstance(result, Raw):
             return Protego.parse(result.body.decode("utf-8", "replace"))
-        if isinstance(result, Failed) and (result.gone or result.reason.startswith("HTTP 4")):
+        if result.gone or result.reason.startswith("HTTP 4"):
             return Protego.parse("")
         return None
+
+    async def _try(
+        self, url: str, headers: dict[str, str], max_bytes: int = 0, any_type: bool = False
+    ) -> Result | Raw:
+        """`_get`, a timeout or a connection's failure as Failed."""
+        target = URL(url)
+        try:
+            return await self._get(target, headers, max_bytes=max_bytes, any_type=any_type)
+        except TimeoutError:
+            return Failed(url, "timed out")
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
+            return Failed(url, f"{type(exc).__name__}: {exc}"[:200])
 
     async def _get(
         self,
