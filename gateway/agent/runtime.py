@@ -10,7 +10,6 @@ requests answer 503 and `/readyz` 503 until it answers, then everything resumes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -55,12 +54,10 @@ class AgentRuntime:
         limits: LimitStorage | None = None,
     ) -> None:
         self._metrics = metrics
-        # upstream.max_rate, shared with the token routes (upstream/outbound.py); None with
-        # the stub upstream.
-        self._smooth_upstream = smooth
+        self._smooth_upstream = smooth  # upstream.max_rate (upstream/outbound.py); None: stub
         self._stub = policy.stub_upstream
         self._stores: dict[str, SqlStore] = {}
-        self._ready: dict[str, bool] = {}  # store URL → migrated
+        self._ready: set[str] = set()  # store URLs migrated
         self._lock = asyncio.Lock()
         self._servers: dict[str, tuple[AgentRouteKeys, AgentRouteData, AgentServer]] = {}
         self._clients: dict[tuple[str, str, float], AsyncOpenAI] = {}
@@ -84,20 +81,23 @@ class AgentRuntime:
     # -- stores ---------------------------------------------------------------------
     async def store_for(self, route: AgentRouteKeys) -> SqlStore:
         """The route's store, its tables created on first use (StoreUnavailable: 503)."""
-        from .store import StoreUnavailable, migrate, open_engine
+        from .store import SqlStore, StoreUnavailable, migrate, open_engine
 
-        url = route.store.url.reveal()
+        cfg = route.store
+        url = cfg.url.reveal()
         store = self._stores.get(url)
-        if store is not None and self._ready.get(url):
+        if store is not None and url in self._ready:
             return store
         async with self._lock:
             store = self._stores.get(url)
             if store is None:
-                store = self._new_store(route, open_engine)
+                engine = open_engine(url, timeout=cfg.timeout_seconds, pool_size=cfg.pool_size)
+                on_error = functools.partial(self._store_error, route.name)
+                store = SqlStore(engine, timeout=cfg.timeout_seconds, on_error=on_error)
                 self._stores[url] = store
-            if not self._ready.get(url):
+            if url not in self._ready:
                 try:
-                    async with asyncio.timeout(route.store.timeout_seconds * 2):
+                    async with asyncio.timeout(cfg.timeout_seconds * 2):
                         await migrate(store.engine)
                 except RuntimeError:
                     raise
@@ -105,34 +105,28 @@ class AgentRuntime:
                     self._metrics.store_errors.labels(route.name).inc()
                     log.warning("thread store not reachable: %s", type(exc).__name__)
                     raise StoreUnavailable() from None
-                self._ready[url] = True
+                self._ready.add(url)
         return store
 
-    def _new_store(self, route: AgentRouteKeys, open_engine: Any) -> SqlStore:
-        from .store import SqlStore
+    def _store_error(self, route: str, context: TurnContext | None) -> None:
+        """A store call failed: counted for the turn's route (a sweep's: the one that
+        opened the store)."""
+        self._metrics.store_errors.labels(context.route if context is not None else route).inc()
 
-        cfg = route.store
-        engine = open_engine(cfg.url.reveal(), timeout=cfg.timeout_seconds, pool_size=cfg.pool_size)
-        errors = self._metrics.store_errors
+    async def _reachable(self, route: AgentRouteKeys) -> SqlStore | None:
+        """The route's store, None while it cannot be reached (a newer schema: RuntimeError)."""
+        from .store import StoreUnavailable
 
-        def on_error(context: TurnContext | None) -> None:
-            errors.labels(context.route if context is not None else route.name).inc()
-
-        return SqlStore(engine, timeout=cfg.timeout_seconds, on_error=on_error)
+        try:
+            return await self.store_for(route)
+        except StoreUnavailable:
+            return None
 
     async def not_ready(self, policy: Policy) -> str | None:
         """/readyz's check (readiness.py): every agent route's store answers."""
-        routes = agent_routes(policy)
-        if not routes:  # nothing of the `agent` extra is imported without such a route
-            return None
-        from .store import StoreUnavailable
-
-        for route in routes:
-            try:
-                store = await self.store_for(route)
-            except StoreUnavailable:
-                return "thread store down"
-            if not await store.ping():
+        for route in agent_routes(policy):
+            store = await self._reachable(route)
+            if store is None or not await store.ping():
                 return "thread store down"
         return None
 
@@ -145,12 +139,7 @@ class AgentRuntime:
         upstream: UpstreamConfig,
     ) -> AgentServer:
         cached = self._servers.get(route.name)
-        if (
-            cached is not None
-            and cached[0] == route
-            and cached[1] is data
-            and cached[2].sql is store
-        ):
+        if cached and cached[0] == route and cached[1] is data and cached[2].sql is store:
             return cached[2]
         from .chatkit_server import AgentServer
 
@@ -162,7 +151,7 @@ class AgentRuntime:
             spec,
             self._model(data.spec.model, route, upstream),
             smooth=self._smooth_upstream,
-            titler=self._titler(route, upstream),
+            titler=self._titler(route, upstream, data.spec.model_settings.reasoning),
             on_feedback=lambda name, kind, n: self._metrics.feedback.labels(name, kind).inc(n),
         )
         self._servers[route.name] = (route, data, server)
@@ -198,22 +187,17 @@ class AgentRuntime:
                 index = self._indexes[store] = await open_index(store.engine)
         return index
 
-    def _titler(self, route: AgentRouteKeys, upstream: UpstreamConfig) -> Any:
-        """The route's thread titles (titles.py): None with `titles: false`."""
-        from openai.types.shared import Reasoning
-
+    def _titler(self, route: AgentRouteKeys, upstream: UpstreamConfig, reasoning: Any) -> Any:
+        """The route's thread titles (titles.py): None with `titles: false`; `reasoning`:
+        what the route's models take."""
         from .config import title_model
         from .titles import Titler
 
         model = title_model(route.titles, route.agent)
         if model is None:
             return None
-        effort = route.agent.model_settings.reasoning_effort  # what the route's models take
-        return Titler(
-            self._model(model, route, upstream, count=_uncounted),
-            Reasoning(effort=effort.value) if effort is not None else None,
-            smooth=self._smooth_upstream,
-        )
+        titling = self._model(model, route, upstream, count=_uncounted)
+        return Titler(titling, reasoning, smooth=self._smooth_upstream)
 
     def _model(
         self,
@@ -229,6 +213,8 @@ class AgentRuntime:
         from agents import OpenAIResponsesModel
         from openai import AsyncOpenAI, Timeout
 
+        from .fallback_model import FallbackModel
+
         idle = route.stream_idle_timeout_seconds
         key = (upstream.base_url, upstream.api_key.reveal(), idle)
         client = self._clients.get(key)
@@ -239,8 +225,6 @@ class AgentRuntime:
                 max_retries=upstream.retries,
                 timeout=Timeout(idle, connect=min(_CONNECT_SECONDS, idle)),
             )
-        from .fallback_model import FallbackModel
-
         names = tuple(dict.fromkeys((model, *route.agent.fallback_models)))
         return FallbackModel(
             route.name,
@@ -254,24 +238,17 @@ class AgentRuntime:
     async def open_all(self, policy: Policy) -> None:
         """At start: every store opened and migrated; one not reachable is retried on use
         (a database of a newer schema stops the start: RuntimeError)."""
-        routes = agent_routes(policy)
-        if not routes:  # a token-only gateway imports nothing of the `agent` extra
-            return
-        from .store import StoreUnavailable
-
-        for route in routes:
-            with contextlib.suppress(StoreUnavailable):
-                await self.store_for(route)
+        for route in agent_routes(policy):
+            await self._reachable(route)
 
     async def sweep_once(self, policy: Policy) -> None:
-        routes = agent_routes(policy)
-        if not routes:
-            return
-        from .store import StoreUnavailable
+        for route in agent_routes(policy):
+            store = await self._reachable(route)
+            if store is None:
+                continue
+            from .store import StoreUnavailable
 
-        for route in routes:
             try:  # retention None keeps threads; unsent uploads still go after the hour
-                store = await self.store_for(route)
                 deleted = await store.sweep(route.store.retention)
             except StoreUnavailable:
                 continue
