@@ -1,7 +1,7 @@
 """ChatKit's `AttachmentStore` (the SDK's second seam beside the thread store): phase one
 of the two-phase upload, the bytes, and the records, always with their user; the stored
 bytes counted per client address and per store (the caps: attachment_admission.py). It
-runs in the thread store's transactions: one database, one health flag."""
+runs in the thread store's transactions: one database, one 503."""
 
 from __future__ import annotations
 
