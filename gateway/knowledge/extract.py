@@ -16,45 +16,12 @@ from urllib.parse import unquote
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_BLOCKS = frozenset(
-    (
-        "address",
-        "article",
-        "aside",
-        "blockquote",
-        "body",
-        "caption",
-        "dd",
-        "details",
-        "div",
-        "dl",
-        "dt",
-        "fieldset",
-        "figcaption",
-        "figure",
-        "footer",
-        "h1",
-        "h2",
-        "h3",
-        "h4",
-        "h5",
-        "h6",
-        "header",
-        "hr",
-        "li",
-        "main",
-        "ol",
-        "p",
-        "pre",
-        "section",
-        "summary",
-        "table",
-        "td",
-        "th",
-        "tr",
-        "ul",
-    )
-)
+_BLOCK_TAGS = """
+    address article aside blockquote body caption dd details div dl dt fieldset figcaption
+    figure footer h1 h2 h3 h4 h5 h6 header hr li main ol p pre section summary table td th
+    tr ul
+"""
+_BLOCKS = frozenset(_BLOCK_TAGS.split())
 _DROP_TAGS = (
     "script, style, noscript, template, svg, iframe, object, canvas, form, button, select, "
     "input, textarea, dialog, nav, aside, [hidden], [aria-hidden=true], [role=navigation], "
@@ -109,7 +76,7 @@ def _content_root(tree: LexborHTMLParser) -> LexborNode | None:
     return tree.body
 
 
-def _strip_boilerplate(tree: LexborHTMLParser, root: LexborNode) -> None:
+def _strip_boilerplate(root: LexborNode) -> None:
     for node in root.css(_DROP_TAGS):
         node.decompose()
     if root.tag == "body":  # the page's own header and footer (inside main: the article's)
@@ -188,7 +155,7 @@ def extract_html(html: str, url: str) -> Extracted:
     root = _content_root(tree)
     if root is None:
         return Extracted(title or _name(url), (), links)
-    _strip_boilerplate(tree, root)
+    _strip_boilerplate(root)
     blocks = _blocks(root)
     if not title:
         title = next((b.text for b in blocks if b.level), "") or _name(url)
