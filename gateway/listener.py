@@ -1,40 +1,17 @@
 """The TCP listeners `serve` runs: aiohttp's server, one guarded handler per connection.
 
 `ConnectionGuard` is a listener's protocol factory: it makes each connection's
-`GuardedRequestHandler` (http_protocol.py, with the policy's `server:` limits in force
-when the connection opens) and keeps the books of the connection caps — which connections
-are open, from which peer address, and which of them are idle, longest idle first, to be
-evicted at a cap:
-
-- `server.max_connections_per_client`: a peer address at its cap makes room by closing
-  its own longest-idle connection; with every one of them busy, the new connection gets
-  `503 unavailable` and is closed (`connections_closed_total{reason="refused_per_client"}`).
-  The peer is the TCP peer: behind a proxy, every client is the proxy's address.
-- `server.max_connections`: then the listener's cap, the same way, across all peers
-  (`reason="evicted"`, `reason="refused"`).
-
-So one address cannot take every connection of the listener, and with `server.ops_port`
-the operations endpoints have a listener, and books, of their own (`serve` in cli.py).
-The handler sees the guard only through http_protocol's `Guard` protocol, so the import
-goes one way: this module → http_protocol.
+`GuardedRequestHandler` (http_protocol.py, with the `server:` limits in force when the
+connection opens) and keeps the books of the connection caps: the open connections by
+peer address, and the idle ones, longest idle first, evicted at a cap (the rules:
+docs/DESIGN.md, "Slow and greedy clients").
 """
 
 # GuardedSite is a web.BaseSite that listens through a ConnectionGuard instead of the
-# runner's web.Server, as aiohttp's TCPSite does. It keeps its own state (runner, backlog,
-# asyncio server, which its stop closes) rather than BaseSite's private slots; the one
-# private seam left is the guard's, http_protocol.AIOHTTP_PRIVATE, checked in start: with
-# a name missing, each connection gets aiohttp's own handler (web.Server's), and the
-# caps and deadlines are off — said in the log and chatkit_gateway_slow_client_guard.
-#
-# Covered by real TCP listeners: tests/test_hostile.py's stack (`serving`) listens through
-# open_listener on port 0 and connects to `site.port`; tests/test_lifecycle.py's
-# test_listener_closes_after_the_grace checks that a real `serve` stops listening, and
-# test_sigterm_during_a_slow_upstream_call_still_answers_it that runner.cleanup() still
-# drains the guarded connections (they register with web.Server through
-# RequestHandler.connection_made). The handler factory bypasses web.Server.__call__, so
-# the app's handler_args reach a connection only where RequestHandler reads them from its
-# manager (handler_cancellation); its own settings come from the policy, in
-# GuardedRequestHandler. The names in GuardedSite.__slots__ are this class's own.
+# runner's web.Server, keeping its own runner, backlog and asyncio server rather than
+# BaseSite's private slots. The handler factory bypasses web.Server.__call__, so the app's
+# handler_args reach a connection only where RequestHandler reads them from its manager
+# (handler_cancellation); its own settings come from the policy.
 
 from __future__ import annotations
 
@@ -87,7 +64,7 @@ class ConnectionGuard:
         guarded: bool = True,
     ) -> None:
         self.server = server
-        self.guarded = guarded  # False: aiohttp's own handler (module comment)
+        self.guarded = guarded  # False: aiohttp's own handler (aiohttp lacks a name)
         self.config = config
         self.metrics = metrics
         self.new_id = new_id
@@ -113,18 +90,14 @@ class ConnectionGuard:
         at the peer's own cap (one of its idle connections), then at the listener's (the
         longest idle of all). None when admitted, else the refusal's reason."""
         books = self._peers.get(peer)
-        if books is not None and books.open >= config.max_connections_per_client:
-            victim = next(iter(books.idle), None)
-            if victim is None:
-                self.count(REFUSED_PER_CLIENT)
-                return REFUSED_PER_CLIENT
-            self._evict(victim)
-        if len(self._open) >= config.max_connections:
-            victim = next(iter(self._idle), None)
-            if victim is None:
-                self.count(REFUSED)
-                return REFUSED
-            self._evict(victim)
+        if (
+            books is not None
+            and books.open >= config.max_connections_per_client
+            and not self._make_room(books.idle, REFUSED_PER_CLIENT)
+        ):
+            return REFUSED_PER_CLIENT
+        if len(self._open) >= config.max_connections and not self._make_room(self._idle, REFUSED):
+            return REFUSED
         books = self._peers.get(peer)
         if books is None:
             books = self._peers[peer] = _Peer()
@@ -136,10 +109,16 @@ class ConnectionGuard:
             self.metrics.open_connections.inc()
         return None
 
-    def _evict(self, victim: GuardedRequestHandler) -> None:
+    def _make_room(self, idle: dict[GuardedRequestHandler, None], refusal: str) -> bool:
+        """Close the longest idle of `idle`; with none idle, count the refusal instead."""
+        victim = next(iter(idle), None)
+        if victim is None:
+            self.count(refusal)
+            return False
         self.release(victim)
         victim.force_close()
         self.count("evicted")
+        return True
 
     def release(self, conn: GuardedRequestHandler) -> None:
         peer = self._open.pop(conn, None)
