@@ -65,8 +65,7 @@ class FallbackModel(Model):
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
         last = len(self._models) - 1
         for index, model in enumerate(self._models):
-            if index:
-                await self._before_retry()
+            await self._before_try(index)
             started = time.monotonic()
             try:
                 response: ModelResponse = await model.get_response(*args, **kwargs)
@@ -83,8 +82,7 @@ class FallbackModel(Model):
     ) -> AsyncIterator[TResponseStreamEvent]:
         last = len(self._models) - 1
         for index, model in enumerate(self._models):
-            if index:
-                await self._before_retry()
+            await self._before_try(index)
             started = time.monotonic()
             streamed = False
             # Closed with this one: a visitor who leaves ends the model's stream at once.
@@ -101,8 +99,8 @@ class FallbackModel(Model):
                 continue
             return
 
-    async def _before_retry(self) -> None:
-        if self._smooth is not None:
+    async def _before_try(self, index: int) -> None:
+        if index and self._smooth is not None:  # the first try's slot: the turn's own
             await self._smooth()
 
     # What the SDK asks the model about itself: the first model answers for all.
