@@ -92,20 +92,16 @@ def forward_headers(
     claims about earlier hops or the original URL, every name with `_` (nginx drops those
     too: many frameworks read `X_Forwarded_For` as `X-Forwarded-For`), and
     `untrusted_header` (an auth proxy's user header, when the peer is not that proxy)."""
-    named = {t.strip().lower() for v in received.getall("Connection", ()) for t in v.split(",")}
     drop_too = untrusted_header.lower() if untrusted_header and not trusted else None
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in received.items():
-        lower = name.lower()
-        if (
-            lower in _NOT_FORWARDED
-            or lower in named
-            or "_" in lower
-            or lower.startswith(_FORWARDED_PREFIX)
-            or lower == drop_too
-        ):
-            continue
-        out.add(name, value)
+    out = backend.end_to_end(
+        received,
+        lambda name: (
+            name in _NOT_FORWARDED
+            or "_" in name
+            or name.startswith(_FORWARDED_PREFIX)
+            or name == drop_too
+        ),
+    )
     # What an untrusted peer claims about earlier hops is dropped, not passed on.
     prior = ", ".join(received.getall("X-Forwarded-For", ())) if trusted else ""
     out["X-Forwarded-For"] = f"{prior}, {peer or 'unknown'}" if prior else (peer or "unknown")

@@ -146,8 +146,22 @@ async def relay(
         metrics.upstream_call(route, outcome, elapsed)
 
 
+def end_to_end(received: CIMultiDictProxy[str], dropped: Callable[[str], bool]) -> CIMultiDict[str]:
+    """The fields of `received` that its Connection field does not name and that `dropped`
+    (told the lowercase name) keeps: what passes between browser and backend, either way."""
+    named = {t.strip().lower() for v in received.getall("Connection", ()) for t in v.split(",")}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in received.items():
+        lower = name.lower()
+        if lower not in named and not dropped(lower):
+            out.add(name, value)
+    return out
+
+
 def _start(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-    headers = _relayed(upstream.headers)
+    headers = end_to_end(
+        upstream.headers, lambda name: name in _NOT_RELAYED or name.startswith("access-control-")
+    )
     sse = upstream.content_type == "text/event-stream"
     if sse:
         headers["Cache-Control"] = "no-cache"
@@ -156,17 +170,6 @@ def _start(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
     if upstream.content_length is not None and not sse:
         response.content_length = upstream.content_length
     return response
-
-
-def _relayed(received: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    named = {t.strip().lower() for v in received.getall("Connection", ()) for t in v.split(",")}
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in received.items():
-        lower = name.lower()
-        if lower in _NOT_RELAYED or lower in named or lower.startswith("access-control-"):
-            continue
-        out.add(name, value)
-    return out
 
 
 async def _pump(
