@@ -75,16 +75,13 @@ class PathSource:
     max_pages: Annotated[int, Between(1, 100_000)] = 5000
 
 
+_KINDS = {SitemapSource: "sitemap", CrawlSource: "crawl", PathSource: "path"}
+
+
 def _source_kind(value: Any) -> str | None:
     if isinstance(value, dict):
-        for key in ("sitemap", "crawl", "path"):
-            if key in value:
-                return key
-        return None
-    for cls, key in ((SitemapSource, "sitemap"), (CrawlSource, "crawl"), (PathSource, "path")):
-        if isinstance(value, cls):
-            return key
-    return None
+        return next((key for key in _KINDS.values() if key in value), None)
+    return _KINDS.get(type(value))
 
 
 Source = Annotated[
@@ -124,12 +121,3 @@ class KnowledgeConfig:
     max_page_bytes: Annotated[int, Between(1024, 64 << 20)] = 5 << 20
     timeout_seconds: Annotated[float, Between(1, 300)] = 15.0
     concurrency_per_host: Annotated[int, Between(1, 32)] = 4
-
-
-__all__ = [
-    "CrawlSource",
-    "KnowledgeConfig",
-    "PathSource",
-    "SitemapSource",
-    "Source",
-]

@@ -81,10 +81,6 @@ class IngestReport:
         )
 
 
-def _listed(source: PathSource) -> list[LocalFile]:
-    return list(local_files(source))
-
-
 @dataclasses.dataclass(slots=True)
 class _Job:
     url: URL
@@ -165,7 +161,7 @@ class _Run:
                     await self.source_failed(source.sitemap, str(exc), CrawlScope.of(root))
             elif isinstance(source, PathSource):
                 try:
-                    files = await asyncio.to_thread(_listed, source)
+                    files = await asyncio.to_thread(list, local_files(source))
                 except OSError as exc:
                     root = normalise(source.base_url)
                     assert root is not None

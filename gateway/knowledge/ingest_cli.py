@@ -47,11 +47,8 @@ def run(config: Path, route: str | None) -> int:
 
 
 async def _all(routes: list[tuple[Any, KnowledgeConfig]]) -> int:
-    status = 0
-    for route, config in routes:
-        if not await _one(route, config):
-            status = 1
-    return status
+    ingested = [await _one(route, config) for route, config in routes]  # each one tried
+    return 0 if all(ingested) else 1
 
 
 async def _one(route: Any, config: KnowledgeConfig) -> bool:
