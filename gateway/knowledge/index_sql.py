@@ -11,7 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,8 +40,7 @@ def unavailable_on_error(what: str) -> Iterator[None]:
 
 def clean(text: str) -> str:
     """Text any store takes: PostgreSQL refuses NUL, neither driver encodes lone surrogates."""
-    if "\x00" in text:
-        text = text.replace("\x00", "")
+    text = text.replace("\x00", "")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -49,12 +48,9 @@ def clean(text: str) -> str:
     return text
 
 
-def committed(route: str) -> sa.ScalarSelect[Any]:
-    return sa.select(routes.c.committed).where(routes.c.route == route).scalar_subquery()
-
-
 def _visible(route: str) -> sa.ColumnElement[bool]:
-    return sa.and_(pages.c.route == route, pages.c.born <= committed(route))
+    committed = sa.select(routes.c.committed).where(routes.c.route == route).scalar_subquery()
+    return sa.and_(pages.c.route == route, pages.c.born <= committed)
 
 
 class SqlIndex(ABC):
