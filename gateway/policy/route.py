@@ -21,8 +21,9 @@ from aiohttp import web
 from pydantic import model_validator
 from pydantic.dataclasses import dataclass
 
+from .origins import Origin
 from .sections import STRICT, RateLimit, UpstreamConfig
-from .types import Between, Bool, HeaderName, Name, Origin, Sorted, UrlPath, at
+from .types import Between, Bool, HeaderName, Name, Sorted, UrlPath, at
 
 _BUILT_IN_KINDS = "gateway.routes"  # imports and registers the shipped kinds
 

@@ -119,16 +119,15 @@ class OneOf:
     """`Annotated[SomeEnum, OneOf()]`: one of the enum's values, all named in the error."""
 
     def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> Any:
-        kind = source
-        names = [str(m.value) for m in kind]
+        names = [str(m.value) for m in source]
 
         def parse(value: object) -> object:
-            if isinstance(value, kind):
+            if isinstance(value, source):
                 return value
-            given = text(value).strip()
+            given = strip(value)
             if given not in names:
                 raise ValueError(f"expected one of {', '.join(names)}, got {given!r}")
-            return kind(given)
+            return source(given)
 
         return core_schema.no_info_before_validator_function(parse, handler(source))
 
@@ -281,58 +280,6 @@ Cidr = Annotated[
 ]
 
 
-def _origin(raw: str) -> str:
-    """A browser origin, normalised the way browsers send it (lowercase, no default port)."""
-    try:
-        parts = urlsplit(raw)
-    except ValueError:
-        raise ValueError(f"expected an origin like https://example.org, got {raw!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"expected an origin like https://example.org, got {raw!r}")
-    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(
-            f"an origin is scheme://host[:port] with no path, got {raw!r}"
-            + (" (drop the trailing '/')" if parts.path == "/" else "")
-        )
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"bad port in origin {raw!r}") from None
-    if port == 0:
-        raise ValueError(f"bad port in origin {raw!r}")
-    host = _origin_host(parts.hostname, raw)
-    default = {"http": 80, "https": 443}[parts.scheme]
-    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
-
-
-_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-
-
-def _origin_host(host: str, raw: str) -> str:
-    """The host as a browser writes it in `Origin`: an IP literal or an ASCII (punycode) name."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return f"[{address.compressed}]" if address.version == 6 else address.compressed
-    if "*" in host:
-        raise ValueError(f"wildcards are not supported in origins, list each one: {raw!r}")
-    try:
-        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        ascii_host = ""
-    if not _HOSTNAME.fullmatch(ascii_host):
-        raise ValueError(f"bad host name in origin {raw!r}")
-    return ascii_host.lower()
-
-
-Origin = Annotated[
-    Stripped,
-    AfterValidator(_origin),
-    WithJsonSchema({"type": "string", "format": "uri", "examples": ["https://example.org"]}),
-]
 # Sets written as lists, shown sorted by `check` (a set's order changes from run to run).
 Sorted = PlainSerializer(sorted)
 
@@ -342,9 +289,7 @@ def _json_object(value: object) -> dict[str, Any]:
     numbers kept as their text (they would not encode)."""
     if not isinstance(value, dict):
         raise ValueError(f"expected a mapping, got {described(value)}")
-    out = _json_ready(value)
-    assert isinstance(out, dict)
-    return out
+    return {str(k): _json_ready(v) for k, v in value.items()}
 
 
 def _json_ready(value: object) -> object:
@@ -353,12 +298,7 @@ def _json_ready(value: object) -> object:
     if isinstance(value, list | tuple):
         return [_json_ready(v) for v in value]
     if isinstance(value, Scalar):
-        typed = value.typed
-        if isinstance(typed, bool | int | str) or (
-            isinstance(typed, float) and typed == typed and abs(typed) != float("inf")
-        ):
-            return typed if typed != "" else str(value)
-        return str(value)
+        return value.typed  # a number, a bool or the text (source.py's _yaml_type)
     return value if value is None or isinstance(value, str | int | float | bool) else str(value)
 
 
