@@ -248,19 +248,3 @@ class AgentRouteData:
 
 
 KIND = "chatkit_agent"
-
-
-__all__ = [
-    "KIND",
-    "AgentConfig",
-    "AgentRouteData",
-    "AttachmentsConfig",
-    "BudgetKey",
-    "FileSearchTool",
-    "ModelSettings",
-    "StoreConfig",
-    "TitlesConfig",
-    "TokenBudget",
-    "WebSearchTool",
-    "title_model",
-]
