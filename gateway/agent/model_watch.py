@@ -1,18 +1,10 @@
 """The model watch: each agent route's models asked about at start and daily (SPEC §10).
 
-Models retire on a date OpenAI announces (`GET /models/{id}` gives its `shutdown_date`); on
-that day a chat configured with the model stops answering. So `serve` asks the upstream,
-with the policy's key, about every model the agent routes name (`watched_models`) and says
-what it learns where an operator looks: a warning line and
-`chatkit_gateway_model_shutdown_timestamp_seconds{route,model}` for a retiring model, an
-error line and `chatkit_gateway_model_available{route,model}` 0 for one not served. A
-look-up that fails (network, 5xx, a timeout) changes nothing and is tried again after
-RETRY_SECONDS; nothing here stops the gateway or touches readiness. The policy is read at
-each poll, so a reload's new models are asked about within POLL_SECONDS and the series of
-models no longer named go. `chatkit-gateway check --online` asks the same (look_up).
-
-openai is imported only when there is something to ask: a token-only gateway has no
-`agent` extra.
+Models retire on a date OpenAI announces (`GET /models/{id}`'s `shutdown_date`), and on
+that day a chat configured with one stops answering: the watch says so months ahead where
+an operator looks (a log line, a gauge per route and model). A failed look-up changes
+nothing and is retried; nothing here stops the gateway or touches readiness. openai is
+imported only when there is something to ask: a token-only gateway has no `agent` extra.
 """
 
 from __future__ import annotations
@@ -30,7 +22,8 @@ from aiohttp import web
 from ..background import polling
 from ..compiled_policy import ACTIVE_POLICY
 from ..metrics import METRICS, Metrics
-from .config import KIND, title_model
+from .config import title_model
+from .route_keys import AgentRouteKeys
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -54,10 +47,10 @@ def watched_models(policy: Policy) -> dict[str, tuple[str, ...]]:
     """Each agent route's model names, in the order its turns try them."""
     out: dict[str, tuple[str, ...]] = {}
     for route in policy.routes:
-        if route.kind != KIND:
+        if not isinstance(route, AgentRouteKeys):
             continue
-        agent: Any = getattr(route, "agent")  # noqa: B009 (AgentConfig; kind-specific)
-        titles = title_model(getattr(route, "titles", False), agent)  # titles.py's calls
+        agent = route.agent
+        titles = title_model(route.titles, agent)  # titles.py's calls
         named = (agent.model, *agent.fallback_models, *([titles] if titles else []))
         out[route.name] = tuple(dict.fromkeys(named))
     return out
