@@ -41,14 +41,10 @@ _DOCS = sa.text(
     "LEFT JOIN ckgw_knowledge_routes AS r ON r.route = :route ORDER BY w.n"
 )
 # Candidates from the GIN index (index_query.py: rarity), each ranked by the sum over all the
-# question's terms of ts_rank * idf, the text read for the best few only. ts_rank weights
-# (D, C, B, A): BM25 at SQLite's column weights 8/4/1 gives one occurrence in the title,
-# the heading, the text 1.91, 1.69, 1.0 (k1 1.2): A 1, B 0.88, C 0.52 (PostgreSQL's
-# default 1/0.4/0.2 let a common word of a title outweigh the topic in the text).
-# Normalization 1: a long passage does not win by length alone. ts_rank, not ts_rank_cd:
-# half the time (measured, bench/knowledge_search.py). The match through a sub-select: for
-# a constant tsquery the planner estimates a tenth of the passages and reads the whole
-# table; from an InitPlan it takes the GIN index (p90 24, 18, 10 ms against 36, 23, 15).
+# question's terms of ts_rank * idf, the text read for the best few only. The ts_rank weights
+# (D, C, B, A) are SQLite's BM25 column weights (docs/DESIGN.md); normalization 1: a long
+# passage does not win by length alone. The match through a sub-select: the planner then
+# takes the GIN index, not the whole table (a constant tsquery's estimate is a tenth).
 _SEARCH = sa.text(
     "WITH w AS MATERIALIZED ("
     " SELECT websearch_to_tsquery('english', w.term) AS q, w.weight"

@@ -6,14 +6,9 @@ builds from the terms (quoted FTS5 strings, a websearch tsquery) has no operator
 The question's first `MAX_CHARS` are read and at most `MAX_TERMS` terms kept: a search
 costs the same for a 100 kB question as for a long sentence.
 
-Rarity (`candidates`, `idf`): a question's common words ("table", "create" are in a third
-of a database manual's passages) match most of the index and rank nothing; the rare ones
-name its topic. Both backends look up each term's passage count before searching and rank
-a bounded set of candidates: the passages of the rarest terms, up to `RANKED` passages;
-when even the rarest term has more, the passages with every term. Every term weighs in
-the rank by its inverse document frequency (BM25's own in SQLite; PostgreSQL's rank
-multiplies by it). The rule is general (counts and one budget), never a list of words
-tuned on a question set.
+Rarity (`candidates`, `idf`): a question's common words match most of the index and rank
+nothing, the rare ones name its topic; so both backends rank a bounded set of candidates,
+the rarest terms' passages (docs/DESIGN.md, "Rarity, on both backends").
 """
 
 from __future__ import annotations

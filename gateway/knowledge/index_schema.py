@@ -7,10 +7,6 @@ Every page row carries its route (routes may share a store) and `born`, the buil
 wrote it; a route's searches see the rows born at or before its `committed` build. A build
 writes its rows with a new number, invisible until its commit moves `committed` to it and
 deletes what the new index no longer holds, in one transaction.
-
-Version 2: term statistics for ranking by rarity (PostgreSQL: each lexeme's passage count
-per route, kept at commit; SQLite's FTS5 counts its own). A version 1 database is brought
-up at start, its committed routes' statistics computed then.
 """
 
 from __future__ import annotations
@@ -94,9 +90,7 @@ _POSTGRES_STATS = (
     "UPDATE ckgw_knowledge_routes SET passages = (SELECT count(*) "
     "FROM ckgw_knowledge_passages AS s JOIN ckgw_knowledge_pages AS p ON p.id = s.page_id "
     "WHERE p.route = :route AND p.born <= :build) WHERE route = :route",
-    # The planner's statistics now, not at autovacuum's next round: before it, the first
-    # searches after an ingest of the manual took 0.6 s each, not 13 ms (a plan for the
-    # empty tables).
+    # The planner's statistics now, not at autovacuum's next round (docs/DESIGN.md).
     "ANALYZE ckgw_knowledge_pages, ckgw_knowledge_passages",
 )
 

@@ -1,18 +1,9 @@
 """`serve` keeps each route's knowledge current: the `refresh` ingests and the index gauges.
 
-One task per app polls every route with a `knowledge` block each POLL_SECONDS (≤ 60 s, so
-the gauges follow an ingest made by the CLI or another replica within a minute: SPEC §9),
-reading the index's `stats()` — one cheap query — from the route's own store. A route with
-`refresh` is re-ingested when its last committed ingest is older than the period: soon
-after start when the index is empty or stale, else at last ingest + refresh. The ingest
-runs in a task of its own under the index's `refresh_lock`, so one replica refreshes at a
-time and the others see its commit in their next poll. The policy is read at each poll: a
-reload that adds, changes or removes a route's knowledge is followed (changed sources are
-ingested at once). Nothing here stops the gateway: a store that is down or a source that
-fails is logged (its type, never a URL with credentials or a message) and counted in
-`chatkit_gateway_knowledge_ingest_errors_total`: the pages that failed, and 1 for a run
-that failed whole (an exception, or no page fetched at all). The last-ingest gauge is 0
-until the first ingest commits, so an alert on its age sees an index that never filled.
+One task per app polls every knowledge route each POLL_SECONDS (≤ 60 s, so the gauges follow
+another process's ingest within a minute: SPEC §9) and re-ingests a route whose last commit
+is older than its `refresh`, under the index's `refresh_lock`: one replica at a time. Nothing
+here stops the gateway: a failure is logged by its type and counted (docs/DESIGN.md).
 """
 
 from __future__ import annotations
