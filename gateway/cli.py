@@ -191,12 +191,9 @@ async def serve(policy: Policy, path: Path) -> int:
     app = create_app(policy)
     server = policy.server
     _raise_open_files_limit(server.max_connections)
-    # Connections are aiohttp's, plus a connection cap and head/body deadlines; their
-    # keep-alive and header-size settings come from the policy too (http_protocol.py).
     # After the grace the listener closes; in-flight requests and streams get
-    # drain_timeout_seconds.
-    # With server.ops_port, the probes and metrics have a listener (and connection caps)
-    # of their own, opened first: they answer before the public port does.
+    # drain_timeout_seconds. With server.ops_port, the probes and metrics have a listener
+    # (and connection caps) of their own, opened first: they answer before the public port.
     ops_runner: web.AppRunner | None = None
     try:
         if server.ops_port is not None:

@@ -211,11 +211,6 @@ class RateLimit:
         """The answer's `RateLimit-Policy` field (IETF httpapi draft)."""
         return f'"{self.name}";q={self.requests};w={whole_seconds(self.per_seconds)}'
 
-    @property
-    def identity(self) -> tuple[object, ...]:
-        """What must stay equal for a reload to keep this limit's counters."""
-        return (self.key, self.requests, self.per_seconds, self.types)
-
 
 class UserIdSource(enum.StrEnum):
     DEVICE_ID = "device_id"  # body field `device_id` the page keeps, else the client IP

@@ -1,23 +1,11 @@
 """The backend side of chatkit_proxy routes: one pooled session, and relaying answers as they come.
 
-Answers are copied chunk by chunk as the socket yields them — never buffered, never
-compressed — so each Server-Sent Event leaves as soon as it arrives. The only read
-timeout is `stream_idle_timeout_seconds` between chunks. Writes toward the browser have a
-deadline of their own (`stream_write_timeout_seconds`): a client that stops reading fills
-its socket, the write stalls, and at the deadline the connection is dropped and the
-backend's request closed, instead of holding the stream (and the backend) forever. A
-client that goes away cancels the handler (the app turns on aiohttp's
-`handler_cancellation`, off by default), and the upstream response is closed on the way
-out, so the backend sees its request end.
-
-A backend failing mid-stream cannot be answered with an error status any more (200 went
-out with the first byte). What the browser then sees:
-- after a complete event: one more event, ChatKit's own `{"type": "error",
-  "code": "stream.error", "allow_retry": true}`, and a normal end: the widget shows its
-  error with a retry button;
-- in the middle of an event (chunks need not end on event boundaries), or in a JSON body:
-  the connection is closed without the final chunk. Fetch reports a network error; the
-  half event is never dispatched, because SSE dispatches only on the blank line.
+Chunks are copied as the socket yields them, never buffered or compressed, so each
+Server-Sent Event leaves as it arrives. A write toward the browser that stalls past
+`stream_write_timeout_seconds`, or a client that leaves (`handler_cancellation`), ends
+the backend's request too. A backend failing mid-stream, after the 200 went out: ChatKit's
+own `stream.error` event between two events, else a cut connection, never half an event
+(README, "Or: a ChatKit server of your own").
 """
 
 from __future__ import annotations
