@@ -1,15 +1,11 @@
 """Thread titles (SPEC §10): after a thread's first answer, one short model call names it.
 
-The widget's history otherwise lists every conversation as "New chat". OpenAI's ChatKit
-samples do the same: `respond()` sets `thread.title` once the answer is out, and the SDK
-saves the thread and sends the widget a `thread.updated` event. The call comes after the
-answer's last event, in the same stream: it never holds up or fails the answer (errors
-are logged and dropped), it is bounded (the first message's text up to INPUT_CHARS, at
-most MAX_OUTPUT_TOKENS, TIMEOUT_SECONDS), and it is paid like a turn: a slot of
-`upstream.max_rate`, room in the token budgets reserved first (no room: no title), its
-usage counted in the budgets and `model_tokens_total`. `upstream_requests_total` counts
-the turns' calls alone (what the error-ratio alert watches): a failed title is a warning
-line, and the model watch covers the title model.
+The widget's history otherwise lists every conversation as "New chat". `respond()` sets
+`thread.title` after the answer's last event (the SDK saves it and sends `thread.updated`),
+so the call never holds up or fails the answer; it is bounded (the constants below) and
+paid like a turn: a slot of `upstream.max_rate`, room in the token budgets reserved first.
+`upstream_requests_total` counts the turns' calls alone (what the error-ratio alert
+watches): a failed title is a warning line, and the model watch covers the title model.
 """
 
 from __future__ import annotations
