@@ -179,11 +179,8 @@ class AgentServer(ChatKitServer[TurnContext]):
             outcome = "auth_failed"
             log.error("the model upstream refused the API key (route %s)", context.route)
             raise CustomStreamError(_FAILED, allow_retry=False) from None
-        except openai.APITimeoutError:
-            outcome = "timeout"
-            raise CustomStreamError(_FAILED, allow_retry=True) from None
-        except openai.APIConnectionError:
-            outcome = "connection_error"
+        except openai.APIConnectionError as exc:  # APITimeoutError is one
+            outcome = "timeout" if isinstance(exc, openai.APITimeoutError) else "connection_error"
             raise CustomStreamError(_FAILED, allow_retry=True) from None
         except openai.APIStatusError as exc:
             outcome = "server_error" if exc.status_code >= 500 else "client_error"
