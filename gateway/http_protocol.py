@@ -15,6 +15,7 @@ import email.utils
 import json
 import logging
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Protocol, cast
 
 from aiohttp import StreamReader, hdrs, web, web_protocol
@@ -90,20 +91,6 @@ def _common_headers(request_id: str) -> dict[str, str]:
     }
 
 
-def canned_answer(status: int, reason: str, code: str, message: str, request_id: str) -> bytes:
-    """A whole `Connection: close` answer for a connection with no request object (yet)."""
-    body = _json_error(code, message)
-    lines = [
-        f"HTTP/1.1 {status} {reason}",
-        "Content-Type: application/json; charset=utf-8",
-        f"Content-Length: {len(body)}",
-        f"Date: {email.utils.formatdate(usegmt=True)}",
-        *(f"{name}: {value}" for name, value in _common_headers(request_id).items()),
-        "Connection: close",
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's per-connection protocol with the head and body deadlines (module doc)."""
 
@@ -137,12 +124,8 @@ class GuardedRequestHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         refused = self._guard.admit(self, peer_address(transport), self._config)
         if refused is not None:
-            tcp = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
-            busy = _BUSY.get(refused, _BUSY[""])
-            tcp.write(
-                canned_answer(503, "Service Unavailable", "unavailable", busy, self._guard.new_id())
-            )
-            tcp.close()
+            self._write_answer(transport, 503, "unavailable", _BUSY.get(refused, _BUSY[""]))
+            transport.close()
             return
         self._admitted = True
         super().connection_made(transport)
@@ -242,10 +225,24 @@ class GuardedRequestHandler(RequestHandler):
             peer = peer_address(self.transport) or None
             log.info("request head not received in time", extra={"status": 408, "client_ip": peer})
             late = "Request head not received in time"
-            self.transport.write(
-                canned_answer(408, "Request Timeout", "request_timeout", late, self._guard.new_id())
-            )
+            self._write_answer(self.transport, 408, "request_timeout", late)
         self.force_close()
+
+    def _write_answer(
+        self, transport: asyncio.BaseTransport, status: int, code: str, message: str
+    ) -> None:
+        """A whole `Connection: close` answer, for a connection with no request object (yet)."""
+        body = _json_error(code, message)
+        lines = [
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
+            "Content-Type: application/json; charset=utf-8",
+            f"Content-Length: {len(body)}",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+            *(f"{name}: {value}" for name, value in _common_headers(self._guard.new_id()).items()),
+            "Connection: close",
+        ]
+        # uvloop's transport is not an asyncio.Transport
+        cast(asyncio.Transport, transport).write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
 
     # --- request bodies ---------------------------------------------------------------
 
