@@ -14,17 +14,18 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from ..agent.route_keys import AgentRouteKeys
 from ..background import polling
 from ..compiled_policy import ACTIVE_POLICY
 from ..metrics import METRICS, Metrics
 from .config import KnowledgeConfig
 
 if TYPE_CHECKING:
-    from ..agent.route_keys import AgentRouteKeys
+    from ..policy import Policy
     from .index import KnowledgeIndex
 
 log = logging.getLogger("gateway.knowledge")
@@ -47,13 +48,12 @@ def _now() -> float:
     return time.time()
 
 
-def knowledge_routes(policy: Any) -> list[tuple[AgentRouteKeys, KnowledgeConfig]]:
-    out = []
-    for route in policy.routes:
-        config = getattr(route, "knowledge", None)
-        if isinstance(config, KnowledgeConfig):
-            out.append((cast("AgentRouteKeys", route), config))
-    return out
+def knowledge_routes(policy: Policy) -> list[tuple[AgentRouteKeys, KnowledgeConfig]]:
+    return [
+        (route, route.knowledge)
+        for route in policy.routes
+        if isinstance(route, AgentRouteKeys) and route.knowledge is not None
+    ]
 
 
 def _what(config: KnowledgeConfig) -> KnowledgeConfig:
@@ -81,7 +81,7 @@ class KnowledgeRefresher:
         self._metrics = metrics
         self._routes: dict[str, _RouteState] = {}
 
-    async def poll(self, policy: Any) -> None:
+    async def poll(self, policy: Policy) -> None:
         """Gauges from every knowledge route's index; refreshes started when due."""
         current = knowledge_routes(policy)
         names = {route.name for route, _ in current}
