@@ -1,10 +1,9 @@
 """A page's title and main text, as headings and paragraphs in reading order (SPEC §9).
 
-HTML goes through selectolax (lexbor, a C HTML5 parser), fast and keeping every heading's
-id for `page#anchor` links (why not trafilatura: docs/DESIGN.md). Boilerplate goes by what the
-markup says it is: nav/aside, page-level header/footer, ARIA landmarks, and class/id words
-(nav, menu, sidebar, breadcrumb, toc, cookie, consent, …). Markdown and text are taken as
-they are. Nothing here recurses: a page nested 100,000 deep costs what its size costs.
+HTML goes through selectolax (lexbor), fast and keeping every heading's id for
+`page#anchor` links; boilerplate goes by what the markup says it is (both: docs/DESIGN.md,
+Extraction). Markdown and text are taken as they are. Nothing here recurses: a page nested
+100,000 deep costs what its size costs.
 """
 
 from __future__ import annotations

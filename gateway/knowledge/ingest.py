@@ -1,11 +1,9 @@
 """One ingest of one route: every source's pages fetched, extracted, cut into passages and
 brought into the index aside, then switched in one commit (SPEC §9).
 
-Pages stream through: a few workers fetch and extract (each holds one page), one writer
-puts them into the build in order, so memory is bounded by the workers, not the site.
-New and changed pages are put; unchanged ones (a 304, the same file stamp, or the same text
-hash) and failed ones are kept (a failed page keeps its old passages); the commit removes
-the rest. When no page at all could be fetched the build is dropped and the old index stays.
+Pages stream through a few workers to one writer, so memory is bounded by the workers, not
+the site. New and changed pages are put; unchanged and failed ones are kept; the commit
+removes the rest (docs/DESIGN.md, Knowledge ingest).
 """
 
 from __future__ import annotations

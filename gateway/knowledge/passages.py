@@ -1,13 +1,6 @@
-"""A page's blocks cut into passages along its headings (SPEC §9).
-
-Each passage keeps its heading path ("Installation > From source") and links to where it
-starts (`page#anchor` of its section, or of the nearest enclosing section that has one).
-Passages stay under MAX_CHARS: paragraphs are packed whole, a longer one is cut at sentence
-ends (then at spaces). A section shorter than MIN_CHARS is not a passage of its own: the
-sections after it join it (their headings as lines) until it is big enough — chapter intros
-and one-line sections would otherwise be hits with nothing in them. No overlap: the
-heading path already gives each passage its context, and overlapping passages crowd one
-search's results with the same text.
+"""A page's blocks cut into passages along its headings (SPEC §9), each with its heading
+path and `page#anchor`: under MAX_CHARS, a section under MIN_CHARS joined by the next ones,
+no overlap (why each: docs/DESIGN.md, Passages).
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 
 One page is one URL: `normalise` lowercases scheme and host, drops the default port, the
 fragment and dot segments, and fixes percent-encoding (yarl), so two links to one page meet.
-A crawl also drops query strings: on documentation sites they are searches, sorts, session
-and tracking tags — the same page again, or an endless calendar — never another page of the
-manual. Sitemap URLs keep theirs (the site listed them on purpose).
+A crawl also drops query strings (why: docs/DESIGN.md, Sources); sitemap URLs keep theirs
+(the site listed them on purpose).
 """
 
 from __future__ import annotations
