@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from chatkit.store import AttachmentStore, NotFoundError
+from chatkit.store import AttachmentStore
 from chatkit.types import Attachment, AttachmentCreateParams
 from pydantic import TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from .attachment_admission import Held, check_room, client_tag, new_attachment
 from .context import TurnContext
 from .store_schema import _now, attachments
-from .transactions import Transactions
+from .transactions import Transactions, save_owned
 
 _ATTACHMENT = TypeAdapter[Attachment](Attachment)
 _CAPS_LOCK = 0x636B_6761  # pg_advisory_xact_lock's key for the byte caps
@@ -55,22 +55,12 @@ class SqlAttachmentStore(AttachmentStore[TurnContext]):
     async def save_attachment(self, attachment: Attachment, context: TurnContext) -> None:
         data = attachment.model_dump_json()
 
+        changed = {"data": data, "thread_id": attachment.thread_id}
+        created = {"created_at": _now(), "client": client_tag(context)}
+
         async def work(conn: AsyncConnection) -> None:
-            done = await conn.execute(
-                attachments.update()
-                .where(attachments.c.id == attachment.id, attachments.c.user_id == context.user)
-                .values(data=data, thread_id=attachment.thread_id)
-            )
-            if done.rowcount == 0:
-                taken = sa.select(attachments.c.id).where(attachments.c.id == attachment.id)
-                if (await conn.execute(taken)).first() is not None:
-                    raise NotFoundError(f"Attachment {attachment.id} not found")
-                await conn.execute(
-                    attachments.insert().values(
-                        id=attachment.id, user_id=context.user, thread_id=attachment.thread_id,
-                        created_at=_now(), data=data, client=client_tag(context),
-                    )
-                )  # fmt: skip
+            user = context.user
+            await save_owned(conn, attachments, attachment.id, user, changed, created, "Attachment")
 
         await self._tx.run(context, work)
 

@@ -24,7 +24,7 @@ from .context import TurnContext
 from .feedback_rows import FeedbackRows
 from .store_migrations import migrate
 from .store_schema import StoreUnavailable, _now, attachments, feedback, items, open_engine, threads
-from .transactions import check_thread
+from .transactions import check_thread, save_owned
 
 __all__ = ["SqlStore", "StoreUnavailable", "migrate", "open_engine"]
 MAX_PAGE = 100  # a client's `limit` is capped: one answer's size stays bounded
@@ -60,25 +60,11 @@ class SqlStore(FeedbackRows, Store[TurnContext]):
 
     async def save_thread(self, thread: ThreadMetadata, context: TurnContext) -> None:
         data = thread.model_dump_json()
+        created = {"created_at": thread.created_at.astimezone(dt.UTC).replace(tzinfo=None)}
 
         async def work(conn: AsyncConnection) -> None:
-            now = _now()
-            done = await conn.execute(
-                threads.update()
-                .where(threads.c.id == thread.id, threads.c.user_id == context.user)
-                .values(data=data, updated_at=now)
-            )
-            if done.rowcount == 0:
-                taken = await conn.execute(sa.select(threads.c.id).where(threads.c.id == thread.id))
-                if taken.first() is not None:  # another user's id: never overwritten
-                    raise NotFoundError(f"Thread {thread.id} not found")
-                created = thread.created_at.astimezone(dt.UTC).replace(tzinfo=None)
-                await conn.execute(
-                    threads.insert().values(
-                        id=thread.id, user_id=context.user, created_at=created,
-                        updated_at=now, data=data,
-                    )
-                )  # fmt: skip
+            changed = {"data": data, "updated_at": _now()}
+            await save_owned(conn, threads, thread.id, context.user, changed, created, "Thread")
 
         await self.run(context, work)
 

@@ -81,3 +81,23 @@ async def check_thread(conn: AsyncConnection, thread_id: str, user: str) -> None
     q = sa.select(threads.c.id).where(threads.c.id == thread_id, threads.c.user_id == user)
     if (await conn.execute(q)).first() is None:
         raise NotFoundError(f"Thread {thread_id} not found")
+
+
+async def save_owned(
+    conn: AsyncConnection,
+    table: sa.Table,
+    row_id: str,
+    user: str,
+    values: dict[str, Any],
+    created: dict[str, Any],
+    what: str,
+) -> None:
+    """The user's row `row_id` updated with `values`, or inserted with `created` besides;
+    an id another user holds is NotFoundError ("<what> <id> not found"), never overwritten."""
+    mine = table.c.id == row_id, table.c.user_id == user
+    if (await conn.execute(table.update().where(*mine).values(**values))).rowcount:
+        return
+    taken = sa.select(table.c.id).where(table.c.id == row_id)
+    if (await conn.execute(taken)).first() is not None:
+        raise NotFoundError(f"{what} {row_id} not found")
+    await conn.execute(table.insert().values(id=row_id, user_id=user, **values, **created))
