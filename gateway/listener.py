@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,9 +58,9 @@ class ConnectionGuard:
         server: web.Server,
         config: Callable[[], ServerConfig],
         *,
-        metrics: Metrics | None = None,
-        new_id: Callable[[], str] = lambda: os.urandom(16).hex(),
-        guarded: bool = True,
+        metrics: Metrics,
+        new_id: Callable[[], str],
+        guarded: bool,
     ) -> None:
         self.server = server
         self.guarded = guarded  # False: aiohttp's own handler (aiohttp lacks a name)
@@ -77,13 +76,8 @@ class ConnectionGuard:
             return self.server()
         return GuardedRequestHandler(self, self.config())
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
-
     def count(self, reason: str) -> None:
-        if self.metrics is not None:
-            self.metrics.connections_closed.labels(reason).inc()
+        self.metrics.connections_closed.labels(reason).inc()
 
     def admit(self, conn: GuardedRequestHandler, peer: str, config: ServerConfig) -> str | None:
         """Take the connection on, making room by evicting an idle one if need be: first
@@ -105,8 +99,7 @@ class ConnectionGuard:
         books.idle[conn] = None
         self._open[conn] = peer
         self._idle[conn] = None
-        if self.metrics is not None:
-            self.metrics.open_connections.inc()
+        self.metrics.open_connections.inc()
         return None
 
     def _make_room(self, idle: dict[GuardedRequestHandler, None], refusal: str) -> bool:
@@ -130,8 +123,7 @@ class ConnectionGuard:
         books.open -= 1
         if not books.open:
             del self._peers[peer]
-        if self.metrics is not None:
-            self.metrics.open_connections.dec()
+        self.metrics.open_connections.dec()
 
     def set_idle(self, conn: GuardedRequestHandler, idle: bool) -> None:
         peer = self._open.get(conn)
