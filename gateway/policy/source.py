@@ -111,25 +111,20 @@ class _Reader:
         return out
 
     def interpolate(self, template: str) -> tuple[str, str]:
-        """The value, and how a problem may show it (environment parts as `${VAR}`)."""
-        value, shown, at = [], [], 0
-        for match in _ENV_REF.finditer(template):
-            value.append(template[at : match.start()])
-            shown.append(template[at : match.start()])
-            name, default = match.group(1), match.group(2)
-            given = self.env.get(name)
-            if given is None:
-                if default is None:
-                    raise KeyError(name)
-                value.append(default)
-                shown.append(default)
-            else:
-                value.append(given)
-                shown.append(f"${{{name}}}")
-            at = match.end()
-        value.append(template[at:])
-        shown.append(template[at:])
-        return "".join(value), "".join(shown)
+        """The value, and how a problem may show it (environment parts as `${VAR}`); a
+        variable neither set nor given a default raises KeyError."""
+
+        def value(match: re.Match[str]) -> str:
+            given = self.env.get(match.group(1))
+            if given is None and match.group(2) is None:
+                raise KeyError(match.group(1))
+            return match.group(2) if given is None else given
+
+        def shown(match: re.Match[str]) -> str:
+            given = self.env.get(match.group(1))
+            return match.group(2) if given is None else f"${{{match.group(1)}}}"
+
+        return _ENV_REF.sub(value, template), _ENV_REF.sub(shown, template)
 
 
 def _yaml_type(text: str) -> object:
