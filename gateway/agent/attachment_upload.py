@@ -17,10 +17,8 @@ from .context import TurnContext
 
 
 async def _read_upload(request: web.Request, limit: int) -> bytes:
-    """The file's bytes, from a multipart `file` part or the raw body, within `limit`."""
-    declared = request.content_length
-    if declared is not None and declared > limit + 64 * 1024:
-        raise PayloadTooLarge()
+    """The file's bytes, from a multipart `file` part or the raw body, within `limit` (a
+    declared length over it was refused before any limit was spent: serving.py)."""
     if request.content_type.startswith("multipart/"):
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
