@@ -50,14 +50,11 @@ class NotModified:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Failed:
-    """A page that could not be fetched or used. `skipped`: the page answered, but is not
-    something we index (not HTML or text, too large, undecodable, disallowed); `gone`: the
-    server says it is not there (404, 410), or robots.txt now disallows it: its old passages
-    go too."""
+    """A page that could not be fetched or used. `gone`: the server says it is not there
+    (404, 410), or robots.txt now disallows it: its old passages go too."""
 
     url: str
     reason: str
-    skipped: bool = False
     gone: bool = False
 
 
@@ -126,7 +123,7 @@ class Fetcher:
         if old is not None and old.last_modified:
             headers["If-Modified-Since"] = old.last_modified
         if not await self.allowed(URL(url)):
-            return Failed(url, "disallowed by robots.txt", skipped=True, gone=True)
+            return Failed(url, "disallowed by robots.txt", gone=True)
         result = await self._try(url, headers)
         assert not isinstance(result, Raw)  # only asked for `any_type`
         return result
@@ -207,20 +204,20 @@ class Fetcher:
                 if kind == "text" and url.path.endswith(".md"):
                     kind = "markdown"
                 if kind is None and not any_type:
-                    return Failed(str(url), f"not HTML or text ({mime})", skipped=True)
+                    return Failed(str(url), f"not HTML or text ({mime})")
                 if (resp.content_length or 0) > cap:
-                    return Failed(str(url), f"larger than {cap} bytes", skipped=True)
+                    return Failed(str(url), f"larger than {cap} bytes")
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(64 * 1024):
                     body += chunk
                     if len(body) > cap:
-                        return Failed(str(url), f"larger than {cap} bytes", skipped=True)
+                        return Failed(str(url), f"larger than {cap} bytes")
                 if any_type:
                     return Raw(bytes(body), resp.headers)
                 assert kind is not None
                 text = decode(bytes(body), resp.charset, kind)
                 if text is None:
-                    return Failed(str(url), "undecodable text", skipped=True)
+                    return Failed(str(url), "undecodable text")
                 return Fetched(
                     str(url),
                     kind,
