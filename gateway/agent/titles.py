@@ -106,7 +106,7 @@ class Titler:
         if budget is None:
             return True
         try:
-            return await budget.reserve_more(RESERVED_TOKENS)
+            return await budget.reserve(RESERVED_TOKENS) is None
         except Unavailable:  # the budgets' Redis is down under `deny`
             return False
 

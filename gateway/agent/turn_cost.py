@@ -68,20 +68,13 @@ class TurnBudget:
         """Seconds to wait when a budget is full, else None (Unavailable: `deny` rule)."""
         return await self._budgets.reserve(self.buckets, 0)
 
-    async def reserve(self, estimated_input: int) -> float | None:
-        wanted = max(1, estimated_input + self.max_output)
-        wait = await self._budgets.reserve(self.buckets, wanted)
-        if wait is None:
-            self.reserved = wanted
-        return wait
-
-    async def reserve_more(self, tokens: int) -> bool:
-        """A further call of the same turn (its title: titles.py) reserves its own estimate;
-        False when a budget has no room left for it."""
+    async def reserve(self, tokens: int) -> float | None:
+        """Each call of the turn (its answer's, its title's: titles.py) reserves its own
+        estimate; the seconds to wait when a budget has no room left for it, else None."""
         wait = await self._budgets.reserve(self.buckets, tokens)
         if wait is None:
             self.reserved += tokens
-        return wait is None
+        return wait
 
     async def settle(self, context: Turn) -> int:
         """Charges the turn (see the module doc); returns the charge."""
@@ -137,7 +130,7 @@ async def reserve_turn(context: Turn) -> None:
     from chatkit.errors import CustomStreamError  # the agent extra: loaded with the route
 
     try:
-        wait = await budget.reserve(context.estimated_input)
+        wait = await budget.reserve(max(1, context.estimated_input + budget.max_output))
     except Unavailable:
         raise CustomStreamError(_UNAVAILABLE, allow_retry=True) from None
     if wait is not None:
