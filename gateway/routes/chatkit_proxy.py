@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 import aiohttp
@@ -44,7 +44,8 @@ from ..policy import (
 )
 from ..policy.types import HEADER_NAME, Between, HttpUrl, Stripped, at
 from ..requestinfo import RequestInfo
-from .proxy_forwarding import forward_headers, relay, upstream_url
+from ..upstream import UpstreamCall, backend
+from .proxy_forwarding import forward_headers, upstream_url
 
 _CHUNK = 65536
 
@@ -213,10 +214,7 @@ class ProxyHandler:
                 headers["Content-Length"] = str(declared)  # else chunked, as it came
             upload = _Upload(request, route.body_limit)
             body: bytes | AsyncIterator[bytes] = upload.chunks() if declared != 0 else b""
-            write_timeout = route.stream_write_timeout_seconds
-            return await relay(
-                request, info, url, headers, body, self.timeout, write_timeout, upload.refusal
-            )
+            return await self._relay(request, info, url, headers, body, upload.refusal)
 
     async def _proxy(
         self, request: web.Request, info: RequestInfo, url: str, body: bytes, streaming: bool
@@ -224,12 +222,33 @@ class ProxyHandler:
         route = self.route
         requests = request.app[METRICS].chatkit_requests
         headers = self._headers(request, info, streaming)
-        write_timeout = route.stream_write_timeout_seconds
         cap = route.max_streams_per_client
         slot = request.app[SLOTS].hold(STREAMS, route.name, info.client_ip, cap)
         async with slot if streaming else contextlib.nullcontext():
             requests.labels(route.name, chatkit_type_label(info.chatkit_type)).inc()
-            return await relay(request, info, url, headers, body, self.timeout, write_timeout)
+            return await self._relay(request, info, url, headers, body)
+
+    async def _relay(
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        url: str,
+        headers: CIMultiDict[str],
+        body: bytes | AsyncIterator[bytes],
+        refusal: Callable[[], Exception | None] = lambda: None,
+    ) -> web.StreamResponse:
+        """upstream/backend.py's `relay`, told only the request's id and route; the backend's
+        status and time, and the code of a stream that broke, go on the record (access log)."""
+        call = UpstreamCall(info.request_id, info.route_label)
+        write_timeout = self.route.stream_write_timeout_seconds
+        try:
+            return await backend.relay(
+                request, call, url, headers, body, self.timeout, write_timeout, refusal
+            )
+        finally:
+            info.upstream_status, info.upstream_ms = call.status, call.ms
+            if call.error_code is not None:
+                info.error_code = call.error_code
 
 
 class _Overflow(Exception):

@@ -1,23 +1,19 @@
 """What of a browser's request reaches a ChatKit backend: the path below the route, and
 the headers. Everything a backend (or a framework in front of it) might read as a claim
 about the client, an earlier hop or the original URL is the gateway's to set, never the
-client's. And the call itself, with what it reports put on the request's record.
+client's.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Callable
 from urllib.parse import unquote_to_bytes
 
-import aiohttp
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..http_fields import HOP_BY_HOP
-from ..requestinfo import RequestInfo
-from ..upstream import UpstreamCall, backend
+from ..upstream import backend
 
 # Escapes that could turn into a traversal, a different path, or control bytes once a
 # backend decodes them: `.`, `/`, `\`, `%` (double encoding), and C0 controls/DEL; and a
@@ -118,26 +114,3 @@ def forward_headers(
     for name, value in extra:
         out[name] = value
     return out
-
-
-async def relay(
-    request: web.Request,
-    info: RequestInfo,
-    url: str,
-    headers: CIMultiDict[str],
-    body: bytes | AsyncIterator[bytes],
-    limits: aiohttp.ClientTimeout,
-    write_timeout: float,
-    refusal: Callable[[], Exception | None] = lambda: None,
-) -> web.StreamResponse:
-    """upstream/backend.py's `relay`, told only the request's id and route; the backend's
-    status and time, and the code of a stream that broke, go on the record (access log)."""
-    call = UpstreamCall(info.request_id, info.route_label)
-    try:
-        return await backend.relay(
-            request, call, url, headers, body, limits, write_timeout, refusal
-        )
-    finally:
-        info.upstream_status, info.upstream_ms = call.status, call.ms
-        if call.error_code is not None:
-            info.error_code = call.error_code
