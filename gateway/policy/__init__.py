@@ -4,8 +4,8 @@ pydantic validates; `source.py` keeps the YAML lines, `document.py` maps pydanti
 onto them. Route kinds add their own keys (`route.py`, `gateway/routes/`).
 """
 
-from .document import OPS_PATHS, Policy, load_policy, parse_policy, policy_adapter, policy_schema
-from .problems import PolicyError, Problem
+from .document import OPS_PATHS, Policy, load_policy, parse_policy, policy_schema
+from .problems import PolicyError
 from .render import effective_policy, policy_warnings
 from .route import RouteBase, RouteHandler, register_kind, route_kinds, unregister_kind
 from .secrets import Secret, secrets_in
@@ -14,7 +14,6 @@ from .sections import (
     Backend,
     LimiterConfig,
     LimitKey,
-    MetricsConfig,
     OnBackendError,
     Rate,
     RateLimit,
@@ -34,11 +33,9 @@ __all__ = [
     "JsonObject",
     "LimitKey",
     "LimiterConfig",
-    "MetricsConfig",
     "OnBackendError",
     "Policy",
     "PolicyError",
-    "Problem",
     "Rate",
     "RateLimit",
     "RouteBase",
@@ -51,7 +48,6 @@ __all__ = [
     "effective_policy",
     "load_policy",
     "parse_policy",
-    "policy_adapter",
     "policy_schema",
     "policy_warnings",
     "register_kind",
