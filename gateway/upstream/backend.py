@@ -34,16 +34,8 @@ _NOT_RELAYED = HOP_BY_HOP | {"content-length", "date", "server", "x-request-id"}
 _ERROR_EVENT = b'data: {"type":"error","code":"stream.error","allow_retry":true}\n\n'
 
 
-class ProxyState:
-    """App-wide: the session toward backends (the per-client slots: concurrency.py)."""
-
-    __slots__ = ("session",)
-
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self.session = session
-
-
-PROXY = web.AppKey("proxy", ProxyState)
+# The app's session toward chatkit_proxy backends.
+PROXY_SESSION = web.AppKey("proxy_session", aiohttp.ClientSession)
 
 
 async def proxy_context(app: web.Application) -> AsyncIterator[None]:
@@ -57,7 +49,7 @@ async def proxy_context(app: web.Application) -> AsyncIterator[None]:
         timeout=aiohttp.ClientTimeout(total=None),
         trust_env=False,
     ) as session:
-        app[PROXY] = ProxyState(session)
+        app[PROXY_SESSION] = session
         yield
 
 
@@ -94,7 +86,7 @@ async def relay(
     upstream: aiohttp.ClientResponse | None = None
     try:
         try:
-            upstream = await request.app[PROXY].session.post(
+            upstream = await request.app[PROXY_SESSION].post(
                 URL(url, encoded=True),
                 data=body,
                 headers=headers,
