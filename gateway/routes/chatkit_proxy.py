@@ -137,10 +137,6 @@ class ChatKitProxyRoute(RouteBase):
         return []
 
 
-def is_endpoint(route_path: str, path: str) -> bool:
-    return path.rstrip("/") == route_path.rstrip("/")
-
-
 class ProxyHandler:
     """A chatkit_proxy route's handler, with what it needs worked out once per policy."""
 
@@ -167,7 +163,7 @@ class ProxyHandler:
         url = upstream_url(route.path, self.url, rel.raw_path, rel.raw_query_string)
         if url is None:
             raise NotFound()
-        if not is_endpoint(route.path, request.path):
+        if request.path.rstrip("/") != route.path.rstrip("/"):  # below the endpoint: uploads
             return await self._upload(request, info, url)
         call = await read_call(request, info, route.json_limit)
         await admit_call(request, info, call, route.max_streams_per_client)
