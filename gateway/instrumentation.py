@@ -28,9 +28,9 @@ _CLIENT_CLOSED = 499  # nginx's code for a client that went away before the answ
 
 @web.middleware
 async def instrumentation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    metrics = request.app[METRICS]
+    metrics = request.app[METRICS].per_request
     info = request[INFO]
-    metrics.in_flight.inc()
+    metrics.in_flight += 1
     started = time.perf_counter()
     status = 500
     # An answer already under way (a stream) that broke records its code on the info.
@@ -52,7 +52,7 @@ async def instrumentation_middleware(request: web.Request, handler: Handler) -> 
         raise
     finally:
         elapsed = time.perf_counter() - started
-        metrics.in_flight.dec()
+        metrics.in_flight -= 1
         metrics.answered(info.route_label, status, elapsed)
         if access_log.enabled():
             _log_access(request, info, status, elapsed, error_code or info.error_code)

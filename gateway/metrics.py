@@ -19,6 +19,7 @@ from prometheus_client import (
 
 from . import __version__
 from .chatkit_protocol import CHATKIT_TYPES
+from .request_metrics import LATENCY_BUCKETS, RequestMetrics
 
 # Upstream outcomes: the one fixed vocabulary shared by code, alerts and dashboard.
 OUTCOMES = (
@@ -39,7 +40,6 @@ CLOSE_REASONS = (
     "header_timeout", "body_timeout", "evicted", "refused", "refused_per_client",
     "malformed_request",
 )  # fmt: skip
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def chatkit_type_label(kind: str | None) -> str:
@@ -53,32 +53,15 @@ class Metrics:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
         p = "chatkit_gateway_"
-        # Updated by every request. `answered` and `upstream_call` keep the child of each
-        # label pair they have seen: `labels()` per update would take a lock and rebuild
-        # the key each time (these series are never removed, so the children stay valid).
-        self.requests = Counter(
-            p + "requests_total", "HTTP answers by route and status.", ["route", "status"],
-            registry=r,
-        )  # fmt: skip
-        self.request_duration = Histogram(
-            p + "request_duration_seconds", "Time to answer, by route.", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.upstream_requests = Counter(
-            p + "upstream_requests_total", "Upstream calls by route and outcome.",
-            ["route", "outcome"], registry=r,
-        )  # fmt: skip
-        self.upstream_duration = Histogram(
-            p + "upstream_duration_seconds", "Upstream call time (to the last byte).", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+        # Updated by every request: plain numbers behind one collector (request_metrics.py).
+        self.per_request = RequestMetrics()
+        r.register(self.per_request)
+        self.answered = self.per_request.answered
+        self.upstream_call = self.per_request.upstream_call
         self.upstream_first_byte = Histogram(
             p + "upstream_first_byte_seconds", "Time to the upstream's response headers.",
-            ["route"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["route"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-        self.in_flight = Gauge(p + "in_flight_requests", "Requests being answered now.", registry=r)
-        self._answered: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self._upstream_calls: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.rate_limited = Counter(
             p + "rate_limited_total", "Requests refused by a limit, by route and limit key.",
             ["route", "key"], registry=r,
@@ -181,26 +164,6 @@ class Metrics:
         ProcessCollector(registry=r)
         GCCollector(registry=r)
         PlatformCollector(registry=r)
-
-    def answered(self, route: str, status: int, seconds: float) -> None:
-        children = self._answered.get((route, status))
-        if children is None:
-            children = self._answered[route, status] = (
-                self.requests.labels(route, str(status)),
-                self.request_duration.labels(route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-
-    def upstream_call(self, route: str, outcome: str, seconds: float) -> None:
-        children = self._upstream_calls.get((route, outcome))
-        if children is None:
-            children = self._upstream_calls[route, outcome] = (
-                self.upstream_requests.labels(route, outcome),
-                self.upstream_duration.labels(route),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
 
     def set_upstream_mode(self, stub: bool) -> None:
         self.build_info.clear()

@@ -162,10 +162,18 @@ def test_metric_list_matches_the_gateway() -> None:
     from gateway.metrics import Metrics
 
     exported: dict[str, tuple[str | None, frozenset[str]]] = {}
-    for metric in vars(Metrics()).values():
+    metrics = Metrics()
+    for metric in vars(metrics).values():
         if isinstance(metric, MetricWrapperBase):
             name = metric._name + ("_total" if metric._type == "counter" else "")
             exported[name] = (metric._type, frozenset(metric._labelnames))
+    # The per-request series (request_metrics.py) show their labels once they have values.
+    metrics.answered("r", 200, 0.1)
+    metrics.upstream_call("r", "ok", 0.1)
+    for family in metrics.per_request.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = {label for sample in family.samples for label in sample.labels} - {"le"}
+        exported[name] = (family.type, frozenset(labels))
     for name, labels in METRICS.items():
         assert exported.get(name) == (METRIC_TYPES[name], labels), name
 

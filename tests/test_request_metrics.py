@@ -1,5 +1,5 @@
-"""The metrics every request updates, as a scrape shows them: prometheus-client's own
-Counter, Histogram and Gauge on the app's registry, `_created` samples included."""
+"""The metrics every request updates, as a scrape shows them: plain numbers rendered through
+prometheus-client's own metric families on the app's registry, `_created` samples included."""
 
 from __future__ import annotations
 
@@ -39,9 +39,9 @@ def test_answers_upstream_calls_and_in_flight_as_a_scrape_shows_them() -> None:
     metrics.upstream_call("site", "ok", 0.2)
     metrics.upstream_call("site", "ok", 0.7)
     metrics.upstream_call("site", "timeout", 10.0)
-    metrics.in_flight.inc()
-    metrics.in_flight.inc()
-    metrics.in_flight.dec()
+    metrics.per_request.in_flight += 1
+    metrics.per_request.in_flight += 1
+    metrics.per_request.in_flight -= 1
     after = time.time()
     got = scrape(metrics)
 

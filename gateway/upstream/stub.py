@@ -32,7 +32,7 @@ class StubUpstream:
         stub: StubAnswer,
         not_found: type[GatewayError] | None = None,
     ) -> dict[str, Any]:
-        self._metrics.upstream_requests.labels(call.route, "ok").inc()
+        self._metrics.upstream_call(call.route, "ok", None)
         call.status = 200
         call.ms = 0.0
         lifetime = int((body.get("expires_after") or {}).get("seconds", 600))
