@@ -24,6 +24,7 @@ from typing import Any
 from .logs import ENCODER, REDACTOR, REQUEST_FIELDS, JsonStreamHandler, clock
 
 _encode_str = json.encoder.encode_basestring_ascii  # what JSONEncoder uses for str
+_KEYS = tuple((name, f',"{name}":') for name in REQUEST_FIELDS)
 
 
 class AccessLog:
@@ -50,23 +51,21 @@ class AccessLog:
 
     def line(self, created: float, fields: dict[str, Any]) -> str:
         """JsonFormatter's text for an access record with these fields, made directly."""
-        parts = ['{"time":"', clock.iso(created), '"', self._head]
-        for name in REQUEST_FIELDS:
+        parts = []
+        for name, key in _KEYS:
             value = fields.get(name)
             if value is None:
                 continue
             kind = type(value)
             if kind is str:
-                text = _encode_str(value)
+                parts.append(key + _encode_str(value))
             elif kind is int:
-                text = int.__repr__(value)
+                parts.append(key + int.__repr__(value))
             elif kind is float and math.isfinite(value):
-                text = float.__repr__(value)
+                parts.append(key + float.__repr__(value))
             else:
-                text = ENCODER.encode(value)
-            parts.append(f',"{name}":{text}')
-        parts.append("}")
-        return "".join(parts)
+                parts.append(key + ENCODER.encode(value))
+        return f'{{"time":"{clock.iso(created)}"{self._head}{"".join(parts)}}}'
 
     def _sole_json_handler(self) -> JsonStreamHandler | None:
         """The one handler the record would reach, if it is ours and nothing filters;

@@ -76,9 +76,10 @@ class Redactor:
         if pattern is None:
             return line
         lowered = line.lower()
-        if not any(variant in lowered for variant in self._lowered):
-            return line
-        return pattern.sub("***", line)
+        for variant in self._lowered:
+            if variant in lowered:
+                return pattern.sub("***", line)
+        return line
 
 
 _MIN_SECRET = 6
