@@ -151,10 +151,16 @@ def totals(directory: Path) -> int:
     return sum(found)
 
 
-def count(target: Target, up_port: int, n: int, conns: int) -> int:
-    """Instructions the target's server executes over `n` requests, after a warm-up."""
+def count(name: str, up_port: int, n: int, conns: int, keep: Path | None = None) -> int:
+    """Instructions the target's server executes over `n` requests, after a warm-up; with
+    `keep`, callgrind's output stays in keep/<name> (for callgrind_annotate)."""
+    target = TARGETS[name]
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
+        if keep is not None:
+            tmp = str(keep / name)
+            shutil.rmtree(tmp, ignore_errors=True)
+            Path(tmp).mkdir(parents=True)
         if target.gateway:
             policy = Path(tmp) / "gateway.yaml"
             policy.write_text(POLICY.format(port=port, upstream=up_port, routes=target.routes))
@@ -216,6 +222,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="concurrent keep-alive conns")
     parser.add_argument("--upstream-ms", type=int, default=0, help="fake upstream latency")
     parser.add_argument("--targets", nargs="+", choices=list(TARGETS), default=list(TARGETS))
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="keep callgrind's output here")
     parser.add_argument("--client", metavar="URL", help="internal: be the load client for URL")
     args = parser.parse_args()
     if args.client:
@@ -235,7 +242,7 @@ def main() -> None:
     try:
         wait_ready(f"http://127.0.0.1:{up_port}/")
         for name in args.targets:
-            counted[name] = count(TARGETS[name], up_port, n, conns)
+            counted[name] = count(name, up_port, n, conns, args.keep)
             print(f"{name}: {counted[name] / n:,.0f} Ir/req", file=sys.stderr)
     finally:
         upstream.terminate()
