@@ -16,7 +16,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .accesslog import AccessLog
+from .accesslog import AccessFields, AccessLog
 from .errors import ErrorResponse
 from .metrics import METRICS
 from .requestinfo import INFO, RequestInfo
@@ -62,18 +62,18 @@ def _log_access(
     request: web.Request, info: RequestInfo, status: int, elapsed: float, error_code: str | None
 ) -> None:
     access_log.write(
-        {
-            "request_id": info.request_id,
-            "route": info.route_label,
-            "method": request.method,
-            "path": request.path[:256],
-            "status": status,
-            "duration_ms": int(elapsed * 100_000 + 0.5) / 100,  # round(…, 2), without its cost
-            "client_ip": info.client_ip,
-            "origin": info.origin,
-            "chatkit_type": info.chatkit_type,
-            "upstream_status": info.upstream_status,
-            "upstream_ms": info.upstream_ms,
-            "error_code": error_code,
-        }
+        AccessFields(
+            info.request_id,
+            info.route_label,
+            request.method,
+            request.path[:256],
+            status,
+            int(elapsed * 100_000 + 0.5) / 100,  # round(…, 2), without its cost
+            info.client_ip,
+            info.origin,
+            info.chatkit_type,
+            info.upstream_status,
+            info.upstream_ms,
+            error_code,
+        )
     )

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.accesslog import AccessLog
-from gateway.logs import REQUEST_FIELDS, JsonFormatter, JsonStreamHandler
+from gateway.accesslog import AccessFields, AccessLog
+from gateway.logs import JsonFormatter, JsonStreamHandler
 from gateway.upstream import UPSTREAM
 from tests.conftest import ALLOWED, LogCapture
 from tests.support.chatkit_backend import running_backend
@@ -32,6 +32,7 @@ FIELDS: dict[str, Any] = {
     "client_ip": "192.0.2.1",
     "origin": None,
 }
+ACCESS = AccessFields(**FIELDS, method="POST", path="/api/chatkit/session")
 
 
 class CountingStream(io.StringIO):
@@ -242,23 +243,33 @@ def formatter_line(name: str, created: float, fields: dict[str, Any]) -> str:
     return JsonFormatter().format(record)
 
 
-values = st.one_of(
-    st.none(),
-    st.text(max_size=40),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.booleans(),
-)
+text = st.text(max_size=40)
+times = st.floats(min_value=0, max_value=1e9)  # finite: perf_counter differences
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    fields=st.fixed_dictionaries({}, optional={name: values for name in REQUEST_FIELDS}),
+    fields=st.builds(
+        AccessFields,
+        request_id=text,
+        route=text,
+        method=text,
+        path=text,
+        status=st.integers(min_value=-(2**70), max_value=2**70),
+        duration_ms=times,
+        client_ip=text,
+        origin=st.none() | text,
+        chatkit_type=st.none() | text,
+        upstream_status=st.none() | st.integers(min_value=0, max_value=999),
+        upstream_ms=st.none() | times,
+        error_code=st.none() | text,
+    ),
     created=st.floats(min_value=0, max_value=4e9),
 )
-def test_direct_line_is_the_formatter_line(fields: dict[str, Any], created: float) -> None:
+def test_direct_line_is_the_formatter_line(fields: AccessFields, created: float) -> None:
     access = AccessLog(logging.getLogger("gateway.access"))
-    assert access.line(created, fields) == formatter_line("gateway.access", created, fields)
+    expected = formatter_line("gateway.access", created, fields._asdict())
+    assert access.line(created, fields) == expected
 
 
 async def test_direct_lines_are_flushed_once_per_loop_iteration(
@@ -272,13 +283,13 @@ async def test_direct_lines_are_flushed_once_per_loop_iteration(
     monkeypatch.setattr(logging.Logger, "makeRecord", no_records)
     access = AccessLog(logger)
     for status in (200, 429, 502):
-        access.write({**FIELDS, "status": status})
+        access.write(ACCESS._replace(status=status))
     assert stream.flushes == 0  # written, not yet flushed: the loop is still busy
     await asyncio.sleep(0)
     assert stream.flushes == 1
     assert [line["status"] for line in lines(stream)] == [200, 429, 502]
     assert {line["message"] for line in lines(stream)} == {"request"}
-    access.write(dict(FIELDS))
+    access.write(ACCESS)
     await asyncio.sleep(0)
     assert stream.flushes == 2 and len(lines(stream)) == 4
 
@@ -287,7 +298,7 @@ def test_outside_a_loop_every_direct_line_is_flushed(
     own_logger: tuple[logging.Logger, CountingStream],
 ) -> None:
     logger, stream = own_logger
-    AccessLog(logger).write(dict(FIELDS))
+    AccessLog(logger).write(ACCESS)
     assert stream.flushes == 1 and lines(stream)[0]["route"] == "site"
 
 
@@ -304,8 +315,8 @@ def test_another_handler_gets_a_record_like_logger_info_makes(
     extra = Keep()
     logger.addHandler(extra)
     try:
-        AccessLog(logger).write(dict(FIELDS))
-        logger.info("request", extra=FIELDS)
+        AccessLog(logger).write(ACCESS)
+        logger.info("request", extra=ACCESS._asdict())
     finally:
         logger.removeHandler(extra)
     ours, theirs = lines(stream)
