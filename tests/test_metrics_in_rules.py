@@ -172,8 +172,8 @@ def test_metric_list_matches_the_gateway() -> None:
     metrics.upstream_call("r", "ok", 0.1)
     for family in metrics.per_request.collect():
         name = family.name + ("_total" if family.type == "counter" else "")
-        labels = {label for sample in family.samples for label in sample.labels} - {"le"}
-        exported[name] = (family.type, frozenset(labels))
+        seen = {label for sample in family.samples for label in sample.labels} - {"le"}
+        exported[name] = (family.type, frozenset(seen))
     for name, labels in METRICS.items():
         assert exported.get(name) == (METRIC_TYPES[name], labels), name
 
