@@ -25,7 +25,7 @@ from gateway.limits import (
 )
 from gateway.limits.redis import RedisStorage
 from gateway.policy import Backend, LimiterConfig, LimitKey, RateLimit, Secret
-from gateway.routes import ChatKitProxyRoute
+from gateway.routes.chatkit_proxy import ChatKitProxyRoute
 from tests.support.redis_server import RedisServer, running_redis
 
 pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too

@@ -30,7 +30,9 @@ from gateway.policy import (
     load_policy,
     parse_policy,
 )
-from gateway.routes import ChatKitProxyRoute, ChatKitSessionRoute, RealtimeClientSecretRoute
+from gateway.routes.chatkit_proxy import ChatKitProxyRoute
+from gateway.routes.chatkit_session import ChatKitSessionRoute
+from gateway.routes.realtime_client_secret import RealtimeClientSecretRoute
 
 pytestmark = pytest.mark.lowest  # scripts/dependency-bounds.sh runs these too
 

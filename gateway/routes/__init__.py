@@ -14,10 +14,3 @@ register_kind(ChatKitSessionRoute)
 register_kind(RealtimeClientSecretRoute)
 register_kind(ChatKitProxyRoute)
 register_kind(ChatKitAgentRoute)
-
-__all__ = [
-    "ChatKitAgentRoute",
-    "ChatKitProxyRoute",
-    "ChatKitSessionRoute",
-    "RealtimeClientSecretRoute",
-]
