@@ -107,12 +107,10 @@ class UpstreamTimeout(GatewayError):
     status, code, message = 504, "upstream_timeout", "Upstream did not answer in time"
 
 
-_BY_STATUS: dict[int, type[GatewayError]] = {
-    400: BadRequest,
-    403: OriginNotAllowed,  # aiohttp-cors refusing a preflight (ops: /openapi.json)
-    404: NotFound,
-    405: MethodNotAllowed,
-    413: PayloadTooLarge,
+# aiohttp's refusals that have a code of their own (403: aiohttp-cors refusing a preflight).
+_BY_STATUS = {
+    cls.status: cls
+    for cls in (BadRequest, OriginNotAllowed, NotFound, MethodNotAllowed, PayloadTooLarge)
 }
 
 

@@ -74,7 +74,9 @@ def route_path_item(
     origins = sorted(route.allowed_origins)
     for operation in (post, item["options"]):
         operation["parameters"] = [
-            _origin_parameter(route, origins) if _is_origin(p) else p
+            _origin_parameter(route, origins)
+            if p.get("$ref") == "#/components/parameters/Origin"
+            else p
             for p in operation["parameters"]
         ]
     limits = [
@@ -91,10 +93,6 @@ def route_path_item(
         for name in ("RateLimit", "RateLimit-Policy"):
             ok[name] = {**headers[name], "required": True}
     return item
-
-
-def _is_origin(parameter: dict[str, Any]) -> bool:
-    return parameter.get("$ref") == "#/components/parameters/Origin"
 
 
 def _origin_parameter(route: RouteBase, origins: list[str]) -> dict[str, Any]:

@@ -78,29 +78,6 @@ def describe_changes(old: Policy, new: Policy) -> list[str]:
     return sorted(changes)
 
 
-def reload_from(app: web.Application, path: Path) -> bool:
-    """Validate the file and apply it; count and log the result either way."""
-    metrics = app[METRICS]
-    stub = app[ACTIVE_POLICY].current.policy.stub_upstream
-    try:
-        policy = load_policy(path, stub_upstream=stub)
-    except PolicyError as exc:
-        metrics.config_reloads.labels("failure").inc()
-        for problem in exc.problems:
-            log.error("reload refused, old policy stays", extra={"detail": str(problem)})
-        return False
-    try:
-        changes = apply_policy(app, policy)
-    except Exception:
-        # A bug, not a bad file; the watcher and the SIGHUP handler must survive it.
-        metrics.config_reloads.labels("failure").inc()
-        log.exception("reload failed, old policy stays")
-        return False
-    metrics.config_reloads.labels("success").inc()
-    log.info("policy reloaded", extra={"detail": "; ".join(changes) or "no changes"})
-    return True
-
-
 def _digest(path: Path) -> bytes | None:
     try:
         return hashlib.sha256(path.read_bytes()).digest()
@@ -122,9 +99,27 @@ class PolicyFile:
         self.path = path
         self.digest = _digest(path)
 
-    def reload(self) -> bool:
+    def reload(self) -> None:
+        """Validate the file and apply it; count and log the result either way."""
         self.digest = _digest(self.path)  # before reading: a later change is seen again
-        return reload_from(self.app, self.path)
+        metrics = self.app[METRICS]
+        stub = self.app[ACTIVE_POLICY].current.policy.stub_upstream
+        try:
+            policy = load_policy(self.path, stub_upstream=stub)
+        except PolicyError as exc:
+            metrics.config_reloads.labels("failure").inc()
+            for problem in exc.problems:
+                log.error("reload refused, old policy stays", extra={"detail": str(problem)})
+            return
+        try:
+            changes = apply_policy(self.app, policy)
+        except Exception:
+            # A bug, not a bad file; the watcher and the SIGHUP handler must survive it.
+            metrics.config_reloads.labels("failure").inc()
+            log.exception("reload failed, old policy stays")
+            return
+        metrics.config_reloads.labels("success").inc()
+        log.info("policy reloaded", extra={"detail": "; ".join(changes) or "no changes"})
 
     async def watch(self, interval: float = 2.0) -> None:
         """Reload whenever the file's content changes (symlink swaps included)."""

@@ -91,11 +91,11 @@ class ListenerTls:
     def _select(self, conn: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
         conn.context = self._current
 
-    def refresh(self, tls: TlsFiles) -> bool:
-        """Load the pair when it changed; True when a new one is in force."""
+    def refresh(self, tls: TlsFiles) -> None:
+        """Load the pair when it changed."""
         digest = _digest(tls)
         if digest is None or digest == self._digest:
-            return False
+            return
         self._digest = digest  # tried once per content: a refusal is not logged every tick
         try:
             context = server_context(tls.cert_file, tls.key_file)
@@ -104,10 +104,9 @@ class ListenerTls:
                 "tls certificate refused, the old one keeps serving",
                 extra={"detail": f"server.tls.{exc.key}: {exc}"},
             )
-            return False
+            return
         self._current = context
         log.info("tls certificate loaded", extra={"detail": tls.cert_file})
-        return True
 
     async def watch(self, tls: Callable[[], TlsFiles | None], interval: float = 2.0) -> None:
         """Refresh from the policy in force (reloads included) every `interval` seconds."""
