@@ -111,6 +111,14 @@ async def test_page_state_is_kept_for_conditional_requests(index: KnowledgeIndex
     assert state == tagged.state
     await ingest(index, keep=(tagged.url,))
     assert (await index.pages(ROUTE))[tagged.url].etag == 'W/"1"'
+    # The same text under new validators (a redeploy): kept, and asked with these next time.
+    build = await index.begin(ROUTE)
+    await build.keep(tagged.url, ('W/"2"', "Mon, 07 Dec 2026 10:00:00 GMT"))
+    assert await build.commit() == 0
+    state = (await index.pages(ROUTE))[tagged.url]
+    assert (state.etag, state.last_modified) == ('W/"2"', "Mon, 07 Dec 2026 10:00:00 GMT")
+    assert state.text_hash == tagged.text_hash
+    assert await urls(index, "alpha") == [tagged.url]  # its passages stay
 
 
 async def test_a_search_during_a_build_sees_the_committed_index(opened: Opened) -> None:

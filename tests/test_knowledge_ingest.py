@@ -5,8 +5,10 @@ What the owner sees: the summary line, the exit status, and what a search then f
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,28 @@ async def test_ingest_rerun_change_remove_and_fail(site: DocsSite, tmp_path: Pat
     assert not any("tutorial-fk.html" in h for h in await search(tmp_path, "foreign keys"))
     # The failed page keeps the passages it had.
     assert any("tutorial-window.html" in h for h in await search(tmp_path, "window functions"))
+
+
+async def test_a_redeploy_with_the_same_text_is_asked_with_its_new_etag(
+    site: DocsSite, tmp_path: Path
+) -> None:
+    policy = write_policy(tmp_path, {"sources": [{"sitemap": f"{site.url}/sitemap.xml"}]})
+    status, out, err = await run_ingest(policy)
+    assert status == 0, err
+    # A redeploy: every file written again with the same bytes, so new ETags.
+    later = time.time_ns() + 60 * 10**9
+    for file in site.root.glob("*.html"):
+        os.utime(file, ns=(later, later))
+    site.statuses.clear()
+    status, out, err = await run_ingest(policy)
+    assert status == 0, err
+    assert summary(out) == (PAGES, 0, 0, 0, PAGES, 0)  # the same text: nothing re-indexed
+    assert site.statuses == {200: PAGES}  # but fetched whole once: the ETags had changed
+    site.statuses.clear()
+    status, out, err = await run_ingest(policy)
+    assert status == 0, err
+    assert summary(out) == (PAGES, 0, 0, 0, PAGES, 0)
+    assert site.statuses == {304: PAGES}  # asked with the new ETags
 
 
 async def test_nothing_fetched_exits_1_and_keeps_the_index(site: DocsSite, tmp_path: Path) -> None:

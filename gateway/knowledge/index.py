@@ -12,6 +12,8 @@ from typing import Protocol
 
 from .model import Hit, IndexStats, Page, PageState
 
+Validators = tuple[str | None, str | None]  # a page's ETag and Last-Modified
+
 
 class IndexUnavailable(Exception):
     """The store did not answer (down, locked past its timeout); the last committed index
@@ -29,9 +31,11 @@ class IndexBuild(Protocol):
     async def put(self, page: Page) -> None:
         """A new or changed page: its passages replace the page's old ones."""
 
-    async def keep(self, url: str) -> None:
+    async def keep(self, url: str, validators: Validators | None = None) -> None:
         """A page left as it is: unchanged (304, or the same text hash), or failed this
-        time (its previous passages stay)."""
+        time (its previous passages stay). `validators`, the (ETag, Last-Modified) it came
+        with when it answered 200 with the same text (a redeploy): stored, so the next run
+        asks with them and gets a 304."""
 
     async def commit(self) -> int:
         """Switch searches to this build; pages neither put nor kept are removed.

@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .index import IndexBuild, IndexConflict, IndexUnavailable
+from .index import IndexBuild, IndexConflict, IndexUnavailable, Validators
 from .index_query import terms
 from .index_schema import pages, routes
 from .model import Hit, IndexStats, Page, PageState
@@ -148,7 +148,9 @@ class SqlIndex(ABC):
 class SqlBuild:
     """One ingest of one route: rows born `build`, invisible until commit."""
 
-    __slots__ = ("_base", "_build", "_changed", "_done", "_index", "_keeps", "_route")
+    __slots__ = (
+        "_base", "_build", "_changed", "_done", "_index", "_keeps", "_revalidated", "_route",
+    )  # fmt: skip
 
     def __init__(self, index: SqlIndex, route: str, *, build: int, base: int) -> None:
         self._index = index
@@ -156,6 +158,7 @@ class SqlBuild:
         self._build = build
         self._base = base  # the committed build this one replaces
         self._keeps: list[str] = []
+        self._revalidated: list[dict[str, str | None]] = []  # kept, with new validators
         self._done = False
         self._changed = False  # a page put: the term statistics are recounted at commit
 
@@ -171,8 +174,8 @@ class SqlBuild:
             "url": url,
             "title": clean(page.title),
             "text_hash": clean(page.text_hash),
-            "etag": None if page.etag is None else clean(page.etag),
-            "last_modified": None if page.last_modified is None else clean(page.last_modified),
+            "etag": _maybe(page.etag),
+            "last_modified": _maybe(page.last_modified),
             "born": self._build,
         }
         again = pages.delete().where(
@@ -187,28 +190,33 @@ class SqlBuild:
                 ).scalar_one()
                 await self._index.insert_passages(conn, int(page_id), page)
 
-    async def keep(self, url: str) -> None:
+    async def keep(self, url: str, validators: Validators | None = None) -> None:
         self._open()
-        self._keeps.append(clean(url))
-        if len(self._keeps) >= _KEEP_BATCH:
+        if validators is None:
+            self._keeps.append(clean(url))
+        else:
+            etag, modified = validators
+            self._revalidated.append({"u": clean(url), "e": _maybe(etag), "m": _maybe(modified)})
+        if len(self._keeps) + len(self._revalidated) >= _KEEP_BATCH:
             with unavailable_on_error("an ingest"):
                 async with self._index.engine.begin() as conn:
                     await self._flush(conn)
 
     async def _flush(self, conn: AsyncConnection) -> None:
-        if not self._keeps:
-            return
-        mark = (
-            pages.update()
-            .where(
-                pages.c.route == self._route,
-                pages.c.url == sa.bindparam("u"),
-                pages.c.born <= self._base,
-            )
-            .values(kept=self._build)
+        mark = pages.update().where(
+            pages.c.route == self._route,
+            pages.c.url == sa.bindparam("u"),
+            pages.c.born <= self._base,
         )
-        await conn.execute(mark, [{"u": url} for url in self._keeps])
-        self._keeps.clear()
+        if self._keeps:
+            await conn.execute(mark.values(kept=self._build), [{"u": u} for u in self._keeps])
+            self._keeps.clear()
+        if self._revalidated:
+            fresh = mark.values(
+                kept=self._build, etag=sa.bindparam("e"), last_modified=sa.bindparam("m")
+            )
+            await conn.execute(fresh, self._revalidated)
+            self._revalidated.clear()
 
     async def commit(self) -> int:
         self._open()
@@ -258,3 +266,7 @@ class SqlBuild:
             log.warning(
                 "knowledge build of route %r not cleaned up: %s", self._route, type(exc).__name__
             )
+
+
+def _maybe(text: str | None) -> str | None:
+    return None if text is None else clean(text)

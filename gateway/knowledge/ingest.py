@@ -21,7 +21,7 @@ from yarl import URL
 from .config import CrawlSource, KnowledgeConfig, PathSource, SitemapSource
 from .extract import extract
 from .fetch import Failed, Fetched, Fetcher, NotModified, decode
-from .index import IndexBuild, KnowledgeIndex
+from .index import IndexBuild, KnowledgeIndex, Validators
 from .model import Page, PageState
 from .passages import page as make_page
 from .sources import (
@@ -96,6 +96,7 @@ class _Write:
     page: Page | None = None
     detail: str = ""
     keep: bool = True  # False: the server says the page is gone, its passages go too
+    validators: Validators | None = None  # the same text under a new ETag: store that one
 
 
 class _Run:
@@ -225,9 +226,11 @@ class _Run:
     def compare(self, new: Page, prev: PageState | None) -> _Write:
         if prev is None:
             return _Write("added", new.url, new)
-        if prev.text_hash == new.text_hash:
-            return _Write("unchanged", new.url)
-        return _Write("changed", new.url, new)
+        if prev.text_hash != new.text_hash:
+            return _Write("changed", new.url, new)
+        fresh = (new.etag, new.last_modified)
+        stale = fresh != (prev.etag, prev.last_modified)
+        return _Write("unchanged", new.url, validators=fresh if stale else None)
 
     async def writer(self, build: IndexBuild) -> None:
         written: set[str] = set()
@@ -238,7 +241,7 @@ class _Run:
                     await build.put(item.page)
                 elif item.url in self.old:
                     written.add(item.url)
-                    await build.keep(item.url)
+                    await build.keep(item.url, item.validators)
             if item.outcome is None:
                 continue
             self.counts[item.outcome] += 1
