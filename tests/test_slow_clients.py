@@ -307,8 +307,8 @@ async def test_pipelined_requests_and_broken_http(tmp_path: Path, gateways: Any)
     await normal_request(gateway)
 
 
-# The tests below pin the aiohttp internals gateway/http_protocol.py relies on (its comment
-# block lists them): each fails if an aiohttp release changes what one of them means.
+# The tests below pin the aiohttp internals gateway/http_protocol.py relies on (listed once,
+# in its AIOHTTP_PRIVATE): each fails if an aiohttp release changes what one of them means.
 
 
 async def test_time_the_gateway_stops_reading_is_not_held_against_the_client(
