@@ -54,11 +54,11 @@ _EPSILON = 1e-6
 def gcra(tat: float, now: float, limit: RateLimit) -> tuple[float, Verdict]:
     """The new TAT and the verdict for one request arriving at `now`."""
     interval = limit.interval
-    new_tat = max(tat, now) + interval
-    allow_at = new_tat - limit.per_seconds
-    if allow_at - now > _EPSILON:  # float sums like now + w - w need not equal now
-        wait = allow_at - now
-        return tat, Verdict(limit, False, 0, max(tat, now) - now, wait)
+    start = tat if tat > now else now  # max(), without the call
+    new_tat = start + interval
+    wait = new_tat - limit.per_seconds - now
+    if wait > _EPSILON:  # float sums like now + w - w need not equal now
+        return tat, Verdict(limit, False, 0, start - now, wait)
     remaining = int((limit.per_seconds - (new_tat - now)) / interval + 1e-9)
     return new_tat, Verdict(limit, True, remaining, new_tat - now, 0.0)
 

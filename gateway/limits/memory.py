@@ -58,24 +58,27 @@ class MemoryStorage:
     def acquire_now(self, buckets: Sequence[Bucket]) -> list[Verdict]:
         """Synchronous core, also used as the Redis backend's local fallback."""
         now = self._clock()
-        results: list[tuple[_Generations, str, float, float, Verdict]] = []
+        scopes = self._scopes
+        spent: list[tuple[_Generations, str, float, float]] = []
+        verdicts: list[Verdict] = []
         admitted = True
         for bucket in buckets:
-            store = self._scopes.get(bucket.scope)
+            store = scopes.get(bucket.scope)
             if store is None:
-                store = self._scopes[bucket.scope] = _Generations(self._max_keys)
+                store = scopes[bucket.scope] = _Generations(self._max_keys)
             tat = store.get(bucket.key)
             new_tat, verdict = gcra(tat, now, bucket.limit)
+            spent.append((store, bucket.key, tat, new_tat))
+            verdicts.append(verdict)
             admitted = admitted and verdict.allowed
-            results.append((store, bucket.key, tat, new_tat, verdict))
         if admitted:
-            for store, key, _, new_tat, _ in results:
+            for store, key, _, new_tat in spent:
                 store.put(key, new_tat)
-            return [r[4] for r in results]
+            return verdicts
         # All or nothing: an exhausted limit must not spend the others' quota.
-        for store, key, tat, _, _ in results:
+        for store, key, tat, _ in spent:
             store.put(key, tat)
-        return [_refund(r[4]) for r in results]
+        return [_refund(v) for v in verdicts]
 
     async def ping(self) -> bool:
         return True
