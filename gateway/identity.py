@@ -29,6 +29,7 @@ from typing import Any
 
 from .errors import BadRequest
 from .policy import UpstreamConfig, UserIdConfig, UserIdSource
+from .requestinfo import RequestInfo
 
 _DEVICE_ID = re.compile(r"[\x21-\x7e]{1,128}")
 # A header a page sets: random enough to be a bearer token for the visitor's history.
@@ -50,12 +51,11 @@ def end_user_id(
     secret: bytes,
     body: Mapping[str, Any],
     headers: Mapping[str, str],
-    client_ip: str,
-    from_trusted_proxy: bool,
+    info: RequestInfo,
 ) -> str:
     source = config.source
     if source is UserIdSource.HEADER:
-        value = headers.get(config.header) if from_trusted_proxy else None
+        value = headers.get(config.header) if info.peer_trusted else None
         if not value or not _DEVICE_ID.fullmatch(value):
             raise BadRequest(f"{config.header} is missing (set by the auth proxy)")
         material = f"header:{value}"
@@ -65,7 +65,7 @@ def end_user_id(
             raise BadRequest("device_id must be a string of 1 to 128 visible ASCII characters")
         material = f"device:{device}"
     else:
-        material = f"ip:{client_ip}"
+        material = f"ip:{info.client_ip}"
     return _user_id(secret, material)
 
 

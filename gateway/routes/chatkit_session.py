@@ -59,14 +59,7 @@ class ChatKitSessionRoute(TokenRoute):
     def upstream_body(
         self, browser: dict[str, Any], request: web.Request, info: RequestInfo, mint: TokenMint
     ) -> dict[str, Any]:
-        user = end_user_id(
-            self.user_id,
-            mint.user_secret,
-            browser,
-            request.headers,
-            info.client_ip,
-            info.peer_trusted,
-        )
+        user = end_user_id(self.user_id, mint.user_secret, browser, request.headers, info)
         opts = self.session
         workflow: dict[str, Any] = {"id": self.workflow_id}
         if opts.workflow_version:
