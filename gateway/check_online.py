@@ -10,7 +10,6 @@ exception's type, never the upstream's words, which may quote the key.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
@@ -24,15 +23,11 @@ from .agent.model_watch import (
 from .policy import Policy
 
 
-def check_models(policy: Policy, path: Path) -> int:
+async def check_models(policy: Policy, path: Path) -> int:
     models = watched_models(policy)
     if not models:
         print(f"{path}: online: no chatkit_agent route, no model to ask about", file=sys.stderr)
         return 0
-    return asyncio.run(_ask(policy, path, models))
-
-
-async def _ask(policy: Policy, path: Path, models: dict[str, tuple[str, ...]]) -> int:
     client = client_for(policy.upstream)
     status = 0
     try:

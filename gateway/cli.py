@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return status
         from .check_online import check_models
 
-        return check_models(load_policy(args.config), args.config)
+        return asyncio.run(check_models(load_policy(args.config), args.config))
     if args.command == "schema":
         sys.stdout.write(json.dumps(policy_schema(), indent=2) + "\n")
         return 0
