@@ -1,13 +1,6 @@
-"""`chatkit_agent`: the gateway is the ChatKit server — an agent from the policy (SPEC §8).
-
-For the site whose Agent Builder workflow stopped and who has no backend: the widget's
-`api.url` is this route; openai-chatkit's `ChatKitServer` serves the protocol, an Agents
-SDK agent answers, threads live in the route's store (SQLite, or PostgreSQL shared by
-replicas). The checks are the proxy route's (gateway/chatkit_endpoint.py) — origin,
-untyped limits before the body is read, the body within `max_json_bytes`, the type, then
-the types this route serves and the user from `X-Device-Id` (400), the stream cap, typed
-limits — then the token budgets (429 before the model is called) and the store (503
-before a stream starts).
+"""`chatkit_agent`: the gateway is the ChatKit server — an agent from the policy (SPEC §8),
+for the site whose Agent Builder workflow stopped and who has no backend. What a request
+goes through: docs/DESIGN.md, "One request, top-down".
 
 The policy keys are gateway/agent/route_keys.py's (serving reads them); this module adds
 the compile step, OpenAPI and warnings, and imports nothing of the `agent` extra until a
