@@ -1,17 +1,12 @@
 """HTTPS on the gateway's own listener (`server.tls`), with certificates that rotate.
 
-cert-manager and certbot replace the certificate and key files before they expire; the
-gateway must pick the new pair up without a restart and without dropping a connection.
-The listener's SSLContext is fixed when the socket opens, so it only hands each new
-handshake over (its SNI callback runs for every ClientHello, server name or not) to the
-context of the pair currently in force. A new pair is loaded into a fresh context and
-swapped in whole once it loads: a pair caught half-written (the new certificate, the
-old key) or a bad file is refused, logged, and the old pair keeps serving. Connections
-already open keep the context they shook hands with.
-
-The files are compared by content every few seconds (symlink swaps of a mounted Secret
-included), as reload.py does for the policy; a reload that names other files is picked
-up the same way.
+cert-manager and certbot replace the files before they expire: the new pair must serve
+without a restart or a dropped connection. The listener's SSLContext is fixed when the
+socket opens, so its SNI callback (run for every ClientHello, server name or not) hands
+each handshake to the context of the pair in force. The files are compared by content
+every few seconds, as reload.py does for the policy; a new pair is loaded into a fresh
+context and swapped in whole, so a pair caught half-written (the new certificate, the old
+key) or a bad file is refused, logged, and the old pair keeps serving.
 """
 
 from __future__ import annotations
@@ -91,27 +86,21 @@ class ListenerTls:
     def _select(self, conn: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
         conn.context = self._current
 
-    def refresh(self, tls: TlsFiles) -> None:
-        """Load the pair when it changed."""
-        digest = _digest(tls)
-        if digest is None or digest == self._digest:
-            return
-        self._digest = digest  # tried once per content: a refusal is not logged every tick
-        try:
-            context = server_context(tls.cert_file, tls.key_file)
-        except TlsError as exc:
-            log.error(
-                "tls certificate refused, the old one keeps serving",
-                extra={"detail": f"server.tls.{exc.key}: {exc}"},
-            )
-            return
-        self._current = context
-        log.info("tls certificate loaded", extra={"detail": tls.cert_file})
-
     async def watch(self, tls: Callable[[], TlsFiles | None], interval: float = 2.0) -> None:
-        """Refresh from the policy in force (reloads included) every `interval` seconds."""
+        """Load the pair of the policy in force (reloads included) whenever its files change."""
         while True:
             await asyncio.sleep(interval)
             files = tls()
-            if files is not None:
-                self.refresh(files)
+            digest = None if files is None else _digest(files)
+            if files is None or digest is None or digest == self._digest:
+                continue
+            self._digest = digest  # tried once per content: a refusal is not logged every tick
+            try:
+                self._current = server_context(files.cert_file, files.key_file)
+            except TlsError as exc:
+                log.error(
+                    "tls certificate refused, the old one keeps serving",
+                    extra={"detail": f"server.tls.{exc.key}: {exc}"},
+                )
+            else:
+                log.info("tls certificate loaded", extra={"detail": files.cert_file})
