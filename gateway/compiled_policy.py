@@ -64,13 +64,8 @@ class CompiledPolicy:
     def build(cls, policy: Policy) -> CompiledPolicy:
         compiled = [compile_route(policy, r) for r in policy.routes]
         exact = {c.route.path: c for c in compiled}
-        prefixes = tuple(
-            sorted(
-                ((c.route.path.rstrip("/") + "/", c) for c in compiled
-                 if c.route.serves_below),
-                key=lambda item: -len(item[0]),
-            )
-        )  # fmt: skip
+        below = [(c.route.path.rstrip("/") + "/", c) for c in compiled if c.route.serves_below]
+        prefixes = tuple(sorted(below, key=lambda item: -len(item[0])))
         ops = OPS_PATHS | {policy.metrics.path}
         if "/" not in exact:
             ops |= {INDEX_PATH}  # the index (routes/ops.py), unless a route owns `/`

@@ -9,10 +9,9 @@ replica and across restarts. We send `u_` + HMAC-SHA256(secret, source:value) tr
 - `header`: a header set by a trusted auth proxy (believed only from a trusted peer).
 - `client_ip`: the client address alone (users behind one NAT share history).
 A `chatkit_proxy` route sends the same value to the site's backend as `X-ChatKit-User`
-(`proxy_user_id`), from the page's `X-Device-Id` header — 16 to 128 characters of
-`[A-Za-z0-9_-]`, the same hash as a `device_id` in a session body, so one device is one
-user on both kinds — and never from the client IP unless the policy says `client_ip`: a
-request without a valid device id gets no user, and the backend serves it no history.
+(`proxy_user_id`), from the page's `X-Device-Id` header hashed as a `device_id` is (one
+device is one user on both kinds), and never from the client IP unless the policy says
+`client_ip`.
 The secret is `user_id.secret` if set, else derived from the OpenAI API key, so a fleet
 agrees without extra configuration; rotating the key then re-scopes history, which is why
 an explicit secret is recommended in production.
@@ -39,9 +38,8 @@ _DERIVE = b"chatkit-gateway/user-id/v1\x00"
 
 
 def user_secret(config: UserIdConfig, upstream: UpstreamConfig) -> bytes:
-    explicit = config.secret
-    if explicit:
-        return explicit.reveal().encode()
+    if config.secret:
+        return config.secret.reveal().encode()
     key = upstream.api_key.reveal() or "stub-upstream"
     return hashlib.sha256(_DERIVE + key.encode()).digest()
 

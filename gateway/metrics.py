@@ -50,8 +50,7 @@ class Metrics:
     """Every metric the gateway exports, bound to one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
-        r = self.registry
+        self.registry = r = registry or CollectorRegistry(auto_describe=True)
         p = "chatkit_gateway_"
         # Updated by every request: plain numbers behind one collector (request_metrics.py).
         self.per_request = RequestMetrics()
