@@ -5,10 +5,8 @@ aiohttp's own HTTP exceptions, and anything unexpected) into `{"error": {code, m
 Headers that must reach the client even on errors (CORS, RateLimit, Retry-After) ride on
 the exception, added by the step that knows them.
 
-Information flows one way, outward: the answer is an `ErrorResponse`, which carries its
-code (and, for an unexpected exception, the exception) for the access log and the error
-line, both written by instrumentation.py around this middleware. Nothing here reads or writes the
-request's state, so this module imports nothing else of the gateway.
+The access log and the error line (instrumentation.py, around this middleware) read the
+`ErrorResponse`: nothing here touches the request's state, so it imports nothing of the gateway.
 """
 
 from __future__ import annotations

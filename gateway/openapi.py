@@ -1,10 +1,7 @@
-"""The OpenAPI 3.1 document of the HTTP interface, for the policy in force.
-
-`openapi.json` (package data) is the hand-kept part: operations endpoints, every answer,
-header and error code, and one path item template per route kind in
-`components.pathItems`. The routes themselves come from the policy: each route kind says
-which paths it serves (`RouteBase.openapi`, usually `route_path_item` on its template), with
-the route's own origins, limits and the metrics path.
+"""The OpenAPI 3.1 document of the HTTP interface, for the policy in force: the hand-kept
+`openapi.json` (package data), with the paths each route's kind says it serves
+(`RouteBase.openapi`, usually `route_path_item` on its kind's template in
+`components.pathItems`) and the policy's metrics path (DESIGN.md, "The OpenAPI document").
 """
 
 from __future__ import annotations
