@@ -20,7 +20,7 @@ from yarl import URL
 
 from .config import CrawlSource, KnowledgeConfig, PathSource, SitemapSource
 from .extract import extract
-from .fetch import Failed, Fetched, Fetcher, NotModified, decode
+from .fetch import Failed, Fetcher, NotModified, decode
 from .index import IndexBuild, KnowledgeIndex, Validators
 from .model import Page, PageState
 from .passages import page as make_page
@@ -67,9 +67,7 @@ class IngestReport:
     @property
     def pages(self) -> int:
         """Pages in the index after."""
-        if not self.committed:
-            return self.before
-        return self.before + self.added - self.removed
+        return self.before + self.added - self.removed if self.committed else self.before
 
     def line(self) -> str:
         return (
@@ -99,29 +97,22 @@ class _Write:
     validators: Validators | None = None  # the same text under a new ETag: store that one
 
 
+@dataclasses.dataclass(slots=True)
 class _Run:
-    __slots__ = (
-        "config", "counts", "crawled", "done", "events", "fetched", "old", "progress",
-        "protected", "queue", "reasons", "seen", "writes",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        config: KnowledgeConfig,
-        old: dict[str, PageState],
-        progress: Callable[[IngestEvent], None] | None,
-    ) -> None:
-        self.config = config
-        self.old = old
-        self.progress = progress
-        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
-        self.writes: asyncio.Queue[_Write | None] = asyncio.Queue(maxsize=8)
-        self.seen: set[str] = set()
-        self.crawled: Counter[int] = Counter()
-        self.counts: Counter[str] = Counter()
-        self.reasons: Counter[str] = Counter()
-        self.protected: list[CrawlScope] = []  # failed sources: their old pages are kept
-        self.fetched = self.done = 0
+    config: KnowledgeConfig
+    old: dict[str, PageState]
+    progress: Callable[[IngestEvent], None] | None
+    queue: asyncio.Queue[_Job] = dataclasses.field(default_factory=asyncio.Queue)
+    writes: asyncio.Queue[_Write | None] = dataclasses.field(
+        default_factory=lambda: asyncio.Queue(maxsize=8)
+    )
+    seen: set[str] = dataclasses.field(default_factory=set)
+    crawled: Counter[int] = dataclasses.field(default_factory=Counter)
+    counts: Counter[str] = dataclasses.field(default_factory=Counter)
+    reasons: Counter[str] = dataclasses.field(default_factory=Counter)
+    protected: list[CrawlScope] = dataclasses.field(default_factory=list)  # failed sources
+    fetched: int = 0
+    done: int = 0
 
     def add(self, job: _Job) -> None:
         key = str(job.url)
@@ -135,8 +126,10 @@ class _Run:
         self.seen.add(key)
         self.queue.put_nowait(job)
 
-    async def source_failed(self, url: str, reason: str, scope: CrawlScope) -> None:
-        self.protected.append(scope)
+    async def source_failed(self, url: str, reason: str, base: str) -> None:
+        root = normalise(base)
+        assert root is not None  # the policy checked it
+        self.protected.append(CrawlScope.of(root))
         await self.writes.put(_Write("failed", url, detail=f"source: {reason}", keep=False))
 
     async def sources(self, fetcher: Fetcher) -> None:
@@ -151,20 +144,16 @@ class _Run:
                     if known in scope:
                         self.add(_Job(known, scope, i))
             elif isinstance(source, SitemapSource):
-                root = normalise(source.sitemap)
-                assert root is not None
                 try:
                     for url in await sitemap_urls(fetcher, source):
                         self.add(_Job(url))
                 except SourceError as exc:
-                    await self.source_failed(source.sitemap, str(exc), CrawlScope.of(root))
+                    await self.source_failed(source.sitemap, str(exc), source.sitemap)
             elif isinstance(source, PathSource):
                 try:
                     files = await asyncio.to_thread(list, local_files(source))
                 except OSError as exc:
-                    root = normalise(source.base_url)
-                    assert root is not None
-                    await self.source_failed(source.path, str(exc), CrawlScope.of(root))
+                    await self.source_failed(source.path, str(exc), source.base_url)
                     continue
                 for file in files:
                     self.add(_Job(file.url, local=file))
@@ -181,7 +170,7 @@ class _Run:
         key = str(job.url)
         prev = self.old.get(key)
         if job.local is not None:
-            return await self.local(job.local, prev)
+            return await self.local(job, job.local, prev)
         got = await fetcher.page(key, prev)
         if isinstance(got, NotModified):
             self.fetched += 1
@@ -195,17 +184,9 @@ class _Run:
                 return _Write(None, str(final), keep=False)  # counted where it is reached
             self.seen.add(str(final))
             key, prev = str(final), self.old.get(str(final))
-        return await self.extracted(got, key, prev, job)
+        return await self.stored(job, key, got.kind, got.text, (got.etag, got.last_modified), prev)
 
-    async def extracted(self, got: Fetched, key: str, prev: PageState | None, job: _Job) -> _Write:
-        found = await asyncio.to_thread(extract, got.kind, got.text, key)
-        if job.scope is not None:
-            for link in links(URL(key), found.links, job.scope):
-                self.add(_Job(link, job.scope, job.source))
-        new = make_page(key, found, got.etag, got.last_modified)
-        return self.compare(new, prev)
-
-    async def local(self, file: LocalFile, prev: PageState | None) -> _Write:
+    async def local(self, job: _Job, file: LocalFile, prev: PageState | None) -> _Write:
         key = str(file.url)
         self.fetched += 1
         if prev is not None and prev.etag == file.stamp:
@@ -220,26 +201,32 @@ class _Run:
         text = decode(body, None, file.kind)
         if text is None:
             return _Write("failed", key, detail="undecodable text")
-        found = await asyncio.to_thread(extract, file.kind, text, key)
-        return self.compare(make_page(key, found, file.stamp, None), prev)
+        return await self.stored(job, key, file.kind, text, (file.stamp, None), prev)
 
-    def compare(self, new: Page, prev: PageState | None) -> _Write:
+    async def stored(
+        self, job: _Job, key: str, kind: str, text: str, fresh: Validators, prev: PageState | None
+    ) -> _Write:
+        """Extracted (a crawl's links queued) and compared with what the index holds."""
+        found = await asyncio.to_thread(extract, kind, text, key)
+        if job.scope is not None:
+            for link in links(URL(key), found.links, job.scope):
+                self.add(_Job(link, job.scope, job.source))
+        new = make_page(key, found, *fresh)
         if prev is None:
-            return _Write("added", new.url, new)
+            return _Write("added", key, new)
         if prev.text_hash != new.text_hash:
-            return _Write("changed", new.url, new)
-        fresh = (new.etag, new.last_modified)
+            return _Write("changed", key, new)
         stale = fresh != (prev.etag, prev.last_modified)
-        return _Write("unchanged", new.url, validators=fresh if stale else None)
+        return _Write("unchanged", key, validators=fresh if stale else None)
 
     async def writer(self, build: IndexBuild) -> None:
         written: set[str] = set()
         while (item := await self.writes.get()) is not None:
-            if item.url not in written and (item.page is not None or item.keep):
+            if item.url not in written:
                 if item.page is not None:
                     written.add(item.url)
                     await build.put(item.page)
-                elif item.url in self.old:
+                elif item.keep and item.url in self.old:
                     written.add(item.url)
                     await build.keep(item.url, item.validators)
             if item.outcome is None:
@@ -253,7 +240,6 @@ class _Run:
                 self.progress(event)
         for url in self.old:  # a failed source's pages stay as they were
             if url not in written and any(URL(url) in scope for scope in self.protected):
-                written.add(url)
                 await build.keep(url)
 
 
