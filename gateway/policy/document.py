@@ -124,9 +124,9 @@ def parse_policy(
             loc, message = _explain(error, data)
             if not any(loc[: len(seen)] == seen for seen in problems):
                 problems[loc] = Problem(file, doc.line(loc), key_path(loc), _shown(message, doc))
-    if policy is not None and not problems:
-        for loc, message in _policy_checks(policy):
-            problems[loc] = Problem(file, doc.line(loc), key_path(loc), message)
+    if policy is not None and not problems and (missing := _missing_api_key(policy)):
+        loc = ("upstream", "api_key")
+        problems[loc] = Problem(file, doc.line(loc), key_path(loc), missing)
     if problems:
         raise PolicyError(sorted(problems.values(), key=lambda p: p.line))
     assert policy is not None
@@ -152,32 +152,27 @@ def _document_checks(data: dict[str, Any], doc: Document) -> list[tuple[Loc, str
             if not isinstance(value, str) or not value.strip():
                 continue
             text = value.strip()
+            loc = ("routes", i, key)
             if key == "path":
                 text = text.rstrip("/") or "/"
                 if text in reserved:
-                    found.append(
-                        (("routes", i, key), f"{text!r} is reserved for operations endpoints")
-                    )
-            first = seen.setdefault((key, text), doc.line(("routes", i, key)))
-            if first != doc.line(("routes", i, key)):
-                found.append(
-                    (("routes", i, key), f"route {key} {text!r} is already used (line {first})")
-                )
+                    found.append((loc, f"{text!r} is reserved for operations endpoints"))
+            first = seen.setdefault((key, text), doc.line(loc))
+            if first != doc.line(loc):
+                found.append((loc, f"route {key} {text!r} is already used (line {first})"))
     return found
 
 
-def _policy_checks(policy: Policy) -> list[tuple[Loc, str]]:
-    """Checks of the whole valid policy."""
-    needs_key = [r for r in policy.routes if r.needs_openai_key]
-    if needs_key and not policy.stub_upstream and not policy.upstream.api_key:
-        route = needs_key[0]  # the first that needs it, named so the reader knows why
-        calls = _CALLS.get(route.KIND, "calls OpenAI")
-        message = (
-            f"an OpenAI API key is required: route {route.name!r} ({route.KIND}) {calls}; "
-            "set api_key or api_key_file, unless the gateway runs with --stub-upstream"
-        )
-        return [(("upstream", "api_key"), message)]
-    return []
+def _missing_api_key(policy: Policy) -> str | None:
+    """Why a valid policy needs the upstream.api_key it lacks (its first route calling OpenAI)."""
+    route = next((r for r in policy.routes if r.needs_openai_key), None)
+    if route is None or policy.stub_upstream or policy.upstream.api_key:
+        return None
+    calls = _CALLS.get(route.KIND, "calls OpenAI")
+    return (
+        f"an OpenAI API key is required: route {route.name!r} ({route.KIND}) {calls}; "
+        "set api_key or api_key_file, unless the gateway runs with --stub-upstream"
+    )
 
 
 # Why a route kind needs upstream.api_key, in the words of the OpenAI API it calls.
@@ -207,8 +202,7 @@ def _explain(error: ErrorDetails, data: dict[str, Any]) -> tuple[Loc, str]:
         return loc, f"expected a mapping, got {described(given)}"
     if kind in ("tuple_type", "list_type", "frozen_set_type", "set_type"):
         return loc, f"expected a list, got {described(given)}"
-    message = error["msg"]
-    return loc, message.removeprefix("Value error, ")
+    return loc, error["msg"].removeprefix("Value error, ")
 
 
 def _short_for_its_items(error: ErrorDetails) -> bool:
@@ -231,13 +225,17 @@ def _file_loc(loc: tuple[int | str, ...], data: Any) -> Loc:
         if _tag_before_its_key(node, part, loc[i + 1 : i + 2]):
             continue  # `sources.0.crawl.crawl`: the tag, then the key
         out.append(part)
-        if isinstance(node, dict):
-            node = node.get(part) if isinstance(part, str) else None
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            node = None
+        node = _child(node, part)
     return tuple(out)
+
+
+def _child(node: Any, part: int | str) -> Any:
+    """The value under a key or at an index of the data as written, else None."""
+    if isinstance(node, dict) and isinstance(part, str):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
 
 
 def _tag_before_its_key(node: Any, part: int | str, following: tuple[int | str, ...]) -> bool:
@@ -251,13 +249,9 @@ def _tag_before_its_key(node: Any, part: int | str, following: tuple[int | str, 
 def _unknown_key(loc: Loc, data: dict[str, Any]) -> str:
     key = loc[-1]
     cls = _class_at(loc[:-1], data)
-    keys = sorted(_field_names(cls)) if cls is not None else []
-    others = [k for k in route_kinds() if k is not cls]
-    if (
-        isinstance(cls, type)
-        and issubclass(cls, RouteBase)
-        and any(key in _field_names(k) for k in others)
-    ):
+    keys = sorted(_field_names(cls))
+    is_route = isinstance(cls, type) and issubclass(cls, RouteBase)
+    if is_route and any(key in _field_names(k) for k in route_kinds() if k is not cls):
         return f"not used by routes of kind {getattr(cls, 'KIND', '?')}"
     hint = ""
     if isinstance(key, str) and (close := difflib.get_close_matches(key, keys, n=1)):
@@ -265,42 +259,28 @@ def _unknown_key(loc: Loc, data: dict[str, Any]) -> str:
     return f"unknown key ({hint}expected one of: {', '.join(keys)})"
 
 
-_ROUTES = object()  # marker: inside `routes`, where the item's kind picks the class
-
-
 def _class_at(loc: Loc, data: Any) -> Any:
     """The dataclass that reads the mapping at `loc` (keys named in errors come from it)."""
     cls: Any = Policy
     node: Any = data
     for part in loc:
-        node = node.get(part) if isinstance(node, dict) and isinstance(part, str) else (
-            node[part] if isinstance(node, list) and isinstance(part, int) and part < len(node)
-            else None
-        )  # fmt: skip
-        if cls is _ROUTES:
+        node = _child(node, part)
+        if isinstance(part, int) and cls is RouteBase:  # `routes.N`: its kind picks the class
             kinds: dict[object, type[RouteBase]] = {k.KIND: k for k in route_kinds()}
-            tag = node.get("kind") if isinstance(node, dict) else None
-            cls = kinds.get(tag, RouteBase)
-        elif isinstance(part, int):
-            continue
-        elif cls is Policy and part == "routes":
-            cls = _ROUTES
-        else:
+            cls = kinds.get(node.get("kind") if isinstance(node, dict) else None, RouteBase)
+        elif isinstance(part, str):
             cls = _dataclass_in(typing.get_type_hints(cls, include_extras=True).get(part))
             if cls is None:
                 return None
-    return None if cls is _ROUTES else cls
+    return cls
 
 
 def _dataclass_in(hint: Any) -> Any:
     """The dataclass a field holds (through Optional, tuple and Annotated)."""
     if dataclasses.is_dataclass(hint):
         return hint
-    for arg in typing.get_args(hint):
-        found = _dataclass_in(arg)
-        if found is not None:
-            return found
-    return None
+    found = (_dataclass_in(arg) for arg in typing.get_args(hint))
+    return next((cls for cls in found if cls is not None), None)
 
 
 def _field_names(cls: Any) -> set[str]:
