@@ -1,9 +1,7 @@
 """Value types of the policy file, for pydantic: each parses one YAML value or says why not.
 
-Types are strict: `retries: "2"` (a quoted string) is not a number. A value written
-unquoted arrives as a `Scalar` — its text, and what YAML makes of it — so a number field
-takes YAML's number, a text field the text as written (`name: 2026` is the name "2026").
-`${VAR}` is replaced before either (policy/source.py).
+Strict (a quoted `"2"` is not a number): an unquoted value arrives as a `Scalar`, so a number
+field takes what YAML reads in it, a text field its text (`name: 2026` is the name "2026").
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import UnionType
 from typing import Annotated, Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -61,13 +60,15 @@ def described(value: object) -> str:
     return repr(str(value)) if isinstance(value, str) else repr(value)
 
 
-def _yaml_value(value: object, what: str) -> object:
-    """What YAML reads in an unquoted scalar; quoted text is refused for a non-text type."""
-    if isinstance(value, Scalar):
-        return value.typed
-    if isinstance(value, str):
+def _yaml_value(value: object, what: str, kinds: type | UnionType) -> Any:
+    """What YAML reads in an unquoted scalar, if one of `kinds` (a bool is no number); quoted
+    text is refused for a non-text type."""
+    if isinstance(value, str) and not isinstance(value, Scalar):
         raise ValueError(f"expected {what}, got the quoted text {value!r} (write it unquoted)")
-    return value
+    given = value.typed if isinstance(value, Scalar) else value
+    if not isinstance(given, kinds) or (isinstance(given, bool) and kinds is not bool):
+        raise ValueError(f"expected {what}, got {described(value)}")
+    return given
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,7 @@ class Between:
         low, high = (int(self.low), int(self.high)) if whole else (self.low, self.high)
 
         def parse(value: object) -> object:
-            given = _yaml_value(value, what)
-            if isinstance(given, bool) or not isinstance(given, kinds):
-                raise ValueError(f"expected {what}, got {described(value)}")
+            given = _yaml_value(value, what, kinds)
             if not low <= given <= high:
                 raise ValueError(f"must be between {show(low)} and {show(high)}, got {show(given)}")
             return given if whole else float(given)
@@ -100,17 +99,9 @@ class Between:
         return {"anyOf": [out, ENV_REFERENCE]}
 
 
-def _boolean(value: object) -> bool:
-    raw = value
-    value = _yaml_value(value, "true or false")
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {described(raw)}")
-    return value
-
-
 Bool = Annotated[
     bool,
-    BeforeValidator(_boolean),
+    BeforeValidator(lambda value: _yaml_value(value, "true or false", bool)),
     WithJsonSchema({"anyOf": [{"type": "boolean"}, ENV_REFERENCE]}),
 ]
 
@@ -183,12 +174,11 @@ def http_url_parts(raw: str) -> SplitResult:
     """`raw` split, if it is an http(s) URL with a host (and a port, if any, not 0)."""
     try:
         parts = urlsplit(raw)
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
-        raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
-    return parts
+        if parts.scheme in ("http", "https") and parts.hostname and parts.port != 0:
+            return parts
+    except ValueError:  # a port that is no number, a bad IPv6 address
+        pass
+    raise ValueError(f"expected an http:// or https:// URL, got {raw!r}")
 
 
 def _http_url(raw: str) -> str:
@@ -196,8 +186,7 @@ def _http_url(raw: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"URL must not carry a query or fragment: {raw!r}")
     if parts.username is not None or parts.password is not None:
-        # `check` would print it, and the client would send it with every request; the
-        # message names the URL without it.
+        # `check` would print it, the client send it on every request: the message hides it.
         shown = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
         raise ValueError(
             f"URL must not carry a user or password ({shown}): give credentials as a "
@@ -263,7 +252,7 @@ HeaderName = Annotated[
 
 
 def _cidr(value: object) -> IPNetwork:
-    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):
+    if isinstance(value, IPNetwork):
         return value
     raw = strip(value)
     try:
