@@ -161,19 +161,14 @@ class Fetcher:
         """`_get`, a timeout or a connection's failure as Failed."""
         target = URL(url)
         try:
-            return await self._get(target, headers, max_bytes=max_bytes, any_type=any_type)
+            return await self._get(target, headers, max_bytes, any_type)
         except TimeoutError:
             return Failed(url, "timed out")
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return Failed(url, f"{type(exc).__name__}: {exc}"[:200])
 
     async def _get(
-        self,
-        url: URL,
-        headers: dict[str, str],
-        *,
-        max_bytes: int | None = None,
-        any_type: bool = False,
+        self, url: URL, headers: dict[str, str], max_bytes: int, any_type: bool
     ) -> Result | Raw:
         assert self._session is not None, "use `async with Fetcher(...)`"
         cap = max_bytes or self._max_bytes
