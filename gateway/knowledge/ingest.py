@@ -110,7 +110,7 @@ class _Run:
     crawled: Counter[int] = dataclasses.field(default_factory=Counter)
     counts: Counter[str] = dataclasses.field(default_factory=Counter)
     reasons: Counter[str] = dataclasses.field(default_factory=Counter)
-    protected: list[CrawlScope] = dataclasses.field(default_factory=list)  # failed sources
+    protected: list[CrawlScope] = dataclasses.field(default_factory=list)  # failed sources: kept
     fetched: int = 0
     done: int = 0
 
@@ -139,8 +139,7 @@ class _Run:
                 self.add(_Job(start, scope, i))
                 # A 304 has no links: the pages this crawl reached last time are asked for
                 # again (a gone one answers 404 and goes).
-                for old_url in self.old:
-                    known = URL(old_url)
+                for known in map(URL, self.old):
                     if known in scope:
                         self.add(_Job(known, scope, i))
             elif isinstance(source, SitemapSource):
