@@ -40,12 +40,7 @@ def unavailable_on_error(what: str) -> Iterator[None]:
 
 def clean(text: str) -> str:
     """Text any store takes: PostgreSQL refuses NUL, neither driver encodes lone surrogates."""
-    text = text.replace("\x00", "")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 def _visible(route: str) -> sa.ColumnElement[bool]:
