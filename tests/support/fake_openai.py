@@ -9,7 +9,6 @@ connections) so retry and timeout paths can be exercised without a network.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import secrets
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from aiohttp import web
+
+from tests.support.loopback import LoopbackServer
 
 DEFAULT_API_KEY: Final = "sk-test-fake-0123456789abcdef"
 
@@ -439,7 +440,7 @@ def _parse_json(raw: bytes) -> Any:
 # --- the server ---------------------------------------------------------------------------------
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
     """In-process stand-in for ``api.openai.com/v1`` covering the gateway's three calls."""
 
     def __init__(
@@ -453,61 +454,20 @@ class FakeOpenAI:
         self.api_key = api_key
         self.known_workflows: set[str] = set(known_workflows)
         self.latency = latency
-        self.host = host
+        super().__init__(host)
         self.received: list[Received] = []
         self.sessions: dict[str, dict[str, Any]] = {}
         self.realtime_secrets: list[dict[str, Any]] = []
         self._faults: list[_Fault] = []
         self._delays: list[_Delay] = []
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-        self._closing: asyncio.Event | None = None
 
     # lifecycle
 
-    async def start(self) -> None:
-        """Bind an ephemeral port so parallel tests never collide."""
-        if self._runner is not None:
-            raise RuntimeError("FakeOpenAI already started")
-        self._closing = asyncio.Event()
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chatkit/sessions", self._chatkit_create)
         app.router.add_post("/v1/chatkit/sessions/{session_id}/cancel", self._chatkit_cancel)
         app.router.add_post("/v1/realtime/client_secrets", self._realtime_create)
         app.router.add_route("*", "/{tail:.*}", self._invalid_url)
-        # A short shutdown timeout: a test that left a delayed request behind must not
-        # make close() wait for it.
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, 0)
-        await site.start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def close(self) -> None:
-        if self._closing is not None:
-            self._closing.set()  # wake handlers sleeping in delays
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner = None
-        self._port = None
-
-    async def __aenter__(self) -> FakeOpenAI:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeOpenAI is not running; call start() first")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
 
     # inspection
 
@@ -579,13 +539,6 @@ class FakeOpenAI:
                     self._delays.remove(delay)
                 return delay.seconds
         return 0.0
-
-    async def _sleep(self, seconds: float) -> None:
-        if self._closing is None:
-            await asyncio.sleep(seconds)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
 
     # request plumbing
 

@@ -101,6 +101,7 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 from gateway.agent.titles import INSTRUCTIONS as TITLE_INSTRUCTIONS
 from tests.support.fake_models import ModelCatalogue
 from tests.support.fake_openai import _NO_KEY, DEFAULT_API_KEY, _default_fault_payload, _mask_key
+from tests.support.loopback import LoopbackServer
 
 End = Literal["completed", "incomplete", "failed", "error"]
 _PARAMS: Final = ResponseCreateParamsNonStreaming.__optional_keys__
@@ -310,8 +311,11 @@ class _Cite:
     event_annotation: added_event.Annotation  # the SDK has a twin class for the event
 
 
-class FakeResponses:
+class FakeResponses(LoopbackServer):
     """In-process stand-in for ``api.openai.com/v1/responses``."""
+
+    shutdown_timeout = 1.0
+    handler_cancellation = True  # a client that goes away cancels its handler: we notice
 
     def __init__(
         self,
@@ -320,8 +324,8 @@ class FakeResponses:
         default: Script | None = None,
         host: str = "127.0.0.1",
     ) -> None:
+        super().__init__(host)
         self.api_key = api_key
-        self.host = host
         self.requests: list[ResponsesRequest] = []
         self.models = ModelCatalogue()  # GET /v1/models…, retired models (fake_models.py)
         self.disconnects = 0
@@ -331,9 +335,6 @@ class FakeResponses:
         self.title_requests: list[ResponsesRequest] = []
         self._title_queue: list[_Pending] = []
         self._title_default = _Pending(TITLE_DEFAULT)
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-        self._closing = asyncio.Event()
 
     @property
     def default(self) -> Script:
@@ -382,51 +383,10 @@ class FakeResponses:
 
     # lifecycle
 
-    async def start(self) -> None:
-        if self._runner is not None:
-            raise RuntimeError("FakeResponses already started")
-        self._closing.clear()
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        # handler_cancellation: a client that goes away cancels its handler, so we notice.
-        runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
-        )
-        await runner.setup()
-        await web.TCPSite(runner, self.host, 0).start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-
-    async def close(self) -> None:
-        self._closing.set()  # wake handlers that sleep or hang
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner = None
-        self._port = None
-
-    async def __aenter__(self) -> FakeResponses:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("FakeResponses is not running; call start() first")
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
 
     # plumbing
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), seconds)
 
     def _gone(self, record: ResponsesRequest) -> None:
         if record.outcome != "disconnected" and not self._closing.is_set():
